@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "FleetSync",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "fleetsync", targets: ["fleetsync"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+    ],
+    targets: [
+        // Pure core: configuration model, events, clocks, merge, planning, wire codec. No I/O.
+        .target(name: "FleetSyncCore", dependencies: [
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
+        // PostgreSQL adapter: catalog, installer, capture triggers, outbox reader, applier.
+        .target(name: "FleetSyncPostgres", dependencies: [
+            "FleetSyncCore",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "fleetsync", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        // Throwaway PostgreSQL 15 clusters for tests.
+        .target(name: "FleetSyncTestSupport", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+        ], path: "Tests/FleetSyncTestSupport"),
+        .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore"]),
+        .testTarget(name: "FleetSyncPostgresTests", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
+        ]),
+    ]
+)

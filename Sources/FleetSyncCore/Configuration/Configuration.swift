@@ -1,0 +1,129 @@
+/// The role a node plays in the fleet.
+public enum NodeRole: String, Sendable, CaseIterable {
+    case shore
+    case vessel
+}
+
+/// Who may write a field. `vessel` means the vessel the row is routed to.
+public enum FieldOwner: String, Sendable, CaseIterable {
+    case shore
+    case vessel
+    case shared
+}
+
+/// How the shore decides which vessels receive a row.
+public enum RoutingRule: Sendable, Equatable {
+    /// The row goes to the vessel whose node id is the value of this column.
+    case column(String)
+    /// The row follows its parent row in `table`, referenced by the uuid column `via`.
+    case parent(table: String, via: String)
+    /// Reference data: every vessel receives the row.
+    case broadcast
+}
+
+/// What a local `DELETE` does on a synced table.
+public enum DeletePolicy: String, Sendable, CaseIterable {
+    /// The row is kept and marked `is_deleted = true`; the tombstone is synced.
+    case tombstone
+    /// The `DELETE` is refused with an error.
+    case refuse
+}
+
+/// How a tombstone meets a concurrent update.
+public enum TombstoneRule: String, Sendable, CaseIterable {
+    /// A deleted row stays deleted whatever updates arrive (the default).
+    case wins
+    /// An update with a later clock than the tombstone brings the row back.
+    case revive
+}
+
+/// One synced table.
+public struct TableConfiguration: Sendable, Equatable {
+    /// The sync name of the table, the same on every node (events carry it).
+    public var name: String
+    /// The local schema that holds the table.
+    public var schema: String
+    public var route: RoutingRule
+    /// Owners of the columns listed explicitly.
+    public var owners: [String: FieldOwner]
+    /// Owner of every column not listed in `owners`.
+    public var defaultOwner: FieldOwner
+    public var onDelete: DeletePolicy
+    public var tombstone: TombstoneRule
+    /// Apply priority overriding the foreign-key depth (lower applies first).
+    public var priority: Int?
+
+    public init(
+        name: String, schema: String = "public", route: RoutingRule, owners: [String: FieldOwner] = [:],
+        defaultOwner: FieldOwner = .shore, onDelete: DeletePolicy = .tombstone, tombstone: TombstoneRule = .wins,
+        priority: Int? = nil
+    ) {
+        self.name = name
+        self.schema = schema
+        self.route = route
+        self.owners = owners
+        self.defaultOwner = defaultOwner
+        self.onDelete = onDelete
+        self.tombstone = tombstone
+        self.priority = priority
+    }
+
+    /// The owner of `column`.
+    public func owner(of column: String) -> FieldOwner { owners[column] ?? defaultOwner }
+}
+
+/// Bounds on what one exchange or batch may hold.
+public struct Limits: Sendable, Equatable {
+    public var batchEvents: Int = 1000
+    public var batchBytes: Int = 1_048_576
+    public init() {}
+}
+
+/// Shore-only settings.
+public struct ShoreConfiguration: Sendable, Equatable {
+    public var listen: String
+    /// How long the shore keeps events a vessel has not acknowledged, in days.
+    public var retentionDays: Int = 30
+    public init(listen: String) { self.listen = listen }
+}
+
+/// Vessel-only settings.
+public struct VesselConfiguration: Sendable, Equatable {
+    public var shoreURL: String
+    /// Seconds between exchanges when nothing is pending.
+    public var intervalSeconds: Int = 30
+    public init(shoreURL: String) { self.shoreURL = shoreURL }
+}
+
+/// A whole node configuration, validated.
+public struct FleetSyncConfiguration: Sendable, Equatable {
+    public var role: NodeRole
+    public var nodeID: String
+    public var databaseURL: String
+    public var shore: ShoreConfiguration?
+    public var vessel: VesselConfiguration?
+    public var keysDirectory: String?
+    public var limits: Limits
+    public var tables: [TableConfiguration]
+
+    public init(
+        role: NodeRole, nodeID: String, databaseURL: String, shore: ShoreConfiguration? = nil,
+        vessel: VesselConfiguration? = nil, keysDirectory: String? = nil, limits: Limits = Limits(),
+        tables: [TableConfiguration]
+    ) {
+        self.role = role
+        self.nodeID = nodeID
+        self.databaseURL = databaseURL
+        self.shore = shore
+        self.vessel = vessel
+        self.keysDirectory = keysDirectory
+        self.limits = limits
+        self.tables = tables
+    }
+
+    /// The table with sync name `name`.
+    public func table(named name: String) -> TableConfiguration? { tables.first { $0.name == name } }
+
+    /// Columns every synced table carries for FleetSync, managed by it alone.
+    public static let trackingColumns: Set<String> = ["id", "sync_version", "is_deleted", "sync_clock"]
+}

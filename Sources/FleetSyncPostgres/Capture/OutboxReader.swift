@@ -1,0 +1,75 @@
+import FleetSyncCore
+import Foundation
+import PostgresNIO
+
+/// Reads the outbox in an order consistent with commits, never skipping a late committer.
+///
+/// Sequence numbers (`seq`) are taken when a trigger inserts, but transactions commit in another
+/// order, so a cursor over `seq` would skip the events of a transaction that commits after a
+/// higher-numbered one. Instead a *sequencer* gives each committed event a position (`pos`) under
+/// a lock, in `seq` order among the events committed so far. An event that commits later gets a
+/// later position, so a cursor over `pos` never skips one. Causal order holds too: a transaction
+/// that saw another's commit took its sequence numbers after all of that one's.
+public struct OutboxReader: Sendable {
+    public let session: DatabaseSession
+
+    public init(session: DatabaseSession) { self.session = session }
+
+    /// Gives positions to up to `limit` committed events that have none; returns how many.
+    @discardableResult
+    public func sequence(limit: Int = 100_000) async throws -> Int {
+        try await session.transaction { db in
+            try await db.execute("SELECT pg_advisory_xact_lock(hashtext('fleetsync.outbox.sequencer'))", context: "locking the outbox sequencer")
+            var binds = PostgresBindings()
+            binds.append(Int64(limit))
+            // A fresh statement after the lock: its snapshot sees every event committed until now.
+            let rows = try await db.rows("""
+                WITH pending AS (
+                  SELECT seq, row_number() OVER (ORDER BY seq) AS rn
+                  FROM fleetsync.outbox WHERE pos IS NULL ORDER BY seq LIMIT $1
+                ), counter AS (
+                  UPDATE fleetsync.outbox_counter SET last_pos = last_pos + (SELECT count(*) FROM pending)
+                  RETURNING last_pos - (SELECT count(*) FROM pending) AS base
+                ), numbered AS (
+                  UPDATE fleetsync.outbox o SET pos = counter.base + pending.rn
+                  FROM pending, counter WHERE o.seq = pending.seq RETURNING 1
+                )
+                SELECT count(*) FROM numbered
+                """, binds, context: "sequencing the outbox")
+            return Int(try rows[0].value(0, as: Int64.self))
+        }
+    }
+
+    /// Up to `limit` sequenced events after position `after`, in position order.
+    public func read(after: Int64, limit: Int) async throws -> [CapturedChange] {
+        var binds = PostgresBindings()
+        binds.append(after)
+        binds.append(Int64(limit))
+        let rows = try await session.rows("""
+            SELECT pos, table_name, row_id, op::text, version, base_version, delta::text
+            FROM fleetsync.outbox WHERE pos > $1 ORDER BY pos LIMIT $2
+            """, binds, context: "reading the outbox")
+        return try rows.map { row in
+            let context = "decoding an outbox entry"
+            let deltaText: String = try row.value(6, context: context)
+            guard case .object(let delta) = try JSONParser.parse(deltaText) else {
+                throw DatabaseError(context: context, message: "delta is not a JSON object")
+            }
+            let op: String = try row.value(3, context: context)
+            guard let operation = CapturedChange.Operation(rawValue: op) else {
+                throw DatabaseError(context: context, message: "unknown operation \(op)")
+            }
+            return CapturedChange(
+                position: try row.value(0, context: context), table: try row.value(1, context: context),
+                rowID: try row.value(2, as: UUID.self, context: context), operation: operation,
+                version: try row.value(4, context: context), baseVersion: try row.value(5, context: context),
+                delta: delta)
+        }
+    }
+
+    /// Sequences what has committed, then reads after `after`.
+    public func poll(after: Int64, limit: Int) async throws -> [CapturedChange] {
+        try await sequence()
+        return try await read(after: after, limit: limit)
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Where to connect, parsed from a `postgres://user:password@host:port/database` URL.
+public struct PostgresEndpoint: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+
+    public init(host: String, port: Int, user: String, password: String? = nil, database: String) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+    }
+
+    /// Parses a database URL; the error says which part is wrong.
+    public init(url: String) throws(DatabaseError) {
+        guard let components = URLComponents(string: url), let scheme = components.scheme,
+              scheme == "postgres" || scheme == "postgresql" else {
+            throw DatabaseError(context: "database.url", message: "not a postgres:// URL", hint: "write postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+        }
+        guard let host = components.host, !host.isEmpty else {
+            throw DatabaseError(context: "database.url", message: "the URL names no host", hint: "write postgres://USER@HOST:PORT/DATABASE")
+        }
+        let database = String(components.path.drop(while: { $0 == "/" }))
+        guard !database.isEmpty else {
+            throw DatabaseError(context: "database.url", message: "the URL names no database", hint: "end the URL with /DATABASE")
+        }
+        self.init(
+            host: host, port: components.port ?? 5432, user: components.user ?? "postgres",
+            password: components.password, database: database)
+    }
+
+    var configuration: PostgresConnection.Configuration {
+        PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+    }
+}
+
+/// One open connection and the few ways FleetSync uses it.
+public final class DatabaseSession: Sendable {
+    public let connection: PostgresConnection
+    public let logger: Logger
+
+    private init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    /// Opens a connection to `endpoint`.
+    public static func connect(_ endpoint: PostgresEndpoint, logger: Logger) async throws(DatabaseError) -> DatabaseSession {
+        do {
+            let connection = try await PostgresConnection.connect(configuration: endpoint.configuration, id: 1, logger: logger)
+            return DatabaseSession(connection: connection, logger: logger)
+        } catch {
+            throw DatabaseError(error, context: "connecting to \(endpoint.host):\(endpoint.port)/\(endpoint.database) as \(endpoint.user)")
+        }
+    }
+
+    /// Opens a connection to the database at `url`.
+    public static func connect(url: String, logger: Logger) async throws(DatabaseError) -> DatabaseSession {
+        try await connect(PostgresEndpoint(url: url), logger: logger)
+    }
+
+    public func close() async {
+        try? await connection.close()
+    }
+
+    /// Runs a statement, discarding any rows.
+    public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings(), context: @autoclosure () -> String = "running SQL") async throws(DatabaseError) {
+        do {
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
+        } catch {
+            throw DatabaseError(error, context: context())
+        }
+    }
+
+    /// Runs a query and returns all of its rows.
+    public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings(), context: @autoclosure () -> String = "running SQL") async throws(DatabaseError) -> [PostgresRow] {
+        do {
+            return try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
+        } catch {
+            throw DatabaseError(error, context: context())
+        }
+    }
+
+    /// Runs `body` inside `BEGIN`/`COMMIT`; any error rolls everything back and is rethrown.
+    public func transaction<T: Sendable>(_ body: (DatabaseSession) async throws -> T) async throws -> T {
+        try await execute("BEGIN", context: "starting a transaction")
+        do {
+            let value = try await body(self)
+            try await execute("COMMIT", context: "committing")
+            return value
+        } catch {
+            try? await execute("ROLLBACK", context: "rolling back")
+            throw error
+        }
+    }
+}
+
+extension PostgresRow {
+    /// Decodes column `index` as `T`, mapping decoding failures to ``DatabaseError``.
+    func value<T: PostgresDecodable>(_ index: Int, as type: T.Type = T.self, context: String = "reading a row") throws(DatabaseError) -> T {
+        var cells = self.makeIterator()
+        for _ in 0..<index { _ = cells.next() }
+        guard let cell = cells.next() else { throw DatabaseError(context: context, message: "row has no column \(index)") }
+        do {
+            return try cell.decode(T.self)
+        } catch {
+            throw DatabaseError(context: context, message: "cannot decode column \(cell.columnName) as \(T.self): \(error)")
+        }
+    }
+}

@@ -1,0 +1,130 @@
+/// One versioned step of the `fleetsync` schema. Steps only ever append: an installed database
+/// runs the steps above its recorded version, in order, inside the installing transaction.
+public struct Migration: Sendable {
+    public var version: Int
+    public var description: String
+    public var statements: [String]
+
+    public init(version: Int, description: String, statements: [String]) {
+        self.version = version
+        self.description = description
+        self.statements = statements
+    }
+}
+
+extension Migration {
+    /// Every migration this build knows, oldest first.
+    public static let all: [Migration] = [initial]
+
+    /// The version this build installs.
+    public static var latestVersion: Int { all.last!.version }
+
+    static let initial = Migration(version: 1, description: "outbox, sync state, quarantine, dead letters, telemetry", statements: [
+        """
+        CREATE TABLE fleetsync.node (
+          singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+          node_id text NOT NULL,
+          role text NOT NULL CHECK (role IN ('shore', 'vessel'))
+        )
+        """,
+        // UUIDv7: 48-bit Unix milliseconds, then random bits, version 7 and the RFC 4122 variant.
+        """
+        CREATE FUNCTION fleetsync.uuidv7() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
+          SELECT encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid())
+            PLACING substring(int8send((extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+            FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid
+        $$
+        """,
+        // The node's Lamport counter. Local writes take the next value; applying a remote change
+        // moves it past the change's counter. Per-row max(...) + 1 in the trigger keeps each row's
+        // clocks increasing even when the two race.
+        "CREATE SEQUENCE fleetsync.lamport AS bigint MINVALUE 1",
+        """
+        CREATE TABLE fleetsync.outbox (
+          seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          pos bigint,
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          op "char" NOT NULL,
+          version bigint NOT NULL,
+          base_version bigint NOT NULL,
+          delta jsonb NOT NULL,
+          origin text
+        )
+        """,
+        "CREATE INDEX outbox_pos ON fleetsync.outbox (pos)",
+        "ALTER TABLE fleetsync.outbox SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_analyze_scale_factor = 0.01)",
+        "CREATE TABLE fleetsync.outbox_counter (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), last_pos bigint NOT NULL)",
+        "INSERT INTO fleetsync.outbox_counter (last_pos) VALUES (0)",
+        """
+        CREATE TABLE fleetsync.synced_table (
+          name text PRIMARY KEY,
+          schema_name text NOT NULL,
+          table_name text NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE fleetsync.sync_state (
+          peer text PRIMARY KEY,
+          cursor bigint NOT NULL DEFAULT 0,
+          acknowledged bigint NOT NULL DEFAULT 0,
+          last_success timestamptz,
+          last_error text,
+          last_error_at timestamptz
+        )
+        """,
+        """
+        CREATE TABLE fleetsync.schema_quarantine (
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          fields jsonb NOT NULL,
+          clocks jsonb NOT NULL,
+          reasons jsonb NOT NULL DEFAULT '{}',
+          PRIMARY KEY (table_name, row_id)
+        )
+        """,
+        """
+        CREATE TABLE fleetsync.dead_letter (
+          id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          event jsonb NOT NULL,
+          table_name text NOT NULL,
+          row_id uuid,
+          sql_state text,
+          constraint_name text,
+          message text NOT NULL,
+          attempts integer NOT NULL DEFAULT 1,
+          created_at timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        """
+        CREATE TABLE fleetsync.telemetry (
+          id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          kind text NOT NULL,
+          detail jsonb NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now(),
+          shipped boolean NOT NULL DEFAULT false
+        )
+        """,
+        """
+        CREATE TABLE fleetsync.conflict_log (
+          id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          field text NOT NULL,
+          kept jsonb NOT NULL,
+          discarded jsonb NOT NULL,
+          created_at timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        """
+        CREATE FUNCTION fleetsync.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF current_setting('fleetsync.applying', true) = 'on' THEN RETURN NULL; END IF;
+          RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('fleetsync: TRUNCATE of synced table %I.%I is refused', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+            HINT = 'delete rows with DELETE so that the deletions are synced';
+        END
+        $$
+        """,
+    ])
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import FleetSyncCore
+import FleetSyncPostgres
+
+struct InitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init",
+        abstract: "Install or upgrade the fleetsync schema and capture triggers (idempotent, one transaction).")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let configuration = try options.load()
+        let report = try await withDatabase(configuration) { db in
+            try await Installer(configuration: configuration).install(on: db)
+        }
+        if report.fromVersion == report.toVersion {
+            print("fleetsync schema is at version \(report.toVersion); nothing to migrate")
+        } else {
+            print("fleetsync schema migrated from version \(report.fromVersion) to \(report.toVersion)")
+        }
+        for column in report.addedColumns { print("added tracking column \(column)") }
+        print("capture installed on \(report.capturedTables.count) table(s): \(report.capturedTables.joined(separator: ", "))")
+        for table in report.removedTables { print("capture removed from \(table) (no longer configured)") }
+        print("node \(configuration.nodeID) (\(configuration.role.rawValue)) is ready")
+    }
+}
+
+struct UninstallCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "uninstall",
+        abstract: "Remove the capture triggers and the fleetsync schema; business tables and rows stay.")
+
+    @OptionGroup var options: ConfigOption
+
+    @Flag(help: "Confirm removal of all sync state, including events not yet sent.")
+    var yes = false
+
+    func run() async throws {
+        guard yes else {
+            throw ValidationError("uninstall drops the fleetsync schema with every event not yet sent; run again with --yes to confirm")
+        }
+        let configuration = try options.load()
+        try await withDatabase(configuration) { db in
+            try await Installer(configuration: configuration).uninstall(on: db)
+        }
+        print("fleetsync removed; business tables and their rows are unchanged")
+    }
+}

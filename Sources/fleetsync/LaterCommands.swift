@@ -1,0 +1,86 @@
+import ArgumentParser
+
+/// Subcommands of the command line that later issues build. Each says so and exits non-zero.
+protocol NotYetBuilt: AsyncParsableCommand {
+    static var plannedIn: String { get }
+}
+
+extension NotYetBuilt {
+    func run() async throws {
+        throw CommandFailure(description: "fleetsync \(Self.configuration.commandName ?? ""): not built yet (\(Self.plannedIn))")
+    }
+}
+
+struct KeygenCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "keygen", abstract: "Create this node's ML-DSA and ML-KEM keys.")
+    static let plannedIn = "comes with the security issue"
+    @OptionGroup var options: ConfigOption
+}
+
+struct EnrollCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "enroll", abstract: "(shore) Register a vessel.")
+    static let plannedIn = "comes with the security issue"
+    @OptionGroup var options: ConfigOption
+    @Option var vessel: String
+    @Option var identity: String
+}
+
+struct ServeCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "(shore) Run the exchange server.")
+    static let plannedIn = "comes with the exchange issue"
+    @OptionGroup var options: ConfigOption
+}
+
+struct RunCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "(vessel) Run the sync daemon.")
+    static let plannedIn = "comes with the exchange issue"
+    @OptionGroup var options: ConfigOption
+}
+
+struct SyncCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "sync", abstract: "(vessel) Exchange until nothing is pending.")
+    static let plannedIn = "comes with the exchange issue"
+    @OptionGroup var options: ConfigOption
+    @Flag var once = false
+}
+
+struct StatusCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show this node's sync status.")
+    static let plannedIn = "comes with the exchange issue"
+    @OptionGroup var options: ConfigOption
+    @Flag var json = false
+}
+
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Export or import an air-gapped bootstrap snapshot.",
+        subcommands: [Export.self, Import.self])
+
+    struct Export: NotYetBuilt {
+        static let configuration = CommandConfiguration(commandName: "export", abstract: "(shore) Write a vessel's partition to one file.")
+        static let plannedIn = "comes with the snapshot issue"
+        @OptionGroup var options: ConfigOption
+        @Option var vessel: String
+        @Option var output: String
+    }
+
+    struct Import: NotYetBuilt {
+        static let configuration = CommandConfiguration(commandName: "import", abstract: "(vessel) Load a snapshot file.")
+        static let plannedIn = "comes with the snapshot issue"
+        @OptionGroup var options: ConfigOption
+        @Argument var file: String
+    }
+}
+
+struct VerifyCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "verify", abstract: "(vessel) Prove this vessel holds the shore's partition.")
+    static let plannedIn = "comes with the catch-up and verify issue"
+    @OptionGroup var options: ConfigOption
+    @Flag var repair = false
+    @Flag var json = false
+}
+
+struct DemoCommand: NotYetBuilt {
+    static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run a narrated local demo fleet.")
+    static let plannedIn = "comes with the operations and demo issue"
+}

@@ -1,0 +1,3 @@
+import XCTest
+@testable import FleetSyncCore
+final class T: XCTestCase { func testX() {} }
