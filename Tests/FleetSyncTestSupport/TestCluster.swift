@@ -12,6 +12,7 @@ public final class TestCluster: @unchecked Sendable {
     private var stopped = false
 
     private static let sharedLock = NSLock()
+    private static let registryLock = NSLock()
     nonisolated(unsafe) private static var sharedCluster: TestCluster?
     nonisolated(unsafe) private static var all: [TestCluster] = []
 
@@ -32,10 +33,10 @@ public final class TestCluster: @unchecked Sendable {
         let port = try FreePort.find()
         let cluster = TestCluster(directory: directory, port: port)
         try cluster.initialize(binaries)
-        sharedLock.lock()
+        registryLock.lock()
         if all.isEmpty { atexit { TestCluster.stopAll() } }
         all.append(cluster)
-        sharedLock.unlock()
+        registryLock.unlock()
         return cluster
     }
 
@@ -79,8 +80,13 @@ public final class TestCluster: @unchecked Sendable {
     public func createDatabase(prefix: String = "t") async throws -> String {
         let name = "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
         let session = try await DatabaseSession.connect(url: url(database: "postgres"), logger: Logger(label: "test"))
-        defer { Task { await session.close() } }
-        try await session.execute("CREATE DATABASE \(SQL.identifier(name))")
+        do {
+            try await session.execute("CREATE DATABASE \(SQL.identifier(name))")
+        } catch {
+            await session.close()
+            throw error
+        }
+        await session.close()
         return url(database: name)
     }
 
@@ -97,9 +103,9 @@ public final class TestCluster: @unchecked Sendable {
     }
 
     static func stopAll() {
-        sharedLock.lock()
+        registryLock.lock()
         let clusters = all
-        sharedLock.unlock()
+        registryLock.unlock()
         for cluster in clusters { cluster.stop() }
     }
 }

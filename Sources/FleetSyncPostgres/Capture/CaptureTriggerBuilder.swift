@@ -80,7 +80,7 @@ public struct CaptureTriggerBuilder: Sendable {
         let insertClock = columns.map { column in
             "\(SQL.literal(column)), " + (owned.contains(column) ? "k" : creationClock)
         }
-        let insertDelta = columns.map { "\(SQL.literal($0)), NEW.\(SQL.identifier($0))" }
+        let insertDelta = physical.syncedColumns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0))" }
 
         var body = """
         DECLARE
@@ -124,12 +124,12 @@ public struct CaptureTriggerBuilder: Sendable {
           c := OLD.sync_clock;
 
         """
-        for column in owned {
-            let id = SQL.identifier(column)
-            let key = SQL.literal(column)
+        for column in physical.syncedColumns where owned.contains(column.name) {
+            let id = SQL.identifier(column.name)
+            let key = SQL.literal(column.name)
             body += """
               IF NEW.\(id) IS DISTINCT FROM OLD.\(id) THEN
-                d := d || jsonb_build_object(\(key), NEW.\(id)); c := c || jsonb_build_object(\(key), k);
+                d := d || jsonb_build_object(\(key), \(ColumnCodec.captureExpression(column))); c := c || jsonb_build_object(\(key), k);
               END IF;
 
             """

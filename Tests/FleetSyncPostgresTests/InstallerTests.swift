@@ -1,0 +1,134 @@
+import FleetSyncCore
+import FleetSyncTestSupport
+import XCTest
+@testable import FleetSyncPostgres
+
+final class InstallerTests: DatabaseTestCase {
+    func testInitInstallsSchemaColumnsAndTriggersAndIsIdempotent() async throws {
+        let url = try await Fixtures.database()
+        let configuration = Fixtures.configuration(role: .vessel, nodeID: "aurora", url: url, tables: Fixtures.exampleTables())
+        let db = try await self.connect(url)
+        let first = try await Installer(configuration: configuration).install(on: db)
+        XCTAssertEqual(first.fromVersion, 0)
+        XCTAssertEqual(first.toVersion, Migration.latestVersion)
+        XCTAssertTrue(first.addedColumns.contains("seafarer.sync_clock"))
+        let triggers: Int64 = try await db.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zz_fleetsync_%'")
+        XCTAssertEqual(triggers, 12)
+
+        let snapshot = "SELECT string_agg(format('%s.%s %s', attrelid::regclass, attname, format_type(atttypid, atttypmod)), ',' ORDER BY 1) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped AND attrelid::regclass::text IN ('vessel', 'seafarer', 'certificate', 'certificate_type')"
+        let columnsBefore: String = try await db.scalar(snapshot)
+        let functionsBefore: String = try await db.scalar("SELECT string_agg(md5(prosrc), ',' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'fleetsync'::regnamespace")
+        let second = try await Installer(configuration: configuration).install(on: db)
+        XCTAssertEqual(second.fromVersion, Migration.latestVersion)
+        XCTAssertEqual(second.addedColumns, [])
+        let columnsAfter: String = try await db.scalar(snapshot)
+        let functionsAfter: String = try await db.scalar("SELECT string_agg(md5(prosrc), ',' ORDER BY proname) FROM pg_proc WHERE pronamespace = 'fleetsync'::regnamespace")
+        XCTAssertEqual(columnsBefore, columnsAfter)
+        XCTAssertEqual(functionsBefore, functionsAfter)
+        let migrations: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.schema_migrations")
+        XCTAssertEqual(migrations, Int64(Migration.all.count))
+    }
+
+    func testNewerVersionUpgradesInPlaceKeepingEvents() async throws {
+        let (configuration, db) = try await self.installedNode()
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
+        let upgrade = Migration(version: Migration.latestVersion + 1, description: "test upgrade", statements: [
+            "ALTER TABLE fleetsync.outbox ADD COLUMN upgraded_marker integer",
+        ])
+        let report = try await Installer(configuration: configuration, migrations: Migration.all + [upgrade]).install(on: db)
+        XCTAssertEqual(report.fromVersion, Migration.latestVersion)
+        XCTAssertEqual(report.toVersion, Migration.latestVersion + 1)
+        let events: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox WHERE upgraded_marker IS NULL")
+        XCTAssertEqual(events, 1)
+        // An older build refuses a newer schema instead of guessing.
+        do {
+            _ = try await Installer(configuration: configuration).install(on: db)
+            XCTFail("an older build must refuse a newer schema")
+        } catch {
+            XCTAssertTrue("\(error)".contains("newer than this fleetsync knows"), "\(error)")
+        }
+    }
+
+    func testTableWithoutKeyGetsUUIDv7Id() async throws {
+        let url = try await Fixtures.database(schema: "CREATE TABLE port_call (port text, eta_days int); INSERT INTO port_call VALUES ('Lisbon', 3), ('Rotterdam', 5);", exampleSchema: false)
+        let configuration = Fixtures.configuration(role: .shore, nodeID: "shore", url: url, tables: [TableConfiguration(name: "port_call", route: .broadcast)])
+        let db = try await self.connect(url)
+        let report = try await Installer(configuration: configuration).install(on: db)
+        XCTAssertTrue(report.addedColumns.contains("port_call.id"))
+        let pk: String = try await db.scalar("SELECT string_agg(a.attname, ',') FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'port_call'::regclass AND i.indisprimary")
+        XCTAssertEqual(pk, "id")
+        try await db.execute("INSERT INTO port_call (port) VALUES ('Santos')")
+        let version: Int64 = try await db.scalar("SELECT get_byte(uuid_send(id), 6) >> 4 FROM port_call WHERE port = 'Santos'")
+        XCTAssertEqual(version, 7)
+        // UUIDv7 values sort by creation time.
+        let ordered: Bool = try await db.scalar("WITH u AS (SELECT fleetsync.uuidv7() AS a, pg_sleep(0.002), fleetsync.uuidv7() AS b) SELECT a < b FROM u")
+        XCTAssertTrue(ordered)
+    }
+
+    func testBadConfigurationIsRejectedAndChangesNothing() async throws {
+        let url = try await Fixtures.database(schema: "CREATE TABLE legacy_log (n serial PRIMARY KEY, line text);")
+        let db = try await self.connect(url)
+        var tables = Fixtures.exampleTables()
+        tables.append(TableConfiguration(name: "voyage", route: .broadcast))
+        tables.append(TableConfiguration(name: "legacy_log", route: .broadcast))
+        tables[2].owners["shoe_size"] = .vessel
+        tables[2].route = .column("ship")
+        tables[3].route = .parent(table: "seafarer", via: "certificate_type_id")
+        let configuration = Fixtures.configuration(role: .vessel, nodeID: "aurora", url: url, tables: tables)
+        do {
+            _ = try await Installer(configuration: configuration).install(on: db)
+            XCTFail("install must fail")
+        } catch let error as InstallError {
+            let text = error.description
+            XCTAssertTrue(text.contains("public.voyage does not exist"), text)
+            XCTAssertTrue(text.contains("primary key (n)") && text.contains("uuid primary key named id"), text)
+            XCTAssertTrue(text.contains("column \"shoe_size\" does not exist"), text)
+            XCTAssertTrue(text.contains("routing column \"ship\" does not exist"), text)
+            XCTAssertTrue(text.contains("\"certificate_type_id\" has no foreign key to seafarer.id"), text)
+        }
+        let schema: Bool = try await db.scalar("SELECT to_regnamespace('fleetsync') IS NULL")
+        XCTAssertTrue(schema, "the fleetsync schema must not exist after a failed init")
+        let columns: Int64 = try await db.scalar("SELECT count(*) FROM pg_attribute WHERE attname IN ('sync_version', 'sync_clock', 'is_deleted')")
+        XCTAssertEqual(columns, 0)
+        let triggers: Int64 = try await db.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zz_fleetsync_%'")
+        XCTAssertEqual(triggers, 0)
+    }
+
+    func testDatabaseOfAnotherNodeIsRefused() async throws {
+        let (configuration, db) = try await self.installedNode(nodeID: "aurora")
+        var other = configuration
+        other.nodeID = "borealis"
+        do {
+            _ = try await Installer(configuration: other).install(on: db)
+            XCTFail("must refuse")
+        } catch {
+            XCTAssertTrue("\(error)".contains("belongs to vessel \"aurora\""), "\(error)")
+        }
+    }
+
+    func testUninstallRemovesTriggersAndSchemaButKeepsData() async throws {
+        let (configuration, db) = try await self.installedNode()
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
+        try await Installer(configuration: configuration).uninstall(on: db)
+        let schemaGone: Bool = try await db.scalar("SELECT to_regnamespace('fleetsync') IS NULL")
+        XCTAssertTrue(schemaGone)
+        let triggers: Int64 = try await db.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zz_fleetsync_%'")
+        XCTAssertEqual(triggers, 0)
+        let name: String = try await db.scalar("SELECT name FROM vessel WHERE code = 'aurora'")
+        XCTAssertEqual(name, "MV Aurora")
+        // Plain SQL works again without capture, and DELETE deletes.
+        try await db.execute("DELETE FROM vessel")
+        let left: Int64 = try await db.scalar("SELECT count(*) FROM vessel")
+        XCTAssertEqual(left, 0)
+    }
+
+    func testTablesNoLongerConfiguredLoseCapture() async throws {
+        let (configuration, db) = try await self.installedNode()
+        var fewer = configuration
+        fewer.tables.removeAll { $0.name == "certificate" }
+        let report = try await Installer(configuration: fewer).install(on: db)
+        XCTAssertEqual(report.removedTables, ["certificate"])
+        let triggers: Int64 = try await db.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'certificate'::regclass AND tgname LIKE 'zz_fleetsync_%'")
+        XCTAssertEqual(triggers, 0)
+    }
+}

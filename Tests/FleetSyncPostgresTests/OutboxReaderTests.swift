@@ -1,0 +1,108 @@
+import FleetSyncCore
+import FleetSyncTestSupport
+import Foundation
+import XCTest
+@testable import FleetSyncPostgres
+
+final class OutboxReaderTests: DatabaseTestCase {
+    /// 200 transactions take sequence numbers in one order and commit in the reverse order while
+    /// a reader polls after every commit: each event is delivered exactly once, in commit order.
+    func testLateCommittersAreNeverSkipped() async throws {
+        let (configuration, db) = try await self.installedNode(role: .shore, nodeID: "shore")
+        let count = 200
+        var writers: [DatabaseSession] = []
+        for _ in 0..<count {
+            writers.append(try await self.connect(configuration.databaseURL))
+        }
+        for (i, writer) in writers.enumerated() {
+            try await writer.execute("BEGIN")
+            try await writer.execute("INSERT INTO certificate_type (code, title) VALUES ('T\(i)', 'type \(i)')")
+        }
+        let reader = OutboxReader(session: db)
+        var cursor: Int64 = 0
+        var delivered: [String] = []
+        var naiveSeen: Set<Int64> = []
+        var naiveCursor: Int64 = 0
+        for i in stride(from: count - 1, through: 0, by: -1) {
+            try await writers[i].execute("COMMIT")
+            let batch = try await reader.poll(after: cursor, limit: 1000)
+            for change in batch {
+                XCTAssertGreaterThan(change.position, cursor)
+                cursor = change.position
+                delivered.append(change.delta["code"]?.stringValue ?? "?")
+            }
+            // What a reader advancing by the highest sequence number would see.
+            let naive = try await db.rows("SELECT seq FROM fleetsync.outbox WHERE seq > \(naiveCursor) ORDER BY seq")
+            for row in naive {
+                let seq = try row.decode(Int64.self)
+                naiveSeen.insert(seq)
+                naiveCursor = max(naiveCursor, seq)
+            }
+        }
+        XCTAssertEqual(delivered.count, count)
+        XCTAssertEqual(Set(delivered).count, count, "every event exactly once")
+        XCTAssertEqual(delivered, (0..<count).reversed().map { "T\($0)" }, "delivered in commit order")
+        XCTAssertLessThan(naiveSeen.count, count / 10, "a cursor over sequence numbers would have skipped the late committers")
+        let again = try await reader.poll(after: cursor, limit: 1000)
+        XCTAssertEqual(again.count, 0)
+    }
+
+    /// Concurrent writers and two concurrent sequencers: positions are unique and dense.
+    func testConcurrentWritersAndReadersDeliverEverythingOnce() async throws {
+        let (configuration, db) = try await self.installedNode(role: .shore, nodeID: "shore")
+        let url = configuration.databaseURL
+        let perWriter = 50
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<4 {
+                group.addTask {
+                    let writer = try await DatabaseSession.connect(url: url, logger: Fixtures.logger)
+                    do {
+                        for i in 0..<perWriter {
+                            try await writer.execute("INSERT INTO certificate_type (code, title) VALUES ('W\(w)-\(i)', 'x')")
+                        }
+                    } catch {
+                        await writer.close()
+                        throw error
+                    }
+                    await writer.close()
+                }
+            }
+            for _ in 0..<2 {
+                group.addTask {
+                    let session = try await DatabaseSession.connect(url: url, logger: Fixtures.logger)
+                    do {
+                        for _ in 0..<30 { try await OutboxReader(session: session).sequence() }
+                    } catch {
+                        await session.close()
+                        throw error
+                    }
+                    await session.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        let reader = OutboxReader(session: db)
+        var cursor: Int64 = 0
+        var positions: [Int64] = []
+        while true {
+            let batch = try await reader.poll(after: cursor, limit: 37)
+            if batch.isEmpty { break }
+            positions += batch.map(\.position)
+            cursor = batch.last!.position
+        }
+        XCTAssertEqual(positions, Array(1...Int64(4 * perWriter)))
+    }
+
+    func testReadAttachesClocksFromConfiguration() async throws {
+        let (configuration, db) = try await self.installedNode(role: .vessel, nodeID: "aurora")
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'A')")
+        try await db.execute("INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Ana')")
+        try await db.execute("UPDATE seafarer SET contact_number = '1'")
+        let changes = try await OutboxReader(session: db).poll(after: 0, limit: 10)
+        let table = configuration.table(named: "seafarer")!
+        let events = changes.filter { $0.table == "seafarer" }.map { $0.event(node: "aurora", role: .vessel, table: table) }
+        XCTAssertEqual(events.count, 2)
+        XCTAssertEqual(events[0].fields["full_name"]?.clock.counter, 0)
+        XCTAssertEqual(events[1].fields["contact_number"]?.clock, FieldClock(counter: changes.last!.version, node: "aurora"))
+    }
+}

@@ -1,3 +1,0 @@
-import XCTest
-@testable import FleetSyncCore
-final class T: XCTestCase { func testX() {} }

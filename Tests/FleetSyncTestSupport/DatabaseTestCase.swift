@@ -1,0 +1,30 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import XCTest
+
+/// A test case whose database sessions are closed after each test, whether it passed or threw.
+open class DatabaseTestCase: XCTestCase {
+    private var sessions: [DatabaseSession] = []
+
+    /// Opens a session that is closed after the test.
+    public func connect(_ url: String) async throws -> DatabaseSession {
+        let session = try await DatabaseSession.connect(url: url, logger: Fixtures.logger)
+        sessions.append(session)
+        return session
+    }
+
+    /// A new database with the example schema (plus `schema`) and FleetSync installed.
+    public func installedNode(role: NodeRole = .vessel, nodeID: String = "aurora", tables: [TableConfiguration]? = nil, schema: String? = nil) async throws -> (FleetSyncConfiguration, DatabaseSession) {
+        let url = try await Fixtures.database(schema: schema)
+        let configuration = Fixtures.configuration(role: role, nodeID: nodeID, url: url, tables: tables ?? Fixtures.exampleTables())
+        let session = try await connect(url)
+        _ = try await Installer(configuration: configuration).install(on: session)
+        return (configuration, session)
+    }
+
+    open override func tearDown() async throws {
+        for session in sessions { await session.close() }
+        sessions.removeAll()
+        try await super.tearDown()
+    }
+}

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Capture overhead: single-row, single-column UPDATE throughput on a 12-column table with
+# FleetSync capture installed, against the same table without it, measured alternately in one
+# run with pgbench. The target is captured/plain >= 0.8.
+#
+# It starts a throwaway PostgreSQL 15 cluster (fsync=off, synchronous_commit=off, as the peers we
+# compare with were measured), creates two databases holding the same 100,000-row table, runs
+# `fleetsync init` on one of them, and gives the other the same tracking columns (sync_version,
+# is_deleted, sync_clock) without the triggers, so the only difference is capture. Then it runs
+# pgbench on each in turn: plain, captured, plain, captured, ...  The cluster is removed at the end.
+#
+# Settings (environment):
+#   ROUNDS=3            alternating rounds; each round runs plain, then captured
+#   SECONDS_PER_RUN=10  length of each pgbench run
+#   WARMUP_SECONDS=3    one uncounted run on each database first (0 to skip)
+#   CLIENTS=2           pgbench clients (-c) and threads (-j)
+#   ROWS=100000         rows in each table
+#   PGBENCH_MODE=prepared  pgbench query protocol: simple, extended or prepared
+#   FLEETSYNC_BIN       the fleetsync binary (default: .build/release, then .build/debug)
+#   TMPDIR              where the throwaway cluster is made (default /tmp)
+#
+# The outbox is not drained while the benchmark runs: every captured UPDATE adds one row to
+# fleetsync.outbox, so it grows from round to round (the script prints its size). That is what a
+# vessel does between exchanges.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+WARMUP_SECONDS=${WARMUP_SECONDS:-3}
+CLIENTS=${CLIENTS:-2}
+ROWS=${ROWS:-100000}
+PGBENCH_MODE=${PGBENCH_MODE:-prepared}
+pgbin=/usr/lib/postgresql/15/bin
+
+echo "command: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE benchmarks/capture-overhead.sh"
+
+# --- the fleetsync binary -------------------------------------------------------------------
+bin=${FLEETSYNC_BIN:-}
+if [ -z "$bin" ]; then
+  for candidate in .build/release/fleetsync .build/debug/fleetsync; do
+    if [ -x "$candidate" ]; then bin=$candidate; break; fi
+  done
+fi
+if [ -z "$bin" ]; then
+  source scripts/install-deps.sh
+  echo "==> building fleetsync"
+  swift build --product fleetsync 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+  bin="$(swift build --show-bin-path)/fleetsync"
+fi
+[ -x "$bin" ] || { echo "fleetsync binary not found at $bin" >&2; exit 1; }
+[ -x "$pgbin/initdb" ] && command -v pgbench >/dev/null && command -v psql >/dev/null \
+  || { echo "PostgreSQL 15 server and client are needed (scripts/install-deps.sh installs them)" >&2; exit 1; }
+
+# --- a throwaway cluster --------------------------------------------------------------------
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/fleetsync-bench-XXXXXX"); chmod 777 "$work"
+cleanup() {
+  as_pg "$pgbin/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+as_pg "$pgbin/initdb" -D "$work/data" -U postgres -A trust --no-sync >/dev/null
+settings=(
+  -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off
+  -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min
+)
+as_pg "$pgbin/pg_ctl" -D "$work/data" -o "-p $port -k $work ${settings[*]}" -l "$work/log" -w start >/dev/null
+psql() { command psql -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres "$@"; }
+echo "==> PostgreSQL $(psql -d postgres -Atc 'SHOW server_version') on port $port, $(nproc) cores, settings: ${settings[*]}"
+
+# --- two databases with the same table ------------------------------------------------------
+table=bench_item
+for db in bench_plain bench_captured; do
+  psql -d postgres -c "CREATE DATABASE $db"
+  psql -d "$db" <<SQL
+CREATE TABLE $table (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  k integer NOT NULL UNIQUE,
+  code text NOT NULL,
+  title text,
+  quantity integer NOT NULL,
+  hits bigint NOT NULL DEFAULT 0,
+  unit_price numeric(12,2),
+  weight_kg double precision,
+  active boolean NOT NULL,
+  due_on date,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz
+);
+INSERT INTO $table (k, code, title, quantity, hits, unit_price, weight_kg, active, due_on, created_at, updated_at)
+SELECT i, 'ITEM-' || lpad(i::text, 6, '0'), 'Spare part number ' || i || ' for the main engine',
+       i % 500, 0, (i % 10000) / 100.0, (i % 977) * 0.25, i % 3 <> 0,
+       date '2025-01-01' + (i % 365), timestamptz '2024-01-01 00:00+00' + i * interval '1 minute', NULL
+FROM generate_series(1, $ROWS) AS i;
+SQL
+done
+
+# The plain copy gets the tracking columns init adds, with the same definitions, and no triggers.
+psql -d bench_plain <<SQL
+ALTER TABLE $table ADD COLUMN sync_version bigint NOT NULL DEFAULT 0;
+ALTER TABLE $table ADD COLUMN is_deleted boolean NOT NULL DEFAULT false;
+ALTER TABLE $table ADD COLUMN sync_clock jsonb NOT NULL DEFAULT '{}';
+SQL
+
+cat > "$work/bench.toml" <<TOML
+[node]
+role = "vessel"
+id = "bench"
+
+[database]
+url = "postgres://postgres@127.0.0.1:$port/bench_captured"
+
+[vessel]
+shore_url = "http://127.0.0.1:9"
+
+[[table]]
+name = "$table"
+route = "broadcast"
+default_owner = "shared"
+TOML
+echo "==> $bin init --config bench.toml (on bench_captured)"
+"$bin" init --config "$work/bench.toml" | sed 's/^/    /'
+
+for db in bench_plain bench_captured; do psql -d "$db" -c "VACUUM (ANALYZE) $table"; done
+columns() { psql -d "$1" -Atc "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = '$table'::regclass AND attnum > 0 AND NOT attisdropped"; }
+triggers() { psql -d "$1" -Atc "SELECT coalesce(string_agg(tgname, ', ' ORDER BY tgname), 'none') FROM pg_trigger WHERE tgrelid = '$table'::regclass AND NOT tgisinternal"; }
+for db in bench_plain bench_captured; do
+  [ "$(columns bench_plain)" = "$(columns "$db")" ] || { echo "the two tables differ:"; columns bench_plain; columns "$db"; exit 1; }
+  echo "    $db.$table: $(psql -d "$db" -Atc "SELECT count(*) FROM $table") rows; triggers: $(triggers "$db")"
+done
+echo "    columns of both: $(columns bench_plain)"
+
+# --- the workload ---------------------------------------------------------------------------
+# One row chosen at random by its unique key; one column changes, and its value is new every time.
+cat > "$work/update.sql" <<SQL
+\set k random(1, $ROWS)
+UPDATE $table SET hits = hits + 1 WHERE k = :k;
+SQL
+echo "==> pgbench script:"; sed 's/^/    /' "$work/update.sql"
+pgbench_args=(-n -M "$PGBENCH_MODE" -c "$CLIENTS" -j "$CLIENTS" -f "$work/update.sql")
+echo "==> each run: pgbench ${pgbench_args[*]/#$work\//} -T $SECONDS_PER_RUN <database>"
+
+run() {  # run DB SECONDS: prints the run's TPS
+  psql -d "$1" -c CHECKPOINT
+  local out
+  out=$(pgbench -h "$work" -p "$port" -U postgres "${pgbench_args[@]}" -T "$2" "$1" 2>&1) \
+    || { echo "pgbench failed on $1:" >&2; echo "$out" >&2; exit 1; }
+  awk '/^tps = / { print $3; exit }' <<<"$out"
+}
+outbox() { psql -d bench_captured -Atc "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('fleetsync.outbox')) FROM fleetsync.outbox"; }
+
+if [ "$WARMUP_SECONDS" -gt 0 ]; then
+  echo "==> warm-up (${WARMUP_SECONDS}s each, not counted): plain $(run bench_plain "$WARMUP_SECONDS") tps, captured $(run bench_captured "$WARMUP_SECONDS") tps"
+fi
+
+plain=(); captured=()
+for round in $(seq 1 "$ROUNDS"); do
+  tps=$(run bench_plain "$SECONDS_PER_RUN"); plain+=("$tps")
+  printf '    round %d  plain     %10.1f tps\n' "$round" "$tps"
+  tps=$(run bench_captured "$SECONDS_PER_RUN"); captured+=("$tps")
+  printf '    round %d  captured  %10.1f tps   (outbox now %s)\n' "$round" "$tps" "$(outbox)"
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+plain_median=$(median "${plain[@]}")
+captured_median=$(median "${captured[@]}")
+echo "==> plain:    ${plain[*]} tps; median $plain_median"
+echo "==> captured: ${captured[*]} tps; median $captured_median"
+echo "    (the outbox was not drained: it grew to $(outbox) during the runs)"
+awk -v c="$captured_median" -v p="$plain_median" -v n="$ROUNDS" \
+  'BEGIN { printf "capture overhead: captured/plain = %.2f (median of %d alternating runs each)\n", c / p, n }'
