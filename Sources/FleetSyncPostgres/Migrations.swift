@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial]
+    public static let all: [Migration] = [initial, applyBookkeeping]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -126,5 +126,12 @@ extension Migration {
         END
         $$
         """,
+    ])
+}
+
+extension Migration {
+    static let applyBookkeeping = Migration(version: 2, description: "dead letters remember their sender", statements: [
+        "ALTER TABLE fleetsync.dead_letter ADD COLUMN sender text",
+        "CREATE INDEX telemetry_unshipped ON fleetsync.telemetry (id) WHERE NOT shipped",
     ])
 }

@@ -1,0 +1,48 @@
+import Foundation
+
+/// The JSON form of a change event, used where events rest in the database (dead-letter queue)
+/// or are written by hand in tests: `{"table", "row_id", "origin", "position", "base_version",
+/// "fields": {"column": {"v": value, "c": [counter, "node"]}}}`.
+extension ChangeEvent {
+    public var json: JSONValue {
+        var fieldObject: [String: JSONValue] = [:]
+        for (name, change) in fields {
+            fieldObject[name] = .object(["v": change.value, "c": change.clock.json])
+        }
+        return .object([
+            "table": .string(table), "row_id": .string(rowID.uuidString.lowercased()), "origin": .string(origin),
+            "position": .number(String(originPosition)), "base_version": .number(String(baseVersion)),
+            "fields": .object(fieldObject),
+        ])
+    }
+
+    /// Reads the JSON form; the error says which part is wrong.
+    public init(json: JSONValue) throws(EventDecodingError) {
+        guard let object = json.objectValue else { throw EventDecodingError("event is not a JSON object") }
+        guard let table = object["table"]?.stringValue, Identifiers.isValidSQLName(table) else {
+            throw EventDecodingError("event has no valid table name")
+        }
+        guard let idText = object["row_id"]?.stringValue, let rowID = UUID(uuidString: idText) else {
+            throw EventDecodingError("event for \(table) has no valid row_id (a UUID)")
+        }
+        guard let origin = object["origin"]?.stringValue, Identifiers.isValidNodeID(origin) else {
+            throw EventDecodingError("event for \(table) has no valid origin node id")
+        }
+        guard let fieldObject = object["fields"]?.objectValue else { throw EventDecodingError("event for \(table) has no fields object") }
+        var fields: [String: FieldChange] = [:]
+        for (name, entry) in fieldObject {
+            guard let pair = entry.objectValue, let value = pair["v"], let clockJSON = pair["c"], let clock = FieldClock(json: clockJSON) else {
+                throw EventDecodingError("field \(name.prefix(64)) of an event for \(table) lacks a value or a valid clock")
+            }
+            fields[name] = FieldChange(value: value, clock: clock)
+        }
+        self.init(
+            table: table, rowID: rowID, fields: fields, origin: origin,
+            originPosition: object["position"]?.int64Value ?? 0, baseVersion: object["base_version"]?.int64Value ?? 0)
+    }
+}
+
+public struct EventDecodingError: Error, Sendable, CustomStringConvertible, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,106 @@
+import FleetSyncCore
+import Foundation
+
+/// Sorts an incoming batch before any lock is taken: rejects what is malformed or not allowed,
+/// sets aside what this node's schema lacks, and compacts the rest into one group per row.
+struct Intake {
+    let schema: LocalSchema
+    let sender: String
+    let policies: [String: OwnershipPolicy]
+    private(set) var groups: [String: [UUID: RowGroup]] = [:]
+    private(set) var quarantineByRow: [String: [UUID: QuarantineEntry]] = [:]
+    private(set) var rejectedEvents: [JSONValue] = []
+    private(set) var rejectedFields: [JSONValue] = []
+    private var sequence = 0
+
+    init(schema: LocalSchema, sender: String) {
+        self.schema = schema
+        self.sender = sender
+        let shoreID = schema.configuration.role == .shore ? schema.configuration.nodeID : sender
+        var policies: [String: OwnershipPolicy] = [:]
+        for table in schema.configuration.tables { policies[table.name] = OwnershipPolicy(table: table, shoreID: shoreID) }
+        self.policies = policies
+    }
+
+    var quarantine: [QuarantineEntry] { quarantineByRow.values.flatMap(\.values) }
+
+    private mutating func rejectEvent(_ event: ChangeEvent, _ reason: String) {
+        rejectedEvents.append(.object([
+            "table": .string(String(event.table.prefix(100))), "row_id": .string(event.rowID.uuidString.lowercased()),
+            "sender": .string(sender), "reason": .string(reason),
+        ]))
+    }
+
+    private mutating func rejectField(_ event: ChangeEvent, _ field: String, _ reason: String) {
+        rejectedFields.append(.object([
+            "table": .string(event.table), "row_id": .string(event.rowID.uuidString.lowercased()),
+            "field": .string(String(field.prefix(100))), "sender": .string(sender), "reason": .string(reason),
+        ]))
+    }
+
+    mutating func add(_ event: ChangeEvent) {
+        sequence += 1
+        guard Identifiers.isValidSQLName(event.table) else {
+            return rejectEvent(event, "table name is not a valid name (1 to 63 bytes, no control characters)")
+        }
+        var fields: [String: FieldChange] = [:]
+        for (name, change) in event.fields {
+            if !Identifiers.isValidSQLName(name) {
+                rejectField(event, name, "field name is not a valid name (1 to 63 bytes, no control characters)")
+            } else if FleetSyncConfiguration.trackingColumns.contains(name) && name != ChangeEvent.deletedField {
+                rejectField(event, name, "\(name) is a tracking column only FleetSync writes")
+            } else if name == ChangeEvent.deletedField && change.value.boolValue == nil {
+                rejectField(event, name, "is_deleted must be true or false, not a \(change.value.kindName)")
+            } else if !Identifiers.isValidNodeID(change.clock.node) {
+                rejectField(event, name, "clock names no valid node")
+            } else {
+                fields[name] = change
+            }
+        }
+        var admitted = event
+        admitted.fields = fields
+        if let policy = policies[event.table] {
+            let (accepted, rejected) = policy.admit(admitted, sender: sender, routedVessel: nil)
+            for rejection in rejected { rejectField(event, rejection.field, rejection.reason) }
+            admitted = accepted
+        }
+        guard !admitted.fields.isEmpty else { return }
+        let columns = schema.writableColumns(of: event.table)
+        if columns.isEmpty {
+            setAside(admitted, fields: admitted.fields, reason: "table \(event.table) is not present on this node")
+            return
+        }
+        var known: [String: FieldChange] = [:]
+        var unknown: [String: FieldChange] = [:]
+        for (name, change) in admitted.fields {
+            if name == ChangeEvent.deletedField || columns[name] != nil { known[name] = change } else { unknown[name] = change }
+        }
+        if !unknown.isEmpty { setAside(admitted, fields: unknown, reason: "column not present on this node") }
+        guard !known.isEmpty else { return }
+        groups[event.table, default: [:]][event.rowID, default: RowGroup(table: event.table, rowID: event.rowID, sender: sender, sequence: sequence)]
+            .merge(known, base: event.baseVersion)
+    }
+
+    private mutating func setAside(_ event: ChangeEvent, fields: [String: FieldChange], reason: String) {
+        var entry = quarantineByRow[event.table]?[event.rowID] ?? QuarantineEntry(table: event.table, rowID: event.rowID)
+        for name in entry.state.merge(fields) { entry.reasons[name] = reason }
+        quarantineByRow[event.table, default: [:]][event.rowID] = entry
+    }
+
+    /// All row groups in apply order: tables by plan, rows by sequence, parents before children.
+    func orderedGroups() -> [RowGroup] {
+        var ordered: [RowGroup] = []
+        for table in schema.plan.tableOrder {
+            guard let rows = groups[table] else { continue }
+            var list = rows.values.sorted { $0.sequence < $1.sequence }
+            if let selfColumns = schema.plan.selfReferences[table] {
+                let refs = list.map { group in
+                    (id: group.rowID, parents: selfColumns.compactMap { group.state.fields[$0]?.value.stringValue.flatMap(UUID.init(uuidString:)) })
+                }
+                list = BatchPlanner.parentFirst(refs).map { list[$0] }
+            }
+            ordered += list
+        }
+        return ordered
+    }
+}

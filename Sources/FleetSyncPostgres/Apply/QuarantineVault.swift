@@ -1,0 +1,139 @@
+import FleetSyncCore
+import Foundation
+import PostgresNIO
+
+/// Values a node received for columns or tables it does not have (or whose values do not fit
+/// its column), kept with their clocks until an upgrade adds what is missing.
+struct QuarantineEntry: Sendable {
+    var table: String
+    var rowID: UUID
+    var state = RowState()
+    var reasons: [String: String] = [:]
+}
+
+/// `fleetsync.schema_quarantine`: one row per table and row id, merged with JSONB `||` where the
+/// incoming clock is newer, so nothing is ever lost and the newest value is kept.
+public enum QuarantineVault {
+    static func store(_ entries: [QuarantineEntry], on db: DatabaseSession) async throws {
+        for entry in entries where !entry.state.fields.isEmpty {
+            var binds = PostgresBindings()
+            binds.append(entry.table)
+            binds.append(entry.rowID)
+            let existing = try await db.rows("SELECT clocks::text FROM fleetsync.schema_quarantine WHERE table_name = $1 AND row_id = $2 FOR UPDATE", binds, context: "reading the quarantine")
+            var known: [String: FieldClock] = [:]
+            if let row = existing.first {
+                for (name, clock) in try JSONParser.parse(try row.value(0, as: String.self)).objectValue ?? [:] {
+                    known[name] = FieldClock(json: clock)
+                }
+            }
+            var fields: [String: JSONValue] = [:]
+            var clocks: [String: JSONValue] = [:]
+            var reasons: [String: JSONValue] = [:]
+            for (name, change) in entry.state.fields {
+                if let old = known[name], old >= change.clock { continue }
+                fields[name] = change.value
+                clocks[name] = change.clock.json
+                reasons[name] = .string(entry.reasons[name] ?? "quarantined")
+            }
+            guard !fields.isEmpty else { continue }
+            binds.append(JSONValue.object(fields).serialized)
+            binds.append(JSONValue.object(clocks).serialized)
+            binds.append(JSONValue.object(reasons).serialized)
+            try await db.execute("""
+                INSERT INTO fleetsync.schema_quarantine AS q (table_name, row_id, fields, clocks, reasons)
+                VALUES ($1, $2, $3::jsonb, $4::jsonb, $5::jsonb)
+                ON CONFLICT (table_name, row_id) DO UPDATE SET fields = q.fields || EXCLUDED.fields,
+                  clocks = q.clocks || EXCLUDED.clocks, reasons = q.reasons || EXCLUDED.reasons
+                """, binds, context: "quarantining values of \(entry.table)")
+        }
+    }
+}
+
+extension QuarantineVault {
+    /// One quarantined row as `fleetsync quarantine list` shows it.
+    public struct Entry: Sendable {
+        public var table: String
+        public var rowID: UUID
+        public var fields: String
+        public var reasons: String
+    }
+
+    public static func list(on db: DatabaseSession) async throws -> [Entry] {
+        let rows = try await db.rows("SELECT table_name, row_id, fields::text, reasons::text FROM fleetsync.schema_quarantine ORDER BY table_name, row_id", context: "listing the quarantine")
+        return try rows.map { row in
+            let (table, id, fields, reasons) = try row.decode((String, UUID, String, String).self)
+            return Entry(table: table, rowID: id, fields: fields, reasons: reasons)
+        }
+    }
+
+    /// Applies every quarantined value whose table and column now exist, through the normal
+    /// merge (so a value only wins where its clock is newer than the local one), and removes it
+    /// from the quarantine in the same transaction. Values that still do not fit stay, with the
+    /// new reason. Returns how many fields were applied and how many remain.
+    public static func drain(applier: Applier) async throws -> (drained: Int, remaining: Int) {
+        let db = applier.session
+        let rows = try await db.rows("SELECT table_name, row_id, fields::text, clocks::text FROM fleetsync.schema_quarantine ORDER BY table_name, row_id", context: "reading the quarantine")
+        var drained = 0
+        for row in rows {
+            let (table, rowID, fieldsText, clocksText) = try row.decode((String, UUID, String, String).self)
+            let columns = applier.schema.writableColumns(of: table)
+            guard !columns.isEmpty else { continue }
+            let values = try JSONParser.parse(fieldsText).objectValue ?? [:]
+            let clocks = try JSONParser.parse(clocksText).objectValue ?? [:]
+            var group = RowGroup(table: table, rowID: rowID, sender: "quarantine", sequence: 0)
+            var fields: [String: FieldChange] = [:]
+            for (name, value) in values where columns[name] != nil || name == ChangeEvent.deletedField {
+                guard let clock = clocks[name].flatMap(FieldClock.init(json:)) else { continue }
+                fields[name] = FieldChange(value: value, clock: clock)
+            }
+            guard !fields.isEmpty else { continue }
+            group.merge(fields, base: 0)
+            while !group.state.fields.isEmpty {
+                let keys = Array(group.state.fields.keys)
+                do {
+                    try await db.transaction { tx in
+                        _ = try await applier.write([group], on: tx)
+                        try await remove(table: table, rowID: rowID, keys: keys, on: tx)
+                    }
+                    drained += keys.count
+                    break
+                } catch let error as DatabaseError where Applier.isValueError(error) {
+                    // Keep the values that still do not fit; apply the others.
+                    var stillBad: [String: String] = [:]
+                    for name in keys where name != ChangeEvent.deletedField {
+                        if let column = applier.schema.tables[table]?.column(name),
+                           let failure = await applier.castFailure(column, value: group.state.fields[name]!.value, in: applier.schema.tables[table]!) {
+                            stillBad[name] = "value does not fit column \(name) (\(column.type)): \(failure.message)"
+                        }
+                    }
+                    guard !stillBad.isEmpty else { break }
+                    var binds = PostgresBindings()
+                    binds.append(table)
+                    binds.append(rowID)
+                    binds.append(JSONValue.object(stillBad.mapValues(JSONValue.string)).serialized)
+                    try await db.execute("UPDATE fleetsync.schema_quarantine SET reasons = reasons || $3::jsonb WHERE table_name = $1 AND row_id = $2", binds, context: "updating quarantine reasons")
+                    for name in stillBad.keys { group.state.fields[name] = nil }
+                } catch let error as DatabaseError where Applier.isRowError(error) {
+                    break  // e.g. a constraint: the values stay quarantined until the cause is fixed
+                }
+            }
+        }
+        let remaining: Int64 = try await db.rows("SELECT coalesce(sum((SELECT count(*) FROM jsonb_object_keys(fields))), 0)::bigint FROM fleetsync.schema_quarantine", context: "counting the quarantine")[0].value(0)
+        return (drained, Int(remaining))
+    }
+
+    static func remove(table: String, rowID: UUID, keys: [String], on db: DatabaseSession) async throws {
+        var binds = PostgresBindings()
+        binds.append(table)
+        binds.append(rowID)
+        binds.append(keys)
+        try await db.execute("""
+            UPDATE fleetsync.schema_quarantine SET fields = fields - $3::text[], clocks = clocks - $3::text[], reasons = reasons - $3::text[]
+            WHERE table_name = $1 AND row_id = $2
+            """, binds, context: "emptying drained quarantine entries")
+        var key = PostgresBindings()
+        key.append(table)
+        key.append(rowID)
+        try await db.execute("DELETE FROM fleetsync.schema_quarantine WHERE table_name = $1 AND row_id = $2 AND fields = '{}'::jsonb", key, context: "emptying drained quarantine entries")
+    }
+}

@@ -1,0 +1,41 @@
+import FleetSyncCore
+import Foundation
+
+/// The incoming change of one row after compaction: every event for the row merged into one
+/// state, with the base version each winning field was written on (for conflict detection).
+struct RowGroup: Sendable {
+    var table: String
+    var rowID: UUID
+    var state: RowState
+    var bases: [String: Int64]
+    var sender: String
+    /// Arrival index of the row's first event: the sequence order within a table.
+    var sequence: Int
+
+    init(table: String, rowID: UUID, sender: String, sequence: Int) {
+        self.table = table
+        self.rowID = rowID
+        self.state = RowState()
+        self.bases = [:]
+        self.sender = sender
+        self.sequence = sequence
+    }
+
+    mutating func merge(_ fields: [String: FieldChange], base: Int64) {
+        for name in state.merge(fields) { bases[name] = base }
+    }
+
+    /// The group as one event, for the dead-letter queue.
+    var event: ChangeEvent {
+        ChangeEvent(table: table, rowID: rowID, fields: state.fields, origin: sender, baseVersion: bases.values.min() ?? 0)
+    }
+}
+
+/// A concurrent write to a shared field: the value kept and the value discarded.
+struct Conflict: Sendable {
+    var table: String
+    var rowID: UUID
+    var field: String
+    var kept: FieldChange
+    var discarded: FieldChange
+}

@@ -1,0 +1,148 @@
+import FleetSyncCore
+import Foundation
+import PostgresNIO
+
+/// Applies row groups of one table set-based: one statement reads and locks the local rows, the
+/// merge runs in memory, one statement inserts the new rows and one updates the changed ones.
+struct TableWriter {
+    var configuration: TableConfiguration
+    var physical: PhysicalTable
+    var columns: [String: PhysicalColumn]
+
+    struct Outcome: Sendable {
+        var applied = 0
+        var unchanged = 0
+        var conflicts: [Conflict] = []
+        var highestCounter: Int64 = 0
+    }
+
+    private var qualified: String { SQL.qualified(physical.schema, physical.name) }
+
+    func write(_ groups: [RowGroup], on db: DatabaseSession) async throws -> Outcome {
+        var outcome = Outcome()
+        let local = try await readLocal(groups.map(\.rowID), on: db)
+        var inserts: [JSONValue] = []
+        var updates: [JSONValue] = []
+        var insertColumns: Set<String> = []
+        var updateColumns: Set<String> = []
+        for group in groups {
+            outcome.highestCounter = max(outcome.highestCounter, group.state.version)
+            if let existing = local[group.rowID] {
+                var merged = existing.state
+                let changed = merged.merge(group.state.fields)
+                outcome.conflicts += conflicts(group, local: existing.state, merged: merged)
+                if changed.isEmpty {
+                    outcome.unchanged += 1
+                    continue
+                }
+                updateColumns.formUnion(changed.filter { $0 != ChangeEvent.deletedField })
+                updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version)))
+            } else {
+                insertColumns.formUnion(group.state.fields.keys.filter { $0 != ChangeEvent.deletedField })
+                inserts.append(record(id: group.rowID, state: group.state, version: group.state.version))
+            }
+            outcome.applied += 1
+        }
+        if !inserts.isEmpty { try await insert(inserts, columns: insertColumns, on: db) }
+        if !updates.isEmpty { try await update(updates, columns: updateColumns, on: db) }
+        return outcome
+    }
+
+    /// The JSON record of a row as `jsonb_populate_recordset` reads it.
+    private func record(id: UUID, state: RowState, version: Int64) -> JSONValue {
+        var object: [String: JSONValue] = [:]
+        object.reserveCapacity(state.fields.count + 4)
+        var clocks: [String: JSONValue] = [:]
+        for (name, change) in state.fields {
+            clocks[name] = change.clock.json
+            if name != ChangeEvent.deletedField { object[name] = change.value }
+        }
+        object["id"] = .string(id.uuidString.lowercased())
+        object["sync_version"] = .number(String(version))
+        object["is_deleted"] = .bool(state.isDeleted(configuration.tombstone))
+        object["sync_clock"] = .object(clocks)
+        return .object(object)
+    }
+
+    private struct LocalRow {
+        var state: RowState
+        var version: Int64
+    }
+
+    /// Reads and locks the local rows among `ids`, values in the capture encoding.
+    private func readLocal(_ ids: [UUID], on db: DatabaseSession) async throws -> [UUID: LocalRow] {
+        let synced = physical.syncedColumns
+        let pairs = synced.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0, row: "t"))" }
+        let values = pairs.isEmpty ? "'{}'::jsonb" : stride(from: 0, to: pairs.count, by: 45).map {
+            "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")"
+        }.joined(separator: " || ")
+        var binds = PostgresBindings()
+        binds.append(ids)
+        let rows = try await db.rows("""
+            SELECT t.id, t.sync_version, t.is_deleted, t.sync_clock::text, (\(values))::text
+            FROM \(qualified) t WHERE t.id = ANY($1::uuid[]) FOR UPDATE
+            """, binds, context: "reading local rows of \(configuration.name)")
+        var result: [UUID: LocalRow] = [:]
+        for row in rows {
+            let context = "reading local rows of \(configuration.name)"
+            let id: UUID = try row.value(0, context: context)
+            let version: Int64 = try row.value(1, context: context)
+            let deleted: Bool = try row.value(2, context: context)
+            let clocks = try JSONParser.parse(try row.value(3, as: String.self, context: context)).objectValue ?? [:]
+            let values = try JSONParser.parse(try row.value(4, as: String.self, context: context)).objectValue ?? [:]
+            var state = RowState()
+            // Rows that existed before init have no clocks: the lowest clock, so any sync wins.
+            let none = FieldClock(counter: 0, node: "")
+            for (name, value) in values {
+                state.fields[name] = FieldChange(value: value, clock: clocks[name].flatMap(FieldClock.init(json:)) ?? none)
+            }
+            if let tombstone = clocks[ChangeEvent.deletedField].flatMap(FieldClock.init(json:)) {
+                state.fields[ChangeEvent.deletedField] = FieldChange(value: .bool(deleted), clock: tombstone)
+            } else if deleted {
+                state.fields[ChangeEvent.deletedField] = FieldChange(value: .bool(true), clock: none)
+            }
+            result[id] = LocalRow(state: state, version: version)
+        }
+        return result
+    }
+
+    private func orderedColumns(_ names: Set<String>) -> [PhysicalColumn] {
+        physical.syncedColumns.filter { names.contains($0.name) }
+    }
+
+    private func insert(_ records: [JSONValue], columns names: Set<String>, on db: DatabaseSession) async throws {
+        let columns = orderedColumns(names)
+        let targets = (["id"] + columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(SQL.identifier)
+        let sources = ["r.id"] + columns.map { ColumnCodec.applyExpression($0, record: "r") } + ["r.sync_version", "r.is_deleted", "r.sync_clock"]
+        var binds = PostgresBindings()
+        binds.append(JSONValue.array(records).serialized)
+        try await db.execute("""
+            INSERT INTO \(qualified) (\(targets.joined(separator: ", ")))
+            SELECT \(sources.joined(separator: ", ")) FROM jsonb_populate_recordset(NULL::\(qualified), $1::jsonb) r
+            """, binds, context: "inserting rows into \(configuration.name)")
+    }
+
+    private func update(_ records: [JSONValue], columns names: Set<String>, on db: DatabaseSession) async throws {
+        let columns = orderedColumns(names)
+        let sets = columns.map { "\(SQL.identifier($0.name)) = \(ColumnCodec.applyExpression($0, record: "r"))" }
+            + ["sync_version = r.sync_version", "is_deleted = r.is_deleted", "sync_clock = r.sync_clock"]
+        var binds = PostgresBindings()
+        binds.append(JSONValue.array(records).serialized)
+        try await db.execute("""
+            UPDATE \(qualified) t SET \(sets.joined(separator: ", "))
+            FROM jsonb_populate_recordset(NULL::\(qualified), $1::jsonb) r WHERE t.id = r.id
+            """, binds, context: "updating rows of \(configuration.name)")
+    }
+
+    /// Concurrent writes to shared fields: the writer had not seen the local value it raced with.
+    private func conflicts(_ group: RowGroup, local: RowState, merged: RowState) -> [Conflict] {
+        var found: [Conflict] = []
+        for (name, incoming) in group.state.fields where configuration.owner(of: name) == .shared && name != ChangeEvent.deletedField {
+            guard let mine = local.fields[name], mine.clock.node != incoming.clock.node, !mine.clock.node.isEmpty,
+                  mine.value != incoming.value, mine.clock.counter > (group.bases[name] ?? 0) else { continue }
+            let kept = merged.fields[name]!
+            found.append(Conflict(table: group.table, rowID: group.rowID, field: name, kept: kept, discarded: kept == incoming ? mine : incoming))
+        }
+        return found
+    }
+}
