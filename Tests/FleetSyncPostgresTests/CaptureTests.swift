@@ -68,14 +68,14 @@ final class CaptureTests: DatabaseTestCase {
         do {
             try await db.execute("DELETE FROM certificate_type")
             XCTFail("delete must be refused")
-        } catch let error as DatabaseError {
+        } catch {
             XCTAssertEqual(error.sqlState, "42501")
             XCTAssertTrue(error.message.contains("cannot be deleted (on_delete = \"refuse\")"), error.message)
         }
         do {
             try await db.execute("TRUNCATE vessel CASCADE")
             XCTFail("truncate must be refused")
-        } catch let error as DatabaseError {
+        } catch {
             XCTAssertTrue(error.message.contains("TRUNCATE of synced table"), error.message)
         }
         let rows: Int64 = try await db.scalar("SELECT count(*) FROM vessel")
@@ -89,7 +89,7 @@ final class CaptureTests: DatabaseTestCase {
         do {
             try await vessel.execute("UPDATE seafarer SET rank = 'Master'")
             XCTFail("a vessel must not write a shore-owned column")
-        } catch let error as DatabaseError {
+        } catch {
             XCTAssertEqual(error.message, "fleetsync: column \"rank\" of table \"seafarer\" is owned by the shore; this vessel (aurora) may not write it")
         }
         let (_, shore) = try await self.installedNode(role: .shore, nodeID: "shore")
@@ -99,7 +99,7 @@ final class CaptureTests: DatabaseTestCase {
         do {
             try await shore.execute("UPDATE seafarer SET contact_number = '1'")
             XCTFail("the shore must not write a vessel-owned column")
-        } catch let error as DatabaseError {
+        } catch {
             XCTAssertTrue(error.message.contains("column \"contact_number\" of table \"seafarer\" is owned by the vessel the row is routed to"), error.message)
         }
         let events: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.outbox")

@@ -5,6 +5,20 @@ import XCTest
 /// A test case whose database sessions are closed after each test, whether it passed or threw.
 open class DatabaseTestCase: XCTestCase {
     private var sessions: [DatabaseSession] = []
+    private var telemetryWriters: [TelemetryWriter] = []
+
+    /// A telemetry writer whose connection is closed after the test.
+    public func telemetry(_ url: String) -> TelemetryWriter {
+        let writer = TelemetryWriter(url: url, logger: Fixtures.logger)
+        telemetryWriters.append(writer)
+        return writer
+    }
+
+    /// An applier on `db` for `configuration`, its schema read from the catalog now.
+    public func makeApplier(_ configuration: FleetSyncConfiguration, _ db: DatabaseSession) async throws -> Applier {
+        let schema = try await LocalSchema.load(configuration: configuration, session: db)
+        return Applier(schema: schema, session: db, telemetry: telemetry(configuration.databaseURL))
+    }
 
     /// Opens a session that is closed after the test.
     public func connect(_ url: String) async throws -> DatabaseSession {
@@ -23,6 +37,8 @@ open class DatabaseTestCase: XCTestCase {
     }
 
     open override func tearDown() async throws {
+        for writer in telemetryWriters { await writer.close() }
+        telemetryWriters.removeAll()
         for session in sessions { await session.close() }
         sessions.removeAll()
         try await super.tearDown()
