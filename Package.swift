@@ -35,6 +35,9 @@ let package = Package(
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ], path: "Tests/FleetSyncTestSupport"),
         .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore"]),
+        .testTarget(name: "EndToEndTests", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
+        ]),
         .testTarget(name: "FleetSyncPostgresTests", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
         ]),
