@@ -24,17 +24,26 @@ let package = Package(
             .product(name: "PostgresNIO", package: "postgres-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // zlib from Debian's zlib1g-dev.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // Exchange transport: framing and compression of wire messages, HTTP client.
+        .target(name: "FleetSyncTransport", dependencies: ["FleetSyncCore", "CZlib"]),
         .executableTarget(name: "fleetsync", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Benchmarks: `swift run -c release fleetsync-apply-benchmark`.
+        .executableTarget(name: "fleetsync-apply-benchmark", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+        ], path: "Benchmarks/ApplyBenchmark"),
         // Throwaway PostgreSQL 15 clusters for tests.
         .target(name: "FleetSyncTestSupport", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres",
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ], path: "Tests/FleetSyncTestSupport"),
-        .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore"]),
+        .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore", "FleetSyncTransport"]),
         .testTarget(name: "EndToEndTests", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
         ]),

@@ -1,0 +1,149 @@
+// Apply throughput and memory: a 100,000-event batch of inserts and updates across three
+// FK-linked tables, delivered shuffled, applied by FleetSync's applier, against a client COPY of
+// the same final rows into empty copies of the tables (same keys and foreign keys, no triggers).
+// Measured alternately in one run; prints each run, the medians and the ratio.
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncTestSupport
+import Foundation
+import NIOCore
+import PostgresNIO
+
+let environment = ProcessInfo.processInfo.environment
+let totalEvents = Int(environment["EVENTS"] ?? "") ?? 100_000
+let rounds = Int(environment["ROUNDS"] ?? "") ?? 3
+print("command: EVENTS=\(totalEvents) ROUNDS=\(rounds) swift run -c release fleetsync-apply-benchmark")
+
+func residentPeakKB() -> Int {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
+    return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+}
+
+func resetPeak() { try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8) }
+
+let schemaSQL = """
+    CREATE TABLE bench_a (id uuid PRIMARY KEY, name text, amount integer, note text);
+    CREATE TABLE bench_b (id uuid PRIMARY KEY, a_id uuid NOT NULL REFERENCES bench_a (id), name text, amount integer, note text);
+    CREATE TABLE bench_c (id uuid PRIMARY KEY, b_id uuid NOT NULL REFERENCES bench_b (id), name text, amount integer, note text);
+    """
+
+// Inserts: 1/7 in a, 2/7 in b, 4/7 in c (70 %); updates of random rows (30 %).
+var rng = SystemRandomNumberGenerator()
+struct Row { var table: String; var id: UUID; var parent: UUID? }
+let inserts = totalEvents * 7 / 10
+var rows: [Row] = []
+rows.reserveCapacity(inserts)
+let aCount = inserts / 7, bCount = inserts * 2 / 7
+for i in 0..<inserts {
+    if i < aCount {
+        rows.append(Row(table: "bench_a", id: UUID(), parent: nil))
+    } else if i < aCount + bCount {
+        rows.append(Row(table: "bench_b", id: UUID(), parent: rows[Int.random(in: 0..<aCount, using: &rng)].id))
+    } else {
+        rows.append(Row(table: "bench_c", id: UUID(), parent: rows[aCount + Int.random(in: 0..<bCount, using: &rng)].id))
+    }
+}
+var events: [ChangeEvent] = []
+events.reserveCapacity(totalEvents)
+for (i, row) in rows.enumerated() {
+    let clock = FieldClock(counter: Int64(i + 1), node: "shore")
+    var fields: [String: FieldChange] = [
+        "name": .init(value: .string("row \(i)"), clock: clock),
+        "amount": .init(value: .number(String(i % 1000)), clock: clock),
+        "note": .init(value: .string("inserted"), clock: clock),
+    ]
+    if let parent = row.parent { fields[row.table == "bench_b" ? "a_id" : "b_id"] = .init(value: .string(parent.uuidString.lowercased()), clock: clock) }
+    events.append(ChangeEvent(table: row.table, rowID: row.id, fields: fields, origin: "shore"))
+}
+for j in 0..<(totalEvents - inserts) {
+    let row = rows.randomElement(using: &rng)!
+    let clock = FieldClock(counter: Int64(inserts + j + 1), node: "shore")
+    let field = ["name", "amount", "note"].randomElement(using: &rng)!
+    let value: JSONValue = field == "amount" ? .number(String(j)) : .string("update \(j)")
+    events.append(ChangeEvent(table: row.table, rowID: row.id, fields: [field: .init(value: value, clock: clock)], origin: "shore"))
+}
+events.shuffle(using: &rng)
+
+// The final rows, merged in memory, as COPY text.
+var final: [UUID: (Row, RowState)] = [:]
+for (i, row) in rows.enumerated() { final[row.id] = (row, RowState()); _ = i }
+for event in events { final[event.rowID]!.1.merge(event.fields) }
+func copyText(_ table: String, parentColumn: String?, final: [UUID: (Row, RowState)]) -> String {
+    var out = ""
+    for (row, state) in final.values where row.table == table {
+        var clocks: [String: JSONValue] = [:]
+        for (k, v) in state.fields { clocks[k] = v.clock.json }
+        var columns = [row.id.uuidString.lowercased()]
+        if parentColumn != nil { columns.append(row.parent!.uuidString.lowercased()) }
+        columns += [state.fields["name"]!.value.stringValue!, { if case .number(let n) = state.fields["amount"]!.value { return n } else { return "" } }(),
+                    state.fields["note"]!.value.stringValue!, String(state.version), "f", JSONValue.object(clocks).serialized]
+        out += columns.joined(separator: "\t") + "\n"
+    }
+    return out
+}
+let copies = [("bench_a", copyText("bench_a", parentColumn: nil, final: final), nil as String?), ("bench_b", copyText("bench_b", parentColumn: "a_id", final: final), "a_id"), ("bench_c", copyText("bench_c", parentColumn: "b_id", final: final), "b_id")]
+
+let cluster = try TestCluster.start()
+defer { cluster.stop() }
+let url = try await cluster.createDatabase(prefix: "bench")
+try Fixtures.runScript(schemaSQL, url: url)
+let tables = ["bench_a", "bench_b", "bench_c"].map { TableConfiguration(name: $0, route: .broadcast, defaultOwner: .shared) }
+let configuration = Fixtures.configuration(role: .vessel, nodeID: "bench", url: url, tables: tables)
+let db = try await DatabaseSession.connect(url: url, logger: Fixtures.logger)
+_ = try await Installer(configuration: configuration).install(on: db)
+try Fixtures.runScript("""
+    CREATE TABLE copy_a (LIKE bench_a INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+    CREATE TABLE copy_b (LIKE bench_b INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES, FOREIGN KEY (a_id) REFERENCES copy_a (id));
+    CREATE TABLE copy_c (LIKE bench_c INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES, FOREIGN KEY (b_id) REFERENCES copy_b (id));
+    """, url: url)
+let schema = try await LocalSchema.load(configuration: configuration, session: db)
+let telemetry = TelemetryWriter(url: url, logger: Fixtures.logger)
+let applier = Applier(schema: schema, session: db, telemetry: telemetry)
+
+var applyTimes: [Double] = []
+var copyTimes: [Double] = []
+var peaks: [Int] = []
+let clock = ContinuousClock()
+for round in 1...rounds {
+    try await db.execute("BEGIN")
+    try await db.execute("SET LOCAL fleetsync.applying = 'on'")
+    try await db.execute("TRUNCATE bench_c, bench_b, bench_a, copy_c, copy_b, copy_a")
+    try await db.execute("COMMIT")
+    try await db.execute("VACUUM ANALYZE")
+    resetPeak()
+    let start = clock.now
+    let report = try await applier.apply(events, from: "shore")
+    let applied = (clock.now - start)
+    peaks.append(residentPeakKB())
+    precondition(report.deadLettered == 0 && report.appliedRows == inserts, "apply failed: \(report)")
+
+    let copyStart = clock.now
+    try await db.execute("BEGIN")
+    for (table, text, parent) in copies {
+        let target = table.replacingOccurrences(of: "bench_", with: "copy_")
+        let columns = ["id"] + (parent.map { [$0] } ?? []) + ["name", "amount", "note", "sync_version", "is_deleted", "sync_clock"]
+        try await db.connection.copyFrom(table: target, columns: columns, logger: Fixtures.logger) { writer in
+            try await writer.write(ByteBuffer(string: text))
+        }
+    }
+    try await db.execute("COMMIT")
+    let copied = clock.now - copyStart
+    let a = Double(applied.components.seconds) + Double(applied.components.attoseconds) / 1e18
+    let c = Double(copied.components.seconds) + Double(copied.components.attoseconds) / 1e18
+    applyTimes.append(a)
+    copyTimes.append(c)
+    print(String(format: "round %d: apply %.3f s (%.0f events/s, peak RSS %d MB), COPY of %d final rows %.3f s, ratio %.2f",
+                 round, a, Double(totalEvents) / a, peaks.last! / 1024, inserts, c, c / a))
+}
+// The applied tables and the copies hold the same rows.
+let same: Bool = try await db.scalar("""
+    SELECT (SELECT count(*) FROM (SELECT id, name, amount, note, sync_version, sync_clock FROM bench_c EXCEPT SELECT id, name, amount, note, sync_version, sync_clock FROM copy_c) d) = 0
+    """)
+precondition(same, "applied rows differ from the copied final rows")
+let medianApply = applyTimes.sorted()[applyTimes.count / 2]
+let medianCopy = copyTimes.sorted()[copyTimes.count / 2]
+print(String(format: "apply throughput: apply/COPY = %.2f (median apply %.3f s, median COPY %.3f s, %d events, %d final rows)", medianCopy / medianApply, medianApply, medianCopy, totalEvents, inserts))
+print("peak resident memory while applying: \(peaks.max()! / 1024) MB (VmHWM reset before each apply; includes the batch held in memory)")
+await telemetry.close()
+await db.close()

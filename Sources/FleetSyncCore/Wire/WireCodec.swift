@@ -1,0 +1,207 @@
+import Foundation
+
+/// The binary exchange format, version 1 (docs/PROTOCOL.md). The body here is uncompressed;
+/// ``WireEnvelope`` frames it and the transport compresses it.
+public enum WireCodec {
+    public static let version: UInt8 = 1
+
+    // MARK: requests and responses
+
+    public static func encode(_ request: ExchangeRequest) -> [UInt8] {
+        var strings = StringTable()
+        var body = WireWriter()
+        body.string(request.vesselID)
+        body.uuid(request.exchangeID)
+        body.signed(request.cursor)
+        body.signed(request.upTo)
+        encodeValue(.object(request.status), into: &body)
+        encodeEvents(request.events, strings: &strings, into: &body)
+        return strings.prefixed(body.bytes)
+    }
+
+    public static func decodeRequest(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> ExchangeRequest {
+        var reader = WireReader(bytes)
+        let strings = try StringTable.read(&reader, limits: limits)
+        let vessel = try reader.string(limit: 63, what: "vessel id")
+        guard Identifiers.isValidNodeID(vessel) else { throw WireError(.malformed, "vessel id \"\(vessel.prefix(64))\" is not a valid node id") }
+        let exchangeID = try reader.uuid()
+        let cursor = try reader.signed()
+        let upTo = try reader.signed()
+        guard cursor >= 0, upTo >= 0 else { throw WireError(.malformed, "negative cursor or position") }
+        guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
+            throw WireError(.malformed, "status is not an object")
+        }
+        let events = try decodeEvents(&reader, strings: strings, limits: limits)
+        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the request") }
+        return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: events, upTo: upTo, status: status)
+    }
+
+    public static func encode(_ response: ExchangeResponse) -> [UInt8] {
+        var strings = StringTable()
+        var body = WireWriter()
+        body.signed(response.acknowledged)
+        body.signed(response.cursor)
+        body.byte(response.more ? 1 : 0)
+        encodeEvents(response.events, strings: &strings, into: &body)
+        return strings.prefixed(body.bytes)
+    }
+
+    public static func decodeResponse(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> ExchangeResponse {
+        var reader = WireReader(bytes)
+        let strings = try StringTable.read(&reader, limits: limits)
+        let acknowledged = try reader.signed()
+        let cursor = try reader.signed()
+        let more = try reader.byte()
+        guard more <= 1 else { throw WireError(.malformed, "more flag is \(more)") }
+        let events = try decodeEvents(&reader, strings: strings, limits: limits)
+        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the response") }
+        return ExchangeResponse(acknowledged: acknowledged, events: events, cursor: cursor, more: more == 1)
+    }
+
+    // MARK: events
+
+    static func encodeEvents(_ events: [ChangeEvent], strings: inout StringTable, into w: inout WireWriter) {
+        w.varint(UInt64(events.count))
+        var previousPosition: Int64 = 0
+        for event in events {
+            w.varint(strings.index(event.table))
+            w.uuid(event.rowID)
+            w.varint(strings.index(event.origin))
+            w.signed(event.originPosition - previousPosition)
+            previousPosition = event.originPosition
+            w.signed(event.baseVersion)
+            w.varint(UInt64(event.fields.count))
+            for name in event.fields.keys.sorted() {
+                let change = event.fields[name]!
+                w.varint(strings.index(name))
+                w.signed(change.clock.counter)
+                w.varint(strings.index(change.clock.node))
+                encodeValue(change.value, into: &w)
+            }
+        }
+    }
+
+    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits) throws(WireError) -> [ChangeEvent] {
+        let count = try r.count(limit: limits.maximumEvents, what: "event")
+        var events: [ChangeEvent] = []
+        events.reserveCapacity(count)
+        var previousPosition: Int64 = 0
+        for _ in 0..<count {
+            let table = try strings.lookup(r.varint(), what: "table name")
+            let rowID = try r.uuid()
+            let origin = try strings.lookup(r.varint(), what: "origin")
+            guard Identifiers.isValidNodeID(origin) else { throw WireError(.malformed, "origin \"\(origin.prefix(64))\" is not a valid node id") }
+            let (position, overflow) = previousPosition.addingReportingOverflow(try r.signed())
+            guard !overflow else { throw WireError(.malformed, "event position overflows") }
+            previousPosition = position
+            let base = try r.signed()
+            let fieldCount = try r.count(limit: limits.maximumFieldsPerEvent, what: "field")
+            var fields: [String: FieldChange] = [:]
+            fields.reserveCapacity(fieldCount)
+            for _ in 0..<fieldCount {
+                let name = try strings.lookup(r.varint(), what: "field name")
+                let counter = try r.signed()
+                let node = try strings.lookup(r.varint(), what: "clock node")
+                guard counter >= 0, Identifiers.isValidNodeID(node) else { throw WireError(.malformed, "field \(name.prefix(64)) has an invalid clock") }
+                let value = try decodeValue(&r, depth: 0, limits: limits)
+                guard fields[name] == nil else { throw WireError(.malformed, "field \(name.prefix(64)) appears twice in one event") }
+                fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: node))
+            }
+            events.append(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base))
+        }
+        return events
+    }
+
+    // MARK: values: tagged binary JSON
+
+    enum Tag: UInt8 { case null = 0, `false`, `true`, number, string, array, object }
+
+    static func encodeValue(_ value: JSONValue, into w: inout WireWriter) {
+        switch value {
+        case .null: w.byte(Tag.null.rawValue)
+        case .bool(let b): w.byte(b ? Tag.true.rawValue : Tag.false.rawValue)
+        case .number(let n): w.byte(Tag.number.rawValue); w.string(n)
+        case .string(let s): w.byte(Tag.string.rawValue); w.string(s)
+        case .array(let items):
+            w.byte(Tag.array.rawValue)
+            w.varint(UInt64(items.count))
+            for item in items { encodeValue(item, into: &w) }
+        case .object(let members):
+            w.byte(Tag.object.rawValue)
+            w.varint(UInt64(members.count))
+            for key in members.keys.sorted() {
+                w.string(key)
+                encodeValue(members[key]!, into: &w)
+            }
+        }
+    }
+
+    static func decodeValue(_ r: inout WireReader, depth: Int, limits: WireLimits) throws(WireError) -> JSONValue {
+        guard depth <= JSONParser.maximumDepth else { throw WireError(.malformed, "value nested deeper than \(JSONParser.maximumDepth)") }
+        let raw = try r.byte()
+        guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
+        switch tag {
+        case .null: return .null
+        case .false: return .bool(false)
+        case .true: return .bool(true)
+        case .number:
+            let text = try r.string(limit: 1_024, what: "number")
+            guard case .number = try? JSONParser.parse(text) else { throw WireError(.malformed, "\"\(text.prefix(32))\" is not a JSON number") }
+            return .number(text)
+        case .string: return .string(try r.string(limit: limits.maximumStringBytes, what: "string value"))
+        case .array:
+            let n = try r.count(limit: limits.maximumBodyBytes, what: "array element")
+            var items: [JSONValue] = []
+            items.reserveCapacity(n)
+            for _ in 0..<n { items.append(try decodeValue(&r, depth: depth + 1, limits: limits)) }
+            return .array(items)
+        case .object:
+            let n = try r.count(limit: limits.maximumBodyBytes, what: "object member")
+            var members: [String: JSONValue] = [:]
+            for _ in 0..<n {
+                let key = try r.string(limit: limits.maximumStringBytes, what: "object key")
+                guard members[key] == nil else { throw WireError(.malformed, "object key appears twice") }
+                members[key] = try decodeValue(&r, depth: depth + 1, limits: limits)
+            }
+            return .object(members)
+        }
+    }
+}
+
+/// Names that repeat in a message (tables, fields, nodes) are sent once and referred to by index.
+struct StringTable {
+    private var indices: [String: UInt64] = [:]
+    private var strings: [String] = []
+
+    mutating func index(_ s: String) -> UInt64 {
+        if let i = indices[s] { return i }
+        let i = UInt64(strings.count)
+        indices[s] = i
+        strings.append(s)
+        return i
+    }
+
+    /// The table followed by `body`.
+    func prefixed(_ body: [UInt8]) -> [UInt8] {
+        var w = WireWriter(capacity: body.count + strings.count * 12 + 8)
+        w.varint(UInt64(strings.count))
+        for s in strings { w.string(s) }
+        w.raw(body)
+        return w.bytes
+    }
+
+    static func read(_ r: inout WireReader, limits: WireLimits) throws(WireError) -> [String] {
+        let n = try r.count(limit: limits.maximumStrings, what: "name")
+        var table: [String] = []
+        table.reserveCapacity(n)
+        for _ in 0..<n { table.append(try r.string(limit: limits.maximumNameBytes, what: "name")) }
+        return table
+    }
+}
+
+extension Array where Element == String {
+    func lookup(_ index: UInt64, what: String) throws(WireError) -> String {
+        guard index < UInt64(count) else { throw WireError(.malformed, "\(what) refers to name \(index) of \(count)") }
+        return self[Int(index)]
+    }
+}

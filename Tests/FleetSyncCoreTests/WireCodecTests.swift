@@ -1,0 +1,83 @@
+import Foundation
+import XCTest
+@testable import FleetSyncCore
+@testable import FleetSyncTransport
+
+final class WireCodecTests: XCTestCase {
+    func sampleEvents(_ count: Int, seed: UInt64 = 1) -> [ChangeEvent] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { i in
+            let clock = FieldClock(counter: Int64(i + 1), node: ["shore", "aurora"].randomElement(using: &rng)!)
+            let values: [JSONValue] = [.null, .bool(true), .number("-12.50e3"), .string("Ana \u{1F6A2} \"q\""), .array([.number("1"), .null]), .object(["k": .array([]), "é": .bool(false)])]
+            return ChangeEvent(table: "seafarer", rowID: UUID(), fields: [
+                "notes": FieldChange(value: values.randomElement(using: &rng)!, clock: clock),
+                ChangeEvent.deletedField: FieldChange(value: .bool(Bool.random(using: &rng)), clock: clock),
+            ], origin: "aurora", originPosition: Int64(100 + i), baseVersion: Int64(i))
+        }
+    }
+
+    func testRequestAndResponseRoundTrip() throws {
+        let request = ExchangeRequest(vesselID: "aurora", cursor: 77, events: sampleEvents(50), upTo: 149, status: ["pending": .number("3")])
+        XCTAssertEqual(try MessageFraming.decodeRequest(MessageFraming.encode(request)), request)
+        let response = ExchangeResponse(acknowledged: 149, events: sampleEvents(20, seed: 2), cursor: 900, more: true)
+        XCTAssertEqual(try MessageFraming.decodeResponse(MessageFraming.encode(response)), response)
+        let error = WireError(.unknownVessel, "vessel nobody is not enrolled")
+        XCTAssertThrowsError(try MessageFraming.decodeResponse(MessageFraming.encode(error))) { XCTAssertEqual($0 as? WireError, error) }
+    }
+
+    func testBadMessagesAreRefusedWithCodes() {
+        let good = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: sampleEvents(30), upTo: 1))
+        func code(_ bytes: [UInt8], limits: WireLimits = WireLimits()) -> WireError.Code? {
+            do { _ = try MessageFraming.decodeRequest(bytes, limits: limits); return nil } catch { return error.code }
+        }
+        XCTAssertEqual(code(Array(good.prefix(10))), .truncated)
+        XCTAssertEqual(code(Array(good.dropLast(5))), .truncated)
+        var wrongVersion = good
+        wrongVersion[4] = 9
+        XCTAssertEqual(code(wrongVersion), .unsupportedVersion)
+        var badMagic = good
+        badMagic[0] = 0
+        XCTAssertEqual(code(badMagic), .malformed)
+        var limits = WireLimits()
+        limits.maximumBodyBytes = 100
+        XCTAssertEqual(code(good, limits: limits), .tooLarge)
+        limits = WireLimits()
+        limits.maximumEvents = 10
+        XCTAssertEqual(code(good, limits: limits), .tooLarge)
+        // A raw length that lies about the inflated size is refused (no bomb).
+        var lying = good
+        lying[15] = lying[15] &+ 1
+        XCTAssertEqual(code(lying), .malformed)
+        XCTAssertEqual(code(MessageFraming.encode(ExchangeResponse(acknowledged: 0, events: [], cursor: 0, more: false))), .malformed)
+    }
+
+    /// Random corruption never crashes the decoder: every input is either a message or an error.
+    func testFuzzedInputNeverCrashes() {
+        let good = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 5, events: sampleEvents(8), upTo: 9))
+        var rng = SplitMix64(seed: 42)
+        for _ in 0..<5_000 {
+            var bytes = good
+            for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                let i = Int.random(in: 0..<bytes.count, using: &rng)
+                bytes[i] = UInt8.random(in: 0...255, using: &rng)
+            }
+            if Bool.random(using: &rng) { bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &rng))) }
+            _ = try? WireCodec.decodeRequest(bytes)
+            let framed = WireEnvelope(kind: .request, compressed: false, rawLength: bytes.count, body: bytes).encoded()
+            _ = try? MessageFraming.decodeRequest(framed)
+        }
+    }
+
+    func testCompressedSingleColumnUpdatesAreSmall() {
+        var events: [ChangeEvent] = []
+        for i in 0..<1000 {
+            let value = JSONValue.string("+351 91\(i % 10) 000 \(1000 + i)")
+            let clock = FieldClock(counter: Int64(5000 + i), node: "aurora")
+            events.append(ChangeEvent(table: "seafarer", rowID: UUID(), fields: ["contact_number": FieldChange(value: value, clock: clock)],
+                                      origin: "aurora", originPosition: Int64(5000 + i), baseVersion: Int64(4990 + i)))
+        }
+        let bytes = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: events, upTo: 6000)).count
+        print("wire bytes per single-column update at batch 1,000: \(Double(bytes) / 1000)")
+        XCTAssertLessThan(Double(bytes) / 1000, 60)
+    }
+}
