@@ -12,6 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Pure core: configuration model, events, clocks, merge, planning, wire codec. No I/O.
@@ -27,9 +29,23 @@ let package = Package(
         // zlib from Debian's zlib1g-dev.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
         // Exchange transport: framing and compression of wire messages, HTTP client.
-        .target(name: "FleetSyncTransport", dependencies: ["FleetSyncCore", "CZlib"]),
+        .target(name: "FleetSyncTransport", dependencies: [
+            "FleetSyncCore", "CZlib",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        // The shore: exchange endpoint, routing, retention, fleet status.
+        .target(name: "FleetSyncShore", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The vessel: exchange loop, daemon, status.
+        .target(name: "FleetSyncVessel", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "fleetsync", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -45,7 +61,7 @@ let package = Package(
         ], path: "Tests/FleetSyncTestSupport"),
         .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore", "FleetSyncTransport"]),
         .testTarget(name: "EndToEndTests", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel",
         ]),
         .testTarget(name: "FleetSyncPostgresTests", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",

@@ -15,7 +15,10 @@
 #   WARMUP_SECONDS=3    one uncounted run on each database first (0 to skip)
 #   CLIENTS=2           pgbench clients (-c) and threads (-j)
 #   ROWS=100000         rows in each table
-#   PGBENCH_MODE=prepared  pgbench query protocol: simple, extended or prepared
+#   PGBENCH_MODE=simple pgbench query protocol (-M): simple (pgbench's default), extended or prepared;
+#                       prepared takes parse and plan out of each UPDATE, so capture weighs more
+#   CAPTURED_SQL        a SQL file run on the captured database after `fleetsync init`, e.g. to try
+#                       another capture function; psql variable :capture_function names the installed one
 #   FLEETSYNC_BIN       the fleetsync binary (default: .build/release, then .build/debug)
 #   TMPDIR              where the throwaway cluster is made (default /tmp)
 #
@@ -30,10 +33,10 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 WARMUP_SECONDS=${WARMUP_SECONDS:-3}
 CLIENTS=${CLIENTS:-2}
 ROWS=${ROWS:-100000}
-PGBENCH_MODE=${PGBENCH_MODE:-prepared}
+PGBENCH_MODE=${PGBENCH_MODE:-simple}
 pgbin=/usr/lib/postgresql/15/bin
 
-echo "command: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE benchmarks/capture-overhead.sh"
+echo "command: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE${CAPTURED_SQL:+ CAPTURED_SQL=$CAPTURED_SQL} benchmarks/capture-overhead.sh"
 
 # --- the fleetsync binary -------------------------------------------------------------------
 bin=${FLEETSYNC_BIN:-}
@@ -124,6 +127,11 @@ default_owner = "shared"
 TOML
 echo "==> $bin init --config bench.toml (on bench_captured)"
 "$bin" init --config "$work/bench.toml" | sed 's/^/    /'
+capture_function=$(psql -d bench_captured -Atc "SELECT 'fleetsync.capture_' || '$table'::regclass::oid")
+if [ -n "${CAPTURED_SQL:-}" ]; then
+  echo "==> applying $CAPTURED_SQL to bench_captured (capture function $capture_function)"
+  psql -d bench_captured -v capture_function="$capture_function" -f "$CAPTURED_SQL"
+fi
 
 for db in bench_plain bench_captured; do psql -d "$db" -c "VACUUM (ANALYZE) $table"; done
 columns() { psql -d "$1" -Atc "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) FROM pg_attribute WHERE attrelid = '$table'::regclass AND attnum > 0 AND NOT attisdropped"; }
@@ -154,22 +162,25 @@ run() {  # run DB SECONDS: prints the run's TPS
 outbox() { psql -d bench_captured -Atc "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('fleetsync.outbox')) FROM fleetsync.outbox"; }
 
 if [ "$WARMUP_SECONDS" -gt 0 ]; then
-  echo "==> warm-up (${WARMUP_SECONDS}s each, not counted): plain $(run bench_plain "$WARMUP_SECONDS") tps, captured $(run bench_captured "$WARMUP_SECONDS") tps"
+  printf '==> warm-up (%ss each, not counted): plain %.0f tps, captured %.0f tps\n' "$WARMUP_SECONDS" \
+    "$(run bench_plain "$WARMUP_SECONDS")" "$(run bench_captured "$WARMUP_SECONDS")"
 fi
 
+echo "==> $ROUNDS rounds of ${SECONDS_PER_RUN}s runs, plain then captured"
 plain=(); captured=()
 for round in $(seq 1 "$ROUNDS"); do
-  tps=$(run bench_plain "$SECONDS_PER_RUN"); plain+=("$tps")
-  printf '    round %d  plain     %10.1f tps\n' "$round" "$tps"
-  tps=$(run bench_captured "$SECONDS_PER_RUN"); captured+=("$tps")
-  printf '    round %d  captured  %10.1f tps   (outbox now %s)\n' "$round" "$tps" "$(outbox)"
+  p=$(run bench_plain "$SECONDS_PER_RUN"); plain+=("$p")
+  printf '    round %d  plain     %8.0f tps\n' "$round" "$p"
+  c=$(run bench_captured "$SECONDS_PER_RUN"); captured+=("$c")
+  printf '    round %d  captured  %8.0f tps   (%.2f of the plain run before it; outbox now %s)\n' \
+    "$round" "$c" "$(awk -v c="$c" -v p="$p" 'BEGIN { print c / p }')" "$(outbox)"
 done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 plain_median=$(median "${plain[@]}")
 captured_median=$(median "${captured[@]}")
-echo "==> plain:    ${plain[*]} tps; median $plain_median"
-echo "==> captured: ${captured[*]} tps; median $captured_median"
+printf '==> plain:    median %8.0f tps (runs:%s)\n' "$plain_median" "$(printf ' %.0f' "${plain[@]}")"
+printf '==> captured: median %8.0f tps (runs:%s)\n' "$captured_median" "$(printf ' %.0f' "${captured[@]}")"
 echo "    (the outbox was not drained: it grew to $(outbox) during the runs)"
 awk -v c="$captured_median" -v p="$plain_median" -v n="$ROUNDS" \
-  'BEGIN { printf "capture overhead: captured/plain = %.2f (median of %d alternating runs each)\n", c / p, n }'
+  'BEGIN { printf "capture overhead: captured/plain = %.2f (median of %d alternating runs each; target >= 0.8)\n", c / p, n }'

@@ -104,7 +104,7 @@ public final class DatabaseSession: Sendable {
 
 extension PostgresRow {
     /// Decodes column `index` as `T`, mapping decoding failures to ``DatabaseError``.
-    func value<T: PostgresDecodable>(_ index: Int, as type: T.Type = T.self, context: String = "reading a row") throws(DatabaseError) -> T {
+    public func value<T: PostgresDecodable>(_ index: Int, as type: T.Type = T.self, context: String = "reading a row") throws(DatabaseError) -> T {
         var cells = self.makeIterator()
         for _ in 0..<index { _ = cells.next() }
         guard let cell = cells.next() else { throw DatabaseError(context: context, message: "row has no column \(index)") }

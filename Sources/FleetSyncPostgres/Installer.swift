@@ -43,6 +43,7 @@ public struct Installer: Sendable {
             let problems = InstallValidator(configuration: configuration, physical: physical).problems()
             if !problems.isEmpty { throw InstallError(problems: problems) }
 
+            var installed: [String: PhysicalTable] = [:]
             for table in configuration.tables {
                 let before = physical[table.name]!
                 for statement in InstallValidator.trackingColumnStatements(for: before) {
@@ -52,6 +53,7 @@ public struct Installer: Sendable {
                 guard let after = try await catalog.table(schema: table.schema, name: table.name) else {
                     throw DatabaseError(context: "installing capture", message: "table \(table.name) vanished during installation")
                 }
+                installed[table.name] = after
                 let builder = CaptureTriggerBuilder(table: table, physical: after, role: configuration.role, nodeID: configuration.nodeID)
                 for statement in builder.statements() {
                     try await db.execute(statement, context: "installing capture on \(table.name)")
@@ -65,6 +67,10 @@ public struct Installer: Sendable {
                     ON CONFLICT (name) DO UPDATE SET schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name
                     """, binds, context: "registering \(table.name)")
                 report.capturedTables.append(table.name)
+            }
+            let routing = RoutingBuilder(configuration: configuration, physical: installed)
+            for statement in [routing.routeFunction()] + routing.sagaStatements() {
+                try await db.execute(statement, context: "installing routing")
             }
             report.removedTables = try await removeUnconfigured(db)
             return report

@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -133,5 +133,26 @@ extension Migration {
     static let applyBookkeeping = Migration(version: 2, description: "dead letters remember their sender", statements: [
         "ALTER TABLE fleetsync.dead_letter ADD COLUMN sender text",
         "CREATE INDEX telemetry_unshipped ON fleetsync.telemetry (id) WHERE NOT shipped",
+    ])
+}
+
+extension Migration {
+    static let routing = Migration(version: 3, description: "routing of shore events, relayed and saga events, enrolled vessels", statements: [
+        // vessel: '*' for broadcast, a vessel id, or NULL for no vessel; set when the event is sequenced.
+        "ALTER TABLE fleetsync.outbox ADD COLUMN vessel text, ADD COLUMN clocks jsonb",
+        "CREATE INDEX outbox_vessel_pos ON fleetsync.outbox (vessel, pos)",
+        "ALTER TABLE fleetsync.outbox_counter ADD COLUMN pruned_below bigint NOT NULL DEFAULT 0",
+        """
+        CREATE FUNCTION fleetsync.route_event(table_name text, row_id uuid) RETURNS text
+        LANGUAGE sql STABLE AS $$ SELECT NULL::text $$
+        """,
+        """
+        CREATE TABLE fleetsync.vessel (
+          vessel_id text PRIMARY KEY,
+          enrolled_at timestamptz NOT NULL DEFAULT now(),
+          identity text
+        )
+        """,
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN status jsonb NOT NULL DEFAULT '{}'",
     ])
 }

@@ -17,39 +17,10 @@ struct KeygenCommand: NotYetBuilt {
     @OptionGroup var options: ConfigOption
 }
 
-struct EnrollCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "enroll", abstract: "(shore) Register a vessel.")
-    static let plannedIn = "comes with the security issue"
-    @OptionGroup var options: ConfigOption
-    @Option var vessel: String
-    @Option var identity: String
-}
 
-struct ServeCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "(shore) Run the exchange server.")
-    static let plannedIn = "comes with the exchange issue"
-    @OptionGroup var options: ConfigOption
-}
 
-struct RunCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "run", abstract: "(vessel) Run the sync daemon.")
-    static let plannedIn = "comes with the exchange issue"
-    @OptionGroup var options: ConfigOption
-}
 
-struct SyncCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "sync", abstract: "(vessel) Exchange until nothing is pending.")
-    static let plannedIn = "comes with the exchange issue"
-    @OptionGroup var options: ConfigOption
-    @Flag var once = false
-}
 
-struct StatusCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show this node's sync status.")
-    static let plannedIn = "comes with the exchange issue"
-    @OptionGroup var options: ConfigOption
-    @Flag var json = false
-}
 
 struct SnapshotCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -26,14 +26,17 @@ public struct ChangeEvent: Sendable, Hashable {
     public var originPosition: Int64
     /// The row version the writer had seen before this write (for conflict detection).
     public var baseVersion: Int64
+    /// The row left the receiving vessel's partition (transfer saga): the vessel removes its copy.
+    public var offboard: Bool
 
-    public init(table: String, rowID: UUID, fields: [String: FieldChange], origin: String, originPosition: Int64 = 0, baseVersion: Int64 = 0) {
+    public init(table: String, rowID: UUID, fields: [String: FieldChange], origin: String, originPosition: Int64 = 0, baseVersion: Int64 = 0, offboard: Bool = false) {
         self.table = table
         self.rowID = rowID
         self.fields = fields
         self.origin = origin
         self.originPosition = originPosition
         self.baseVersion = baseVersion
+        self.offboard = offboard
     }
 
     /// The name of the field that carries the tombstone.

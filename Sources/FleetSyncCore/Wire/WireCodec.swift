@@ -70,6 +70,7 @@ public enum WireCodec {
             w.signed(event.originPosition - previousPosition)
             previousPosition = event.originPosition
             w.signed(event.baseVersion)
+            w.byte(event.offboard ? 1 : 0)
             w.varint(UInt64(event.fields.count))
             for name in event.fields.keys.sorted() {
                 let change = event.fields[name]!
@@ -95,6 +96,8 @@ public enum WireCodec {
             guard !overflow else { throw WireError(.malformed, "event position overflows") }
             previousPosition = position
             let base = try r.signed()
+            let flags = try r.byte()
+            guard flags <= 1 else { throw WireError(.malformed, "unknown event flags \(flags)") }
             let fieldCount = try r.count(limit: limits.maximumFieldsPerEvent, what: "field")
             var fields: [String: FieldChange] = [:]
             fields.reserveCapacity(fieldCount)
@@ -107,7 +110,7 @@ public enum WireCodec {
                 guard fields[name] == nil else { throw WireError(.malformed, "field \(name.prefix(64)) appears twice in one event") }
                 fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: node))
             }
-            events.append(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base))
+            events.append(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base, offboard: flags == 1))
         }
         return events
     }

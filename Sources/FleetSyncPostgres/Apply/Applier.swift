@@ -12,6 +12,7 @@ public struct ApplyReport: Sendable, Equatable {
     public var rejectedFields = 0
     public var rejectedEvents = 0
     public var conflicts = 0
+    public var offboardedRows = 0
     public init() {}
 }
 
@@ -53,8 +54,12 @@ public struct Applier: Sendable {
         }
         let groups = intake.orderedGroups()
         var quarantine = intake.quarantine
+        let offboards = intake.orderedOffboards()
+        report.offboardedRows = offboards.reduce(0) { $0 + $1.ids.count }
+        let schema = self.schema
         try await applyIsolating(groups, quarantine: &quarantine, report: &report, finish: { db, quarantine in
             try await QuarantineVault.store(quarantine, on: db)
+            try await Self.removeOffboarded(offboards, schema: schema, on: db)
             if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
         })
         return report
@@ -126,7 +131,8 @@ public struct Applier: Sendable {
             let table = groups[start].table
             var end = start
             while end < groups.count && groups[end].table == table && end - start < chunkSize { end += 1 }
-            let writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
+            var writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
+            if configuration.role == .shore { writer.relayFrom = groups[start].sender }
             let outcome = try await writer.write(Array(groups[start..<end]), on: db)
             total.applied += outcome.applied
             total.unchanged += outcome.unchanged
@@ -173,6 +179,18 @@ public struct Applier: Sendable {
             return nil
         } catch {
             return error
+        }
+    }
+
+    /// Deletes the local copies of rows that left this vessel's partition, children first.
+    static func removeOffboarded(_ offboards: [(table: String, ids: [UUID])], schema: LocalSchema, on db: DatabaseSession) async throws {
+        guard !offboards.isEmpty else { return }
+        try await db.execute("SET LOCAL fleetsync.applying = 'on'", context: "marking the transaction as the sync engine's")
+        for (table, ids) in offboards {
+            guard let physical = schema.tables[table] else { continue }
+            var binds = PostgresBindings()
+            binds.append(ids)
+            try await db.execute("DELETE FROM \(SQL.qualified(physical.schema, physical.name)) WHERE id = ANY($1::uuid[])", binds, context: "removing rows of \(table) that left this vessel")
         }
     }
 

@@ -11,6 +11,8 @@ struct Intake {
     private(set) var quarantineByRow: [String: [UUID: QuarantineEntry]] = [:]
     private(set) var rejectedEvents: [JSONValue] = []
     private(set) var rejectedFields: [JSONValue] = []
+    /// Rows that left this vessel's partition (transfer saga), by table.
+    private(set) var offboards: [String: Set<UUID>] = [:]
     private var sequence = 0
 
     init(schema: LocalSchema, sender: String) {
@@ -43,6 +45,13 @@ struct Intake {
         guard Identifiers.isValidSQLName(event.table) else {
             return rejectEvent(event, "table name is not a valid name (1 to 63 bytes, no control characters)")
         }
+        if event.offboard {
+            // The row leaves this vessel; whatever arrived for it earlier in the batch is moot.
+            groups[event.table]?[event.rowID] = nil
+            if schema.tables[event.table] != nil { offboards[event.table, default: []].insert(event.rowID) }
+            return
+        }
+        offboards[event.table]?.remove(event.rowID)
         var fields: [String: FieldChange] = [:]
         for (name, change) in event.fields {
             if !Identifiers.isValidSQLName(name) {
@@ -85,6 +94,14 @@ struct Intake {
         var entry = quarantineByRow[event.table]?[event.rowID] ?? QuarantineEntry(table: event.table, rowID: event.rowID)
         for name in entry.state.merge(fields) { entry.reasons[name] = reason }
         quarantineByRow[event.table, default: [:]][event.rowID] = entry
+    }
+
+    /// Offboarded rows by table, children's tables first (the order to delete them in).
+    func orderedOffboards() -> [(table: String, ids: [UUID])] {
+        schema.plan.tableOrder.reversed().compactMap { table in
+            guard let ids = offboards[table], !ids.isEmpty else { return nil }
+            return (table, ids.sorted { $0.uuidString < $1.uuidString })
+        }
     }
 
     /// All row groups in apply order: tables by plan, rows by sequence, parents before children.

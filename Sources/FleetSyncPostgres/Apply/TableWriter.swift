@@ -8,6 +8,9 @@ struct TableWriter {
     var configuration: TableConfiguration
     var physical: PhysicalTable
     var columns: [String: PhysicalColumn]
+    /// On the shore: the node whose changes these are, so that they are queued for the other
+    /// vessels (relayed) with their own clocks.
+    var relayFrom: String? = nil
 
     struct Outcome: Sendable {
         var applied = 0
@@ -25,6 +28,7 @@ struct TableWriter {
         var updates: [JSONValue] = []
         var insertColumns: Set<String> = []
         var updateColumns: Set<String> = []
+        var relayed: [JSONValue] = []
         for group in groups {
             outcome.highestCounter = max(outcome.highestCounter, group.state.version)
             if let existing = local[group.rowID] {
@@ -37,14 +41,17 @@ struct TableWriter {
                 }
                 updateColumns.formUnion(changed.filter { $0 != ChangeEvent.deletedField })
                 updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version)))
+                if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
             } else {
                 insertColumns.formUnion(group.state.fields.keys.filter { $0 != ChangeEvent.deletedField })
                 inserts.append(record(id: group.rowID, state: group.state, version: group.state.version))
+                if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: group.state.fields)) }
             }
             outcome.applied += 1
         }
         if !inserts.isEmpty { try await insert(inserts, columns: insertColumns, on: db) }
         if !updates.isEmpty { try await update(updates, columns: updateColumns, on: db) }
+        if let origin = relayFrom, !relayed.isEmpty { try await relay(relayed, origin: origin, on: db) }
         return outcome
     }
 
@@ -62,6 +69,28 @@ struct TableWriter {
         object["is_deleted"] = .bool(state.isDeleted(configuration.tombstone))
         object["sync_clock"] = .object(clocks)
         return .object(object)
+    }
+
+    private func relayRecord(_ id: UUID, fields: [String: FieldChange]) -> JSONValue {
+        .object([
+            "row_id": .string(id.uuidString.lowercased()),
+            "version": .number(String(fields.values.map(\.clock.counter).max() ?? 0)),
+            "delta": .object(fields.mapValues(\.value)),
+            "clocks": .object(fields.mapValues(\.clock.json)),
+        ])
+    }
+
+    /// Queues applied changes for the other vessels, with their clocks and origin.
+    private func relay(_ records: [JSONValue], origin: String, on db: DatabaseSession) async throws {
+        var binds = PostgresBindings()
+        binds.append(configuration.name)
+        binds.append(origin)
+        binds.append(JSONValue.array(records).serialized)
+        try await db.execute("""
+            INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, clocks, origin)
+            SELECT $1, r.row_id, 'R', r.version, 0, r.delta, r.clocks, $2
+            FROM jsonb_to_recordset($3::jsonb) AS r(row_id uuid, version bigint, delta jsonb, clocks jsonb)
+            """, binds, context: "queueing \(configuration.name) changes for the fleet")
     }
 
     private struct LocalRow {

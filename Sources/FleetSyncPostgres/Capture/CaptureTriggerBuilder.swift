@@ -39,7 +39,7 @@ public struct CaptureTriggerBuilder: Sendable {
     /// Statements that remove capture from the table, leaving its data and columns alone.
     public static func removalStatements(schema: String, name: String) -> [String] {
         let qualified = SQL.qualified(schema, name)
-        return ["zz_fleetsync_capture", "zz_fleetsync_delete", "zz_fleetsync_truncate"].map {
+        return ["zz_fleetsync_capture", "zz_fleetsync_delete", "zz_fleetsync_truncate", "zz_fleetsync_saga"].map {
             "DROP TRIGGER IF EXISTS \($0) ON \(qualified)"
         }
     }

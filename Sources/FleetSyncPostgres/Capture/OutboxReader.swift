@@ -15,7 +15,8 @@ public struct OutboxReader: Sendable {
 
     public init(session: DatabaseSession) { self.session = session }
 
-    /// Gives positions to up to `limit` committed events that have none; returns how many.
+    /// Gives positions to up to `limit` committed events that have none, and on the shore the
+    /// vessel each goes to (by the row's routing at this moment); returns how many.
     @discardableResult
     public func sequence(limit: Int = 100_000) async throws -> Int {
         try await session.transaction { db in
@@ -31,7 +32,8 @@ public struct OutboxReader: Sendable {
                   UPDATE fleetsync.outbox_counter SET last_pos = last_pos + (SELECT count(*) FROM pending)
                   RETURNING last_pos - (SELECT count(*) FROM pending) AS base
                 ), numbered AS (
-                  UPDATE fleetsync.outbox o SET pos = counter.base + pending.rn
+                  UPDATE fleetsync.outbox o SET pos = counter.base + pending.rn,
+                    vessel = CASE WHEN o.op IN ('B', 'O') THEN o.vessel ELSE fleetsync.route_event(o.table_name, o.row_id) END
                   FROM pending, counter WHERE o.seq = pending.seq RETURNING 1
                 )
                 SELECT count(*) FROM numbered

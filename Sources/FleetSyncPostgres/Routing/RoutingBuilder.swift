@@ -1,0 +1,119 @@
+import FleetSyncCore
+
+/// Generates the shore's routing SQL from the configuration: the function that names the vessel
+/// of a row, and the transfer-saga triggers that run when a row changes vessel.
+public struct RoutingBuilder: Sendable {
+    public var configuration: FleetSyncConfiguration
+    /// Physical tables by sync name.
+    public var physical: [String: PhysicalTable]
+
+    public init(configuration: FleetSyncConfiguration, physical: [String: PhysicalTable]) {
+        self.configuration = configuration
+        self.physical = physical
+    }
+
+    func qualified(_ table: String) -> String {
+        let p = physical[table]!
+        return SQL.qualified(p.schema, p.name)
+    }
+
+    /// The vessel expression of `table` for the row whose id is the SQL expression `id`.
+    func vesselExpression(_ table: TableConfiguration, id: String) -> String {
+        switch table.route {
+        case .broadcast:
+            return "'*'::text"
+        case .column(let column):
+            return "(SELECT t.\(SQL.identifier(column))::text FROM \(qualified(table.name)) t WHERE t.id = \(id))"
+        case .parent(let parent, let via):
+            let parentID = "(SELECT t.\(SQL.identifier(via)) FROM \(qualified(table.name)) t WHERE t.id = \(id))"
+            return vesselExpression(configuration.table(named: parent)!, id: parentID)
+        }
+    }
+
+    /// `fleetsync.route_event(table_name, row_id)`: the vessel an event goes to.
+    public func routeFunction() -> String {
+        guard configuration.role == .shore else {
+            return "CREATE OR REPLACE FUNCTION fleetsync.route_event(table_name text, row_id uuid) RETURNS text LANGUAGE sql STABLE AS $$ SELECT NULL::text $$"
+        }
+        let branches = configuration.tables.map { "WHEN \(SQL.literal($0.name)) THEN \(vesselExpression($0, id: "$2"))" }
+        let body = "SELECT CASE $1 \(branches.joined(separator: " ")) END"
+        let tag = SQL.dollarTag(for: body)
+        return "CREATE OR REPLACE FUNCTION fleetsync.route_event(table_name text, row_id uuid) RETURNS text LANGUAGE sql STABLE AS \(tag) \(body) \(tag)"
+    }
+
+    /// Tables routed through `table` (directly), with the column that references it.
+    func children(of table: String) -> [(table: TableConfiguration, via: String)] {
+        configuration.tables.compactMap { t in
+            if case .parent(let parent, let via) = t.route, parent == table { return (t, via) }
+            return nil
+        }
+    }
+
+    /// Every table routed through `table`, directly or over several levels, each with a FROM
+    /// clause selecting as `r` its rows that belong to the row `NEW`; parents before children.
+    func family(_ table: TableConfiguration) -> [(table: TableConfiguration, from: String)] {
+        var result: [(TableConfiguration, String)] = []
+        // path: the chain of (table, via column) from the top row's child down to the member.
+        func descend(_ parent: TableConfiguration, path: [(TableConfiguration, String)]) {
+            for (child, via) in children(of: parent.name) {
+                let chain = path + [(child, via)]
+                // r is the member; p1...pn-1 its ancestors up to the child of NEW.
+                var from = "FROM \(qualified(child.name)) r"
+                var current = "r"
+                var currentVia = via
+                for (level, ancestor) in chain.dropLast().reversed().enumerated() {
+                    let alias = "p\(level + 1)"
+                    from += " JOIN \(qualified(ancestor.0.name)) \(alias) ON \(current).\(SQL.identifier(currentVia)) = \(alias).id"
+                    current = alias
+                    currentVia = ancestor.1
+                }
+                from += " WHERE \(current).\(SQL.identifier(currentVia)) = NEW.id"
+                result.append((child, from))
+                descend(child, path: chain)
+            }
+        }
+        descend(table, path: [])
+        return result
+    }
+
+    /// Statements installing the transfer saga on every table routed by a column.
+    public func sagaStatements() -> [String] {
+        guard configuration.role == .shore else { return [] }
+        var statements: [String] = []
+        for table in configuration.tables {
+            guard case .column(let column) = table.route, let p = physical[table.name] else { continue }
+            let function = "fleetsync." + SQL.identifier("saga_\(p.oid)")
+            let members = [(table, "FROM (SELECT NEW.*) r")] + family(table)
+            var offboard: [String] = []
+            var baseline: [String] = []
+            for (member, from) in members {
+                let columns = physical[member.name]!.syncedColumns
+                let pairs = columns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0, row: "r"))" } + ["'is_deleted', to_jsonb(r.is_deleted)"]
+                let delta = stride(from: 0, to: pairs.count, by: 45).map { "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")" }.joined(separator: " || ")
+                let name = SQL.literal(member.name)
+                offboard.append("INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, vessel) SELECT \(name), r.id, 'O', r.sync_version, 0, '{}', OLD.\(SQL.identifier(column))::text \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")
+                baseline.append("INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, NEW.\(SQL.identifier(column))::text \(from);")
+            }
+            // Offboarding removes children before parents; the baseline brings parents first.
+            let body = """
+            BEGIN
+              IF OLD.\(SQL.identifier(column)) IS NOT NULL THEN
+                \(offboard.reversed().joined(separator: "\n    "))
+              END IF;
+              IF NEW.\(SQL.identifier(column)) IS NOT NULL THEN
+                \(baseline.joined(separator: "\n    "))
+              END IF;
+              RETURN NULL;
+            END
+            """
+            let tag = SQL.dollarTag(for: body)
+            statements.append("CREATE OR REPLACE FUNCTION \(function)() RETURNS trigger LANGUAGE plpgsql AS \(tag)\n\(body)\n\(tag)")
+            statements.append("DROP TRIGGER IF EXISTS zz_fleetsync_saga ON \(qualified(table.name))")
+            statements.append("""
+                CREATE TRIGGER zz_fleetsync_saga AFTER UPDATE OF \(SQL.identifier(column)) ON \(qualified(table.name)) FOR EACH ROW
+                WHEN (OLD.\(SQL.identifier(column)) IS DISTINCT FROM NEW.\(SQL.identifier(column))) EXECUTE FUNCTION \(function)()
+                """)
+        }
+        return statements
+    }
+}

@@ -1,0 +1,62 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import Foundation
+import PostgresNIO
+
+/// `fleetsync status` on the shore: one line per enrolled vessel.
+public struct FleetStatus: Sendable {
+    public struct Vessel: Sendable {
+        public var id: String
+        public var lastContact: Date?
+        /// Shore events waiting for this vessel after what it has applied.
+        public var lagEvents: Int64
+        public var cursor: Int64
+        public var reported: String
+    }
+
+    public var vessels: [Vessel]
+    public var lastPosition: Int64
+    public var prunedBelow: Int64
+
+    public static func read(on db: DatabaseSession) async throws -> FleetStatus {
+        let counter = try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position")
+        let (last, pruned) = try counter[0].decode((Int64, Int64).self)
+        let rows = try await db.rows("""
+            SELECT v.vessel_id, s.last_success, coalesce(s.acknowledged, 0),
+                   (SELECT count(*) FROM fleetsync.outbox o WHERE o.pos > coalesce(s.acknowledged, 0)
+                      AND o.vessel IN (v.vessel_id, '*') AND o.origin IS DISTINCT FROM v.vessel_id),
+                   coalesce(s.status, '{}')::text
+            FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id ORDER BY v.vessel_id
+            """, context: "reading the fleet status")
+        let vessels = try rows.map { row in
+            let (id, contact, cursor, lag, reported) = try row.decode((String, Date?, Int64, Int64, String).self)
+            return Vessel(id: id, lastContact: contact, lagEvents: lag, cursor: cursor, reported: reported)
+        }
+        return FleetStatus(vessels: vessels, lastPosition: last, prunedBelow: pruned)
+    }
+
+    public var json: JSONValue {
+        .object([
+            "role": .string("shore"), "last_position": .number(String(lastPosition)), "pruned_below": .number(String(prunedBelow)),
+            "vessels": .array(vessels.map { v in
+                .object([
+                    "vessel": .string(v.id), "last_contact": v.lastContact.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
+                    "lag_events": .number(String(v.lagEvents)), "cursor": .number(String(v.cursor)),
+                    "must_rebootstrap": .bool(v.cursor < prunedBelow),
+                    "reported": (try? JSONParser.parse(v.reported)) ?? .null,
+                ])
+            }),
+        ])
+    }
+
+    /// Registers a vessel so that its exchanges are accepted.
+    public static func enroll(vessel: String, identity: String?, on db: DatabaseSession) async throws {
+        var binds = PostgresBindings()
+        binds.append(vessel)
+        binds.append(identity)
+        try await db.execute("""
+            INSERT INTO fleetsync.vessel (vessel_id, identity) VALUES ($1, $2)
+            ON CONFLICT (vessel_id) DO UPDATE SET identity = coalesce(EXCLUDED.identity, fleetsync.vessel.identity)
+            """, binds, context: "enrolling vessel \(vessel)")
+    }
+}

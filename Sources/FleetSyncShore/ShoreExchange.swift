@@ -1,0 +1,98 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncTransport
+import Foundation
+import Logging
+import PostgresNIO
+
+/// One exchange on the shore: apply the vessel's events idempotently, acknowledge them, and
+/// answer with the vessel's pending shore events. Stateless: everything lives in PostgreSQL, and
+/// one vessel's concurrent exchanges (through any number of server processes) are serialized by
+/// an advisory lock on its id.
+public struct ShoreExchange: Sendable {
+    public var configuration: FleetSyncConfiguration
+    public var schema: LocalSchema
+    public var limits: WireLimits
+    public var logger: Logger
+
+    public init(configuration: FleetSyncConfiguration, schema: LocalSchema, logger: Logger) {
+        self.configuration = configuration
+        self.schema = schema
+        self.logger = logger
+        var limits = WireLimits()
+        limits.maximumEvents = configuration.limits.batchEvents
+        limits.maximumBodyBytes = max(configuration.limits.batchBytes * 4, 1_048_576)
+        self.limits = limits
+    }
+
+    /// Handles one framed request; every failure becomes a framed error with its code.
+    public func handle(_ bytes: [UInt8], session: DatabaseSession, telemetry: TelemetryWriter) async -> (ok: Bool, body: [UInt8]) {
+        do {
+            let request = try MessageFraming.decodeRequest(bytes, limits: limits)
+            let response = try await exchange(request, session: session, telemetry: telemetry)
+            return (true, MessageFraming.encode(response))
+        } catch let error as WireError {
+            logger.warning("exchange refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+            return (false, MessageFraming.encode(error))
+        } catch {
+            logger.error("exchange failed", metadata: ["error": "\(error)"])
+            return (false, MessageFraming.encode(WireError(.internalError, "the shore could not complete the exchange; retry later")))
+        }
+    }
+
+    func exchange(_ request: ExchangeRequest, session db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
+        let vessel = request.vesselID
+        var binds = PostgresBindings()
+        binds.append(vessel)
+        guard !(try await db.rows("SELECT 1 FROM fleetsync.vessel WHERE vessel_id = $1", binds, context: "looking up vessel \(vessel)")).isEmpty else {
+            throw WireError(.unknownVessel, "vessel \(vessel) is not enrolled on this shore (fleetsync enroll --vessel \(vessel))")
+        }
+        try await db.execute("SELECT pg_advisory_lock(hashtext('fleetsync.vessel:' || $1))", binds, context: "serializing exchanges of \(vessel)")
+        do {
+            let response = try await exchangeLocked(request, db: db, telemetry: telemetry)
+            try await db.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.vessel:' || $1))", binds, context: "releasing \(vessel)")
+            return response
+        } catch {
+            try? await db.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.vessel:' || $1))", binds, context: "releasing \(vessel)")
+            throw error
+        }
+    }
+
+    private func exchangeLocked(_ request: ExchangeRequest, db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
+        let vessel = request.vesselID
+        let counter = try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position")
+        let (last, prunedBelow) = try counter[0].decode((Int64, Int64).self)
+        guard request.cursor <= last else {
+            throw WireError(.cursorFromTheFuture, "cursor \(request.cursor) is beyond the shore's last position \(last); this vessel's state does not come from this shore")
+        }
+        guard request.cursor >= prunedBelow else {
+            throw WireError(.mustRebootstrap, "events after position \(request.cursor) were pruned (retention \(configuration.shore?.retentionDays ?? 0) days); re-bootstrap this vessel from a snapshot")
+        }
+        var binds = PostgresBindings()
+        binds.append(vessel)
+        try await db.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering contact with \(vessel)")
+        let applied: Int64 = try await db.rows("SELECT cursor FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")[0].value(0)
+        // A resent batch: what was applied before is acknowledged, not applied twice.
+        let fresh = request.events.filter { $0.originPosition > applied }
+        if !fresh.isEmpty || request.upTo > applied {
+            let applier = Applier(schema: schema, session: db, telemetry: telemetry)
+            let report = try await applier.apply(fresh, from: vessel, cursor: request.upTo)
+            logger.info("applied vessel events", metadata: [
+                "vessel": "\(vessel)", "events": "\(fresh.count)", "rows": "\(report.appliedRows)",
+                "dead_letters": "\(report.deadLettered)", "rejected": "\(report.rejectedFields)"])
+        }
+        var state = PostgresBindings()
+        state.append(vessel)
+        state.append(request.cursor)
+        state.append(JSONValue.object(request.status).serialized)
+        try await db.execute("""
+            UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $2), last_success = now(), status = $3::jsonb
+            WHERE peer = $1
+            """, state, context: "recording contact with \(vessel)")
+        let acknowledged: Int64 = try await db.rows("SELECT cursor FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")[0].value(0)
+        try await OutboxReader(session: db).sequence()
+        let batch = try await VesselQueue(configuration: configuration, session: db)
+            .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+        return ExchangeResponse(acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more)
+    }
+}

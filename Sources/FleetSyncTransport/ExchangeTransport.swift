@@ -1,0 +1,60 @@
+import AsyncHTTPClient
+import FleetSyncCore
+import Foundation
+import NIOCore
+
+/// Carries one framed exchange request to the shore and brings back the framed answer. The
+/// vessel always opens the connection. HTTP/1.1 and HTTP/2 (cleartext or TLS) sit behind this
+/// interface now; HTTP/3 comes behind the same one.
+public protocol ExchangeTransport: Sendable {
+    /// What the transport is, for logs and status (e.g. "http/1.1").
+    var name: String { get }
+    func send(_ request: [UInt8]) async throws -> [UInt8]
+}
+
+/// The shore could not be reached or answered with something that is not a FleetSync message.
+public struct TransportError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// HTTP/1.1 or HTTP/2 (negotiated over TLS by ALPN) to `POST {shore_url}/v1/exchange`.
+public final class HTTPExchangeTransport: ExchangeTransport {
+    public let endpoint: String
+    public let timeout: TimeAmount
+    public let maximumResponseBytes: Int
+    private let client: HTTPClient
+
+    public var name: String { endpoint.hasPrefix("https") ? "https (http/2 or http/1.1)" : "http/1.1" }
+
+    public init(shoreURL: String, timeout: TimeAmount = .seconds(120), maximumResponseBytes: Int = 64 * 1_048_576) {
+        self.endpoint = shoreURL.hasSuffix("/") ? shoreURL + "v1/exchange" : shoreURL + "/v1/exchange"
+        self.timeout = timeout
+        self.maximumResponseBytes = maximumResponseBytes
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(30), read: timeout)
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    public func send(_ request: [UInt8]) async throws -> [UInt8] {
+        var http = HTTPClientRequest(url: endpoint)
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/octet-stream")
+        http.body = .bytes(ByteBuffer(bytes: request))
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(http, timeout: timeout)
+        } catch {
+            throw TransportError("cannot reach the shore at \(endpoint): \(error)")
+        }
+        let body = try await response.body.collect(upTo: maximumResponseBytes)
+        guard body.readableBytes >= WireEnvelope.headerSize else {
+            throw TransportError("the shore answered HTTP \(response.status.code) without a FleetSync message")
+        }
+        return Array(buffer: body)
+    }
+
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+}

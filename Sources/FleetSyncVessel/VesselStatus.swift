@@ -1,0 +1,40 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import Foundation
+import PostgresNIO
+
+/// `fleetsync status` on a vessel.
+public struct VesselStatus: Sendable {
+    public var pendingEvents: Int64
+    public var cursor: Int64
+    public var acknowledged: Int64
+    public var lastSuccess: Date?
+    public var lastError: String?
+    public var lastErrorAt: Date?
+    public var deadLetters: Int64
+    public var quarantinedRows: Int64
+
+    public static func read(on db: DatabaseSession) async throws -> VesselStatus {
+        let rows = try await db.rows("""
+            SELECT (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL OR pos > coalesce(s.acknowledged, 0)),
+                   coalesce(s.cursor, 0), coalesce(s.acknowledged, 0), s.last_success, s.last_error, s.last_error_at,
+                   (SELECT count(*) FROM fleetsync.dead_letter), (SELECT count(*) FROM fleetsync.schema_quarantine)
+            FROM (SELECT 1) one LEFT JOIN fleetsync.sync_state s ON s.peer = 'shore'
+            """, context: "reading the vessel status")
+        let (pending, cursor, acknowledged, success, error, errorAt, dlq, quarantine) =
+            try rows[0].decode((Int64, Int64, Int64, Date?, String?, Date?, Int64, Int64).self)
+        return VesselStatus(pendingEvents: pending, cursor: cursor, acknowledged: acknowledged, lastSuccess: success,
+                            lastError: error, lastErrorAt: errorAt, deadLetters: dlq, quarantinedRows: quarantine)
+    }
+
+    public var json: JSONValue {
+        .object([
+            "role": .string("vessel"), "pending_events": .number(String(pendingEvents)), "cursor": .number(String(cursor)),
+            "acknowledged": .number(String(acknowledged)),
+            "last_success": lastSuccess.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
+            "last_error": lastError.map(JSONValue.string) ?? .null,
+            "last_error_at": lastErrorAt.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
+            "dead_letters": .number(String(deadLetters)), "quarantined_rows": .number(String(quarantinedRows)),
+        ])
+    }
+}

@@ -1,0 +1,133 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncTransport
+import Foundation
+import Logging
+import PostgresNIO
+
+/// What one exchange did.
+public struct ExchangeOutcome: Sendable {
+    public var sent: Int
+    public var received: Int
+    /// More waits on either side: exchange again at once.
+    public var pending: Bool
+}
+
+/// The vessel's side of an exchange: send compacted pending events with the cursor, drop what
+/// the shore acknowledged, apply what it sent, all idempotent, so a lost request or response
+/// costs nothing but a resend.
+public struct VesselSync: Sendable {
+    public var configuration: FleetSyncConfiguration
+    public var schema: LocalSchema
+    public var session: DatabaseSession
+    public var telemetry: TelemetryWriter
+    public var transport: any ExchangeTransport
+    public var logger: Logger
+    static let peer = "shore"
+
+    public init(configuration: FleetSyncConfiguration, schema: LocalSchema, session: DatabaseSession, telemetry: TelemetryWriter, transport: any ExchangeTransport, logger: Logger) {
+        self.configuration = configuration
+        self.schema = schema
+        self.session = session
+        self.telemetry = telemetry
+        self.transport = transport
+        self.logger = logger
+    }
+
+    /// The vessel's pending events after `acknowledged`, merged per row (compaction).
+    public func pendingEvents(after acknowledged: Int64) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool) {
+        let reader = OutboxReader(session: session)
+        try await reader.sequence()
+        let limit = configuration.limits.batchEvents
+        let changes = try await reader.read(after: acknowledged, limit: limit)
+        var byRow: [String: [UUID: ChangeEvent]] = [:]
+        var order: [(String, UUID)] = []
+        var bytes = 0
+        var upTo = acknowledged
+        var stoppedEarly = false
+        for change in changes {
+            let size = change.delta.reduce(32) { $0 + $1.key.utf8.count + $1.value.serialized.utf8.count }
+            if upTo > acknowledged && bytes + size > configuration.limits.batchBytes {
+                stoppedEarly = true
+                break
+            }
+            bytes += size
+            upTo = change.position
+            guard let table = configuration.table(named: change.table) else { continue }
+            let event = change.event(node: configuration.nodeID, role: .vessel, table: table)
+            if var existing = byRow[change.table]?[change.rowID] {
+                var state = RowState(fields: existing.fields)
+                state.merge(event.fields)
+                existing.fields = state.fields
+                existing.originPosition = event.originPosition
+                byRow[change.table]![change.rowID] = existing
+            } else {
+                byRow[change.table, default: [:]][change.rowID] = event
+                order.append((change.table, change.rowID))
+            }
+        }
+        let events = order.map { byRow[$0.0]![$0.1]! }
+        return (events, upTo, stoppedEarly || changes.count == limit)
+    }
+
+    func state() async throws -> (cursor: Int64, acknowledged: Int64) {
+        var binds = PostgresBindings()
+        binds.append(Self.peer)
+        try await session.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering the shore")
+        let rows = try await session.rows("SELECT cursor, acknowledged FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading the sync state")
+        return try rows[0].decode((Int64, Int64).self)
+    }
+
+    /// One request/response with the shore.
+    public func exchangeOnce() async throws -> ExchangeOutcome {
+        let (cursor, acknowledged) = try await state()
+        let pending = try await pendingEvents(after: acknowledged)
+        let status = try await VesselStatus.read(on: session)
+        let request = ExchangeRequest(
+            vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo,
+            status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
+                     "quarantined": .number(String(status.quarantinedRows)), "transport": .string(transport.name)])
+        let responseBytes = try await transport.send(MessageFraming.encode(request))
+        let response = try MessageFraming.decodeResponse(responseBytes)
+        // Acknowledged events leave the outbox only now.
+        var binds = PostgresBindings()
+        binds.append(response.acknowledged)
+        binds.append(Self.peer)
+        try await session.transaction { tx in
+            try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos <= $1", binds, context: "dropping acknowledged events")
+            try await tx.execute("UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $1) WHERE peer = $2", binds, context: "recording the acknowledgement")
+        }
+        let applier = Applier(schema: schema, session: session, telemetry: telemetry)
+        let report = try await applier.apply(response.events, from: Self.peer, cursor: response.cursor)
+        var success = PostgresBindings()
+        success.append(Self.peer)
+        try await session.execute("UPDATE fleetsync.sync_state SET last_success = now(), last_error = NULL WHERE peer = $1", success, context: "recording success")
+        logger.info("exchange done", metadata: [
+            "sent": "\(pending.events.count)", "received": "\(response.events.count)", "applied": "\(report.appliedRows)",
+            "cursor": "\(response.cursor)", "transport": "\(transport.name)"])
+        return ExchangeOutcome(sent: pending.events.count, received: response.events.count, pending: pending.more || response.more)
+    }
+
+    /// Exchanges until nothing is pending on either side (or `maximumRounds`).
+    public func syncUntilIdle(maximumRounds: Int = 10_000) async throws -> (sent: Int, received: Int) {
+        var sent = 0, received = 0
+        for _ in 0..<maximumRounds {
+            let outcome = try await exchangeOnce()
+            sent += outcome.sent
+            received += outcome.received
+            if !outcome.pending { break }
+        }
+        return (sent, received)
+    }
+
+    /// Records a failed exchange for status.
+    public func recordFailure(_ error: any Error) async {
+        var binds = PostgresBindings()
+        binds.append(Self.peer)
+        binds.append(String(describing: error).prefix(2_000).description)
+        try? await session.execute("""
+            INSERT INTO fleetsync.sync_state (peer, last_error, last_error_at) VALUES ($1, $2, now())
+            ON CONFLICT (peer) DO UPDATE SET last_error = $2, last_error_at = now()
+            """, binds, context: "recording a failed exchange")
+    }
+}

@@ -1,0 +1,136 @@
+import ArgumentParser
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncShore
+import FleetSyncTransport
+import FleetSyncVessel
+import Foundation
+import Logging
+
+func requireRole(_ configuration: FleetSyncConfiguration, _ role: NodeRole, _ command: String) throws {
+    guard configuration.role == role else {
+        throw ValidationError("fleetsync \(command) runs on the \(role.rawValue); this configuration is for a \(configuration.role.rawValue) (node.role)")
+    }
+}
+
+struct EnrollCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "enroll", abstract: "(shore) Register a vessel so that its exchanges are accepted.")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "The vessel's node id.") var vessel: String
+    @Option(help: "The vessel's public identity file (checked once the security work lands).") var identity: String?
+
+    func run() async throws {
+        let configuration = try options.load()
+        try requireRole(configuration, .shore, "enroll")
+        guard Identifiers.isValidNodeID(vessel) else { throw ValidationError("--vessel \"\(vessel)\" is not a valid node id (a-z, 0-9, '-', '_')") }
+        var identityText: String?
+        if let identity {
+            guard let data = FileManager.default.contents(atPath: identity), data.count <= 65_536, let text = String(data: data, encoding: .utf8) else {
+                throw ValidationError("cannot read identity file \(identity) (at most 64 KiB of text)")
+            }
+            identityText = text
+        }
+        try await withDatabase(configuration) { try await FleetStatus.enroll(vessel: vessel, identity: identityText, on: $0) }
+        print("vessel \(vessel) enrolled")
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "(shore) Run the exchange server until SIGTERM.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let configuration = try options.load()
+        try requireRole(configuration, .shore, "serve")
+        var logger = makeLogger("fleetsync.shore")
+        logger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        try await ShoreServer(configuration: configuration, logger: logger).run { port in
+            FileHandle.standardOutput.write(Data("fleetsync serve: listening on port \(port)\n".utf8))
+        }
+    }
+}
+
+/// Opens the vessel's database and transport and hands a `VesselSync` to `body`.
+func withVesselSync<T: Sendable>(_ configuration: FleetSyncConfiguration, logLevel: Logger.Level, _ body: @Sendable (VesselSync) async throws -> T) async throws -> T {
+    try requireRole(configuration, .vessel, "run/sync")
+    var vesselLogger = makeLogger("fleetsync.vessel")
+    vesselLogger.logLevel = logLevel
+    vesselLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
+    let logger = vesselLogger
+    let transport = HTTPExchangeTransport(shoreURL: configuration.vessel!.shoreURL)
+    do {
+        let value = try await withApplier(configuration) { applier in
+            try await body(VesselSync(configuration: configuration, schema: applier.schema, session: applier.session,
+                                      telemetry: applier.telemetry, transport: transport, logger: logger))
+        }
+        await transport.shutdown()
+        return value
+    } catch {
+        await transport.shutdown()
+        throw error
+    }
+}
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run", abstract: "(vessel) Run the sync daemon until SIGTERM.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let configuration = try options.load()
+        let level = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        try await withVesselSync(configuration, logLevel: level) { sync in
+            await VesselDaemon(sync: sync).run()
+        }
+    }
+}
+
+struct SyncCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sync", abstract: "(vessel) Exchange until nothing is pending, then exit 0.")
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Exchange until nothing is pending on either side, then exit (the only mode).") var once = false
+
+    func run() async throws {
+        guard once else { throw ValidationError("use fleetsync sync --once (or fleetsync run for the daemon)") }
+        let configuration = try options.load()
+        let result = try await withVesselSync(configuration, logLevel: .warning) { sync in
+            do {
+                return try await sync.syncUntilIdle()
+            } catch {
+                await sync.recordFailure(error)
+                throw error
+            }
+        }
+        print("sync done: sent \(result.sent) event(s), received \(result.received); nothing pending")
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show this node's sync status.")
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Print JSON for scripts.") var json = false
+
+    func run() async throws {
+        let configuration = try options.load()
+        switch configuration.role {
+        case .vessel:
+            let status = try await withDatabase(configuration) { try await VesselStatus.read(on: $0) }
+            if json { print(status.json.serialized); return }
+            print("vessel \(configuration.nodeID)")
+            print("  pending events:  \(status.pendingEvents)")
+            print("  shore cursor:    \(status.cursor)")
+            print("  last success:    \(status.lastSuccess.map { "\($0)" } ?? "never")")
+            print("  last error:      \(status.lastError ?? "none")")
+            print("  dead letters:    \(status.deadLetters)")
+            print("  quarantined:     \(status.quarantinedRows) row(s)")
+        case .shore:
+            let status = try await withDatabase(configuration) { try await FleetStatus.read(on: $0) }
+            if json { print(status.json.serialized); return }
+            print("shore \(configuration.nodeID): last position \(status.lastPosition), pruned below \(status.prunedBelow)")
+            for v in status.vessels {
+                let contact = v.lastContact.map { "\($0)" } ?? "never"
+                let note = v.cursor < status.prunedBelow ? "  MUST RE-BOOTSTRAP" : ""
+                print("  \(v.id): last contact \(contact), lag \(v.lagEvents) event(s), reported \(v.reported)\(note)")
+            }
+        }
+    }
+}
