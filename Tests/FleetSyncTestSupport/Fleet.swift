@@ -1,0 +1,105 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import Foundation
+
+/// A running `fleetsync` process (serve or run), stopped with SIGTERM.
+public final class FleetSyncProcess: @unchecked Sendable {
+    public let pid: pid_t
+    public let logPath: String
+    private var exited: Int32?
+
+    public init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        logPath = NSTemporaryDirectory() + "fleetsync-proc-\(UUID().uuidString).log"
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        pid = try Shell.spawn([FleetSyncBinary.path] + arguments, environment: env, stdout: logPath, stderr: logPath + ".err")
+    }
+
+    public var log: String {
+        ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "") + ((try? String(contentsOfFile: logPath + ".err", encoding: .utf8)) ?? "")
+    }
+
+    /// Waits until the log contains `text`.
+    public func waitFor(_ text: String, seconds: Double = 30) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if log.contains(text) { return }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { throw TestClusterError("process exited before printing \"\(text)\":\n\(log)") }
+            usleep(50_000)
+        }
+        throw TestClusterError("timed out waiting for \"\(text)\":\n\(log)")
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    @discardableResult
+    public func stop(signal number: Int32 = SIGTERM) -> Int32 {
+        if let exited { return exited }
+        kill(pid, number)
+        let status = Shell.wait(pid)
+        exited = status
+        return status
+    }
+
+    deinit { if exited == nil { kill(pid, SIGKILL); _ = Shell.wait(pid) } }
+}
+
+/// One node of a test fleet: its own PostgreSQL 15 cluster, database and configuration file.
+public struct FleetNode: Sendable {
+    public var id: String
+    public var url: String
+    public var configPath: String
+    public var configuration: FleetSyncConfiguration
+}
+
+/// A shore and vessels, each on its own cluster, initialized with `fleetsync init` and enrolled.
+public struct Fleet: Sendable {
+    public var shore: FleetNode
+    public var vessels: [FleetNode]
+    public var httpPort: Int
+
+    public static func make(vessels ids: [String], limits: String = "", retentionDays: Int = 30) async throws -> Fleet {
+        let port = try FreePort.find()
+        func node(_ role: String, _ id: String) async throws -> FleetNode {
+            let cluster = try TestCluster.start()
+            let url = try await cluster.createDatabase(prefix: id)
+            try Fixtures.runScriptFile(Fixtures.exampleSchemaPath, url: url)
+            var text = try FleetSyncBinary.exampleConfiguration(role: role, url: url, nodeID: id)
+            text = text.replacingOccurrences(of: "0.0.0.0:8080", with: "127.0.0.1:\(port)")
+                .replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://127.0.0.1:\(port)")
+                .replacingOccurrences(of: "retention_days = 30", with: "retention_days = \(retentionDays)")
+            if !limits.isEmpty {
+                text = text.replacingOccurrences(of: #"(?s)\[limits\].*?\n\n"#, with: limits + "\n\n", options: .regularExpression)
+            }
+            let path = try FleetSyncBinary.writeConfiguration(text)
+            let result = try FleetSyncBinary.run(["init", "--config", path])
+            guard result.status == 0 else { throw TestClusterError("init \(id) failed: \(result.error)") }
+            return FleetNode(id: id, url: url, configPath: path, configuration: try ConfigurationLoader.load(text: text))
+        }
+        let shore = try await node("shore", "shore")
+        var vessels: [FleetNode] = []
+        for id in ids {
+            vessels.append(try await node("vessel", id))
+            let enrolled = try FleetSyncBinary.run(["enroll", "--config", shore.configPath, "--vessel", id])
+            guard enrolled.status == 0 else { throw TestClusterError("enroll \(id) failed: \(enrolled.error)") }
+        }
+        return Fleet(shore: shore, vessels: vessels, httpPort: port)
+    }
+
+    /// Starts `fleetsync serve` for the shore (optionally on another port of the same database).
+    public func serve(port: Int? = nil) throws -> FleetSyncProcess {
+        var path = shore.configPath
+        if let port {
+            let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "127.0.0.1:\(httpPort)", with: "127.0.0.1:\(port)")
+            path = try FleetSyncBinary.writeConfiguration(text)
+        }
+        let process = try FleetSyncProcess(["serve", "--config", path], environment: ["FLEETSYNC_LOG_LEVEL": "warning"])
+        try process.waitFor("listening on port")
+        return process
+    }
+
+    /// Runs `fleetsync sync --once` on a vessel.
+    public func sync(_ vessel: FleetNode) throws -> (status: Int32, output: String, error: String) {
+        try FleetSyncBinary.run(["sync", "--once", "--config", vessel.configPath])
+    }
+}
