@@ -32,7 +32,7 @@ public final class HTTPExchangeTransport: ExchangeTransport {
         self.timeout = timeout
         self.maximumResponseBytes = maximumResponseBytes
         var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(30), read: timeout)
+        configuration.timeout = .init(connect: .seconds(min(10, max(1, timeout.nanoseconds / 1_000_000_000))), read: timeout)
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 

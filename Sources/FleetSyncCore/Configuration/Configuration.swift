@@ -92,6 +92,8 @@ public struct VesselConfiguration: Sendable, Equatable {
     public var shoreURL: String
     /// Seconds between exchanges when nothing is pending.
     public var intervalSeconds: Int = 30
+    /// Seconds one exchange may take, connecting included, before it counts as failed.
+    public var requestTimeoutSeconds: Int = 120
     public init(shoreURL: String) { self.shoreURL = shoreURL }
 }
 

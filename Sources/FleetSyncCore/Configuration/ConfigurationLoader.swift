@@ -127,7 +127,7 @@ struct ConfigurationReader {
         }
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
-            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds"])
+            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
@@ -135,6 +135,7 @@ struct ConfigurationReader {
                 }
                 vessel = VesselConfiguration(shoreURL: url)
                 if let s = integer(table, "interval_seconds", path: "vessel", range: 1...86_400) { vessel?.intervalSeconds = s }
+                if let s = integer(table, "request_timeout_seconds", path: "vessel", range: 1...3_600) { vessel?.requestTimeoutSeconds = s }
             }
         }
         var keysDirectory: String?

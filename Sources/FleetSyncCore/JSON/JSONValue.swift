@@ -17,6 +17,12 @@ public enum JSONValue: Sendable, Hashable {
         return nil
     }
 
+    /// The items of an array value, or `nil` for any other kind.
+    public var arrayValue: [JSONValue]? {
+        if case .array(let items) = self { return items }
+        return nil
+    }
+
     /// The text of a string value, or `nil` for any other kind.
     public var stringValue: String? {
         if case .string(let s) = self { return s }

@@ -1,0 +1,268 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncTestSupport
+import FleetSyncTransport
+import FleetSyncVessel
+import Foundation
+import XCTest
+
+/// Wraps the real HTTP transport: the shore receives and commits, but the answer is lost.
+final class LosingTransport: ExchangeTransport, @unchecked Sendable {
+    let inner: HTTPExchangeTransport
+    var losses: Int
+    init(_ inner: HTTPExchangeTransport, losses: Int) { self.inner = inner; self.losses = losses }
+    var name: String { "lossy " + inner.name }
+    func send(_ request: [UInt8]) async throws -> [UInt8] {
+        let response = try await inner.send(request)
+        if losses > 0 {
+            losses -= 1
+            throw TransportError("response lost on the link")
+        }
+        return response
+    }
+}
+
+/// Wraps the real HTTP transport: every request is delivered twice.
+final class DuplicatingTransport: ExchangeTransport, @unchecked Sendable {
+    let inner: HTTPExchangeTransport
+    init(_ inner: HTTPExchangeTransport) { self.inner = inner }
+    var name: String { "duplicating " + inner.name }
+    func send(_ request: [UInt8]) async throws -> [UInt8] {
+        _ = try await inner.send(request)
+        return try await inner.send(request)
+    }
+}
+
+final class ExchangeFailureTests: DatabaseTestCase {
+    var transports: [HTTPExchangeTransport] = []
+
+    override func tearDown() async throws {
+        for transport in transports { await transport.shutdown() }
+        transports.removeAll()
+        try await super.tearDown()
+    }
+
+    func http(_ fleet: Fleet, port: Int? = nil) -> HTTPExchangeTransport {
+        let transport = HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(port ?? fleet.httpPort)")
+        transports.append(transport)
+        return transport
+    }
+
+    func vesselSync(_ node: FleetNode, _ transport: any ExchangeTransport) async throws -> VesselSync {
+        let db = try await connect(node.url)
+        let schema = try await LocalSchema.load(configuration: node.configuration, session: db)
+        return VesselSync(configuration: node.configuration, schema: schema, session: db, telemetry: telemetry(node.url), transport: transport, logger: Fixtures.logger)
+    }
+
+    func testLostResponsesAndDuplicatedRequestsLoseNothingAndApplyNothingTwice() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        let vessel = try await connect(fleet.vessels[0].url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A'); INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Ana');", url: fleet.shore.url)
+        // Count every change the shore queues for the fleet from this vessel (a re-application
+        // of the same change would queue it again).
+        try Fixtures.runScript("""
+            CREATE TABLE relay_audit (row_id uuid, delta jsonb);
+            CREATE FUNCTION audit_relay() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.op = 'R' THEN INSERT INTO relay_audit VALUES (NEW.row_id, NEW.delta); END IF; RETURN NULL; END $$;
+            CREATE TRIGGER audit AFTER INSERT ON fleetsync.outbox FOR EACH ROW EXECUTE FUNCTION audit_relay();
+            """, url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        let lossy = try await vesselSync(fleet.vessels[0], LosingTransport(http(fleet), losses: 2))
+        // The shore commits, the answer is lost: the vessel keeps its events and retries.
+        try await vessel.execute("UPDATE seafarer SET contact_number = '+1', notes = 'first'")
+        for _ in 0..<2 {
+            do {
+                _ = try await lossy.exchangeOnce()
+                XCTFail("the response was lost")
+            } catch {}
+        }
+        let kept: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.outbox")
+        XCTAssertEqual(kept, 1, "nothing leaves the outbox before the shore's acknowledgement arrives")
+        _ = try await lossy.syncUntilIdle()
+        let relayed: Int64 = try await shore.scalar("SELECT count(*) FROM relay_audit")
+        XCTAssertEqual(relayed, 1, "applied once on the shore although delivered three times")
+        let notes: String = try await shore.scalar("SELECT notes FROM seafarer")
+        XCTAssertEqual(notes, "first")
+        let count: Int64 = try await vessel.scalar("SELECT count(*) FROM seafarer")
+        XCTAssertEqual(count, 1)
+
+        // Every request delivered twice.
+        let duplicating = try await vesselSync(fleet.vessels[0], DuplicatingTransport(http(fleet)))
+        try await vessel.execute("UPDATE seafarer SET notes = 'second'")
+        try Fixtures.runScript("INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Bo');", url: fleet.shore.url)
+        _ = try await duplicating.syncUntilIdle()
+        let relayedAfter: Int64 = try await shore.scalar("SELECT count(*) FROM relay_audit")
+        XCTAssertEqual(relayedAfter, 2)
+        let bo: Int64 = try await vessel.scalar("SELECT count(*) FROM seafarer WHERE full_name = 'Bo'")
+        XCTAssertEqual(bo, 1)
+        let notesAfter: String = try await shore.scalar("SELECT notes FROM seafarer WHERE full_name = 'Ana'")
+        XCTAssertEqual(notesAfter, "second")
+        let letters: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.dead_letter")
+        XCTAssertEqual(letters, 0)
+    }
+
+    func testTwoServerProcessesServeOneVesselsConcurrentExchangesCorrectly() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let first = try fleet.serve()
+        defer { first.stop() }
+        let secondPort = try FreePort.find()
+        let second = try fleet.serve(port: secondPort)
+        defer { second.stop() }
+        let vessel = try await connect(fleet.vessels[0].url)
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
+        try Fixtures.runScript("""
+            CREATE TABLE relay_audit (row_id uuid);
+            CREATE FUNCTION audit_relay() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.op = 'R' THEN INSERT INTO relay_audit VALUES (NEW.row_id); END IF; RETURN NULL; END $$;
+            CREATE TRIGGER audit AFTER INSERT ON fleetsync.outbox FOR EACH ROW EXECUTE FUNCTION audit_relay();
+            """, url: fleet.shore.url)
+        let a = try await vesselSync(fleet.vessels[0], http(fleet))
+        let b = try await vesselSync(fleet.vessels[0], http(fleet, port: secondPort))
+        _ = try await a.syncUntilIdle()
+        for round in 0..<10 {
+            try await vessel.execute("INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'crew \(round)')")
+            try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('T\(round)', 't');", url: fleet.shore.url)
+            // The same pending batch through both servers at once, as a retry racing its original.
+            async let x = a.exchangeOnce()
+            async let y = b.exchangeOnce()
+            _ = try await (x, y)
+        }
+        _ = try await a.syncUntilIdle()
+        let crew: Int64 = try await shore.scalar("SELECT count(*) FROM seafarer")
+        XCTAssertEqual(crew, 10)
+        let relayed: Int64 = try await shore.scalar("SELECT count(*) FROM relay_audit")
+        XCTAssertEqual(relayed, 10, "each vessel change applied exactly once")
+        let types: Int64 = try await vessel.scalar("SELECT count(*) FROM certificate_type")
+        XCTAssertEqual(types, 10)
+        let pending: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.outbox")
+        XCTAssertEqual(pending, 0)
+    }
+
+    func testBadMessagesGetClearCodesChangeNothingAndTheServerKeepsServing() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 5\nbatch_bytes = 20000")
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let transport = http(fleet)
+        let shore = try await connect(fleet.shore.url)
+        func code(_ bytes: [UInt8]) async throws -> WireError.Code? {
+            do {
+                _ = try MessageFraming.decodeResponse(try await transport.send(bytes))
+                return nil
+            } catch let error as WireError {
+                return error.code
+            }
+        }
+        let event = ChangeEvent(table: "seafarer", rowID: UUID(), fields: ["notes": FieldChange(value: .string("x"), clock: FieldClock(counter: 1, node: "aurora"))], origin: "aurora", originPosition: 1)
+        let good = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [event], upTo: 1))
+        var wrongVersion = good
+        wrongVersion[4] = 2
+        let codeMalformed = try await code(Array("GET / HTTP/1.1 this is not a message".utf8))
+        XCTAssertEqual(codeMalformed, .malformed)
+        let codeTruncated = try await code(Array(good.dropLast(3)))
+        XCTAssertEqual(codeTruncated, .truncated)
+        let codeVersion = try await code(wrongVersion)
+        XCTAssertEqual(codeVersion, .unsupportedVersion)
+        let codeUnknown = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "nobody", cursor: 0, events: [event], upTo: 1)))
+        XCTAssertEqual(codeUnknown, .unknownVessel)
+        let codeFuture = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 1_000_000, events: [event], upTo: 1)))
+        XCTAssertEqual(codeFuture, .cursorFromTheFuture)
+        let many = Array(repeating: event, count: 6)
+        let codeBatch = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: many, upTo: 6)))
+        XCTAssertEqual(codeBatch, .tooLarge)
+        var oversized = WireEnvelope(kind: .request, compressed: false, rawLength: 0, body: []).encoded()
+        oversized[8...11] = [0x7F, 0xFF, 0xFF, 0xFF]
+        let codeOversized = try await code(oversized)
+        XCTAssertEqual(codeOversized, .tooLarge)
+        let applied: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.outbox")
+        XCTAssertEqual(applied, 0, "nothing was applied")
+        // Still serving.
+        let answer = try MessageFraming.decodeResponse(try await transport.send(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [], upTo: 0))))
+        XCTAssertEqual(answer.events.count, 0)
+    }
+
+    func testVesselPastRetentionIsToldToRebootstrapAndStatusShowsIt() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], retentionDays: 1)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[1]).status, 0)
+        // Borealis goes silent for weeks while the shore keeps writing; its events wait for it.
+        try await shore.execute("UPDATE fleetsync.sync_state SET last_success = now() - interval '3 weeks' WHERE peer = 'borealis'")
+        try await shore.execute("UPDATE fleetsync.vessel SET enrolled_at = now() - interval '4 weeks'")
+        try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');", url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)  // the second exchange acknowledges and prunes
+        let status = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath, "--json"])
+        let fleetStatus = try JSONParser.parse(status.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue!
+        let borealis = fleetStatus["vessels"]!.arrayValue!.first { $0.objectValue?["vessel"] == .string("borealis") }!.objectValue!
+        XCTAssertEqual(borealis["must_rebootstrap"], .bool(true))
+        let result = try fleet.sync(fleet.vessels[1])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("must_rebootstrap") && result.error.contains("re-bootstrap"), result.error)
+        let vesselStatus = try FleetSyncBinary.run(["status", "--config", fleet.vessels[1].configPath])
+        XCTAssertTrue(vesselStatus.output.contains("must_rebootstrap"), vesselStatus.output)
+    }
+
+    func testDaemonSyncsBacksOffWhileShoreIsDownAndStopsOnSIGTERM() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let vessel = try await connect(fleet.vessels[0].url)
+        let text = try String(contentsOfFile: fleet.vessels[0].configPath, encoding: .utf8).replacingOccurrences(of: "interval_seconds = 30", with: "interval_seconds = 1")
+            .replacingOccurrences(of: "request_timeout_seconds = 120", with: "request_timeout_seconds = 2")
+        let config = try FleetSyncBinary.writeConfiguration(text)
+        let daemon = try FleetSyncProcess(["run", "--config", config], environment: ["FLEETSYNC_LOG_LEVEL": "info"])
+        defer { daemon.stop() }
+        try daemon.waitFor("backing off")  // the shore is not up yet
+        let error: String = try await vessel.scalar("SELECT coalesce(last_error, '') FROM fleetsync.sync_state WHERE peer = 'shore'")
+        XCTAssertTrue(error.contains("cannot reach the shore"), error)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
+        var arrived: Int64 = 0
+        for _ in 0..<100 where arrived == 0 {
+            try await Task.sleep(for: .milliseconds(200))
+            arrived = try await vessel.scalar("SELECT count(*) FROM vessel")
+        }
+        XCTAssertEqual(arrived, 1, "the daemon recovered and synced")
+        let started = Date()
+        XCTAssertEqual(daemon.stop(), 0, "SIGTERM stops the daemon cleanly")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        XCTAssertTrue(daemon.log.contains("stop requested"), daemon.log)
+    }
+
+    func testBroadcastCostsOneWriteAndEachVesselGetsItOnce() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');", url: fleet.shore.url)
+        let rows: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.outbox")
+        XCTAssertEqual(rows, 1, "one queue entry for the whole fleet")
+        for vessel in fleet.vessels {
+            let result = try fleet.sync(vessel)
+            XCTAssertTrue(result.output.contains("received 1"), result.output)
+            XCTAssertTrue(try fleet.sync(vessel).output.contains("received 0"), "received once")
+        }
+    }
+
+    func testCompactionSendsOneDeltaForManyUpdatesOfOneRow() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let vessel = try await connect(fleet.vessels[0].url)
+        try await vessel.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'A')")
+        try await vessel.execute("INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Ana')")
+        for i in 0..<100 { try await vessel.execute("UPDATE seafarer SET contact_number = '+\(i)', notes = 'n\(i % 7)'") }
+        let sync = try await vesselSync(fleet.vessels[0], http(fleet))
+        let pending = try await sync.pendingEvents(after: 0)
+        let seafarer = pending.events.filter { $0.table == "seafarer" }
+        XCTAssertEqual(seafarer.count, 1, "102 captured events of one row travel as one delta")
+        XCTAssertEqual(seafarer[0].fields["contact_number"]?.value, .string("+99"))
+        XCTAssertEqual(seafarer[0].fields["full_name"]?.value, .string("Ana"))
+        let bytes = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: seafarer, upTo: pending.upTo)).count
+        print("compaction: 101 captured changes of one row sent as 1 delta, \(bytes) bytes on the wire")
+    }
+}
