@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
     ],
     targets: [
         // Pure core: configuration model, events, clocks, merge, planning, wire codec. No I/O.
@@ -32,11 +33,14 @@ let package = Package(
         .target(name: "FleetSyncTransport", dependencies: [
             "FleetSyncCore", "CZlib",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // The shore: exchange endpoint, routing, retention, fleet status.
         .target(name: "FleetSyncShore", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The vessel: exchange loop, daemon, status.

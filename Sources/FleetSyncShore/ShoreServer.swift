@@ -3,6 +3,8 @@ import FleetSyncPostgres
 import FleetSyncTransport
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
 import Logging
 import NIOCore
 
@@ -62,8 +64,20 @@ public struct ShoreServer: Sendable {
         }
         router.get("/health") { _, _ -> String in "ok" }
         let (host, port) = try Self.split(shore.listen)
+        var server: HTTPServerBuilder = .http1()
+        if let certificate = shore.tlsCertificate, let key = shore.tlsKey {
+            do {
+                let tls = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+                server = try .http2Upgrade(tlsConfiguration: tls)
+            } catch {
+                throw ShoreError("cannot load TLS certificate \(certificate) or key \(key): \(error)")
+            }
+        }
         let app = Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(host, port: port), serverName: "fleetsync"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)

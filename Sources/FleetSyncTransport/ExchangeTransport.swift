@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import FleetSyncCore
 import Foundation
 import NIOCore
+import NIOSSL
 
 /// Carries one framed exchange request to the shore and brings back the framed answer. The
 /// vessel always opens the connection. HTTP/1.1 and HTTP/2 (cleartext or TLS) sit behind this
@@ -27,12 +28,22 @@ public final class HTTPExchangeTransport: ExchangeTransport {
 
     public var name: String { endpoint.hasPrefix("https") ? "https (http/2 or http/1.1)" : "http/1.1" }
 
-    public init(shoreURL: String, timeout: TimeAmount = .seconds(120), maximumResponseBytes: Int = 64 * 1_048_576) {
+    /// - Parameter trustedCertificates: PEM file of certificates to trust instead of the system's.
+    public init(shoreURL: String, timeout: TimeAmount = .seconds(120), maximumResponseBytes: Int = 64 * 1_048_576, trustedCertificates: String? = nil) throws {
         self.endpoint = shoreURL.hasSuffix("/") ? shoreURL + "v1/exchange" : shoreURL + "/v1/exchange"
         self.timeout = timeout
         self.maximumResponseBytes = maximumResponseBytes
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(min(10, max(1, timeout.nanoseconds / 1_000_000_000))), read: timeout)
+        if let trustedCertificates {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            do {
+                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(trustedCertificates))
+            } catch {
+                throw TransportError("cannot read trusted certificates from \(trustedCertificates): \(error)")
+            }
+            configuration.tlsConfiguration = tls
+        }
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 

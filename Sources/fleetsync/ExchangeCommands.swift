@@ -57,7 +57,9 @@ func withVesselSync<T: Sendable>(_ configuration: FleetSyncConfiguration, logLev
     vesselLogger.logLevel = logLevel
     vesselLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
     let logger = vesselLogger
-    let transport = HTTPExchangeTransport(shoreURL: configuration.vessel!.shoreURL, timeout: .seconds(Int64(configuration.vessel!.requestTimeoutSeconds)))
+    let transport = try HTTPExchangeTransport(
+        shoreURL: configuration.vessel!.shoreURL, timeout: .seconds(Int64(configuration.vessel!.requestTimeoutSeconds)),
+        trustedCertificates: configuration.vessel!.tlsCA)
     do {
         let value = try await withApplier(configuration) { applier in
             try await body(VesselSync(configuration: configuration, schema: applier.schema, session: applier.session,

@@ -121,4 +121,35 @@ final class ExchangeEndToEndTests: DatabaseTestCase {
         let vesselRows: Int64 = try await shore.scalar("SELECT count(*) FROM seafarer")
         XCTAssertEqual(vesselRows, 1)
     }
+
+    func testExchangeOverTLSWithHTTP2() async throws {
+        var fleet = try await Fleet.make(vessels: ["aurora"])
+        let directory = NSTemporaryDirectory() + "fleetsync-tls-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try Shell.run(["/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                       "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem"])
+        let shoreText = try String(contentsOfFile: fleet.shore.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "retention_days = 30", with: "retention_days = 30\ntls_certificate = \"\(directory)/cert.pem\"\ntls_key = \"\(directory)/key.pem\"")
+        try shoreText.write(toFile: fleet.shore.configPath, atomically: true, encoding: .utf8)
+        let vesselText = try String(contentsOfFile: fleet.vessels[0].configPath, encoding: .utf8)
+            .replacingOccurrences(of: "http://127.0.0.1:\(fleet.httpPort)", with: "https://127.0.0.1:\(fleet.httpPort)")
+            .replacingOccurrences(of: "interval_seconds = 30", with: "interval_seconds = 30\ntls_ca = \"\(directory)/cert.pem\"")
+        try vesselText.write(toFile: fleet.vessels[0].configPath, atomically: true, encoding: .utf8)
+        fleet.vessels[0].configuration = try ConfigurationLoader.load(text: vesselText)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let version = try Shell.run(["/usr/bin/curl", "-s", "--http2", "--cacert", directory + "/cert.pem", "-o", "/dev/null", "-w", "%{http_version}", "https://127.0.0.1:\(fleet.httpPort)/health"])
+        XCTAssertEqual(version, "2", "the shore negotiates HTTP/2 over TLS")
+        let http1 = try Shell.run(["/usr/bin/curl", "-s", "--http1.1", "--cacert", directory + "/cert.pem", "-o", "/dev/null", "-w", "%{http_version}", "https://127.0.0.1:\(fleet.httpPort)/health"])
+        XCTAssertEqual(http1, "1.1", "and still serves HTTP/1.1 over TLS")
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
+        let result = try fleet.sync(fleet.vessels[0])
+        XCTAssertEqual(result.status, 0, result.error)
+        let shore = try await connect(fleet.shore.url)
+        try await assertConverged(fleet, shore)
+        // A vessel that does not trust the certificate is refused by TLS, not silently served.
+        let untrusting = try FleetSyncBinary.writeConfiguration(vesselText.replacingOccurrences(of: "tls_ca = \"\(directory)/cert.pem\"", with: ""))
+        let refused = try FleetSyncBinary.run(["sync", "--once", "--config", untrusting])
+        XCTAssertNotEqual(refused.status, 0)
+    }
 }

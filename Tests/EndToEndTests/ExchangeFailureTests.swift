@@ -43,7 +43,7 @@ final class ExchangeFailureTests: DatabaseTestCase {
     }
 
     func http(_ fleet: Fleet, port: Int? = nil) -> HTTPExchangeTransport {
-        let transport = HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(port ?? fleet.httpPort)")
+        let transport = try! HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(port ?? fleet.httpPort)")
         transports.append(transport)
         return transport
     }

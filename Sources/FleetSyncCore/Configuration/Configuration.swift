@@ -84,6 +84,10 @@ public struct ShoreConfiguration: Sendable, Equatable {
     public var listen: String
     /// How long the shore keeps events a vessel has not acknowledged, in days.
     public var retentionDays: Int = 30
+    /// PEM certificate chain and private key: with both, the shore serves TLS with HTTP/2 (ALPN)
+    /// and HTTP/1.1; without, cleartext HTTP/1.1.
+    public var tlsCertificate: String?
+    public var tlsKey: String?
     public init(listen: String) { self.listen = listen }
 }
 
@@ -94,6 +98,8 @@ public struct VesselConfiguration: Sendable, Equatable {
     public var intervalSeconds: Int = 30
     /// Seconds one exchange may take, connecting included, before it counts as failed.
     public var requestTimeoutSeconds: Int = 120
+    /// PEM file of certificates to trust for an https shore_url (default: the system's).
+    public var tlsCA: String?
     public init(shoreURL: String) { self.shoreURL = shoreURL }
 }
 

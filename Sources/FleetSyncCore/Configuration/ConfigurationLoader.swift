@@ -115,7 +115,7 @@ struct ConfigurationReader {
         }
         var shore: ShoreConfiguration?
         if let table = section(root, "shore", required: role == .shore) {
-            checkKeys(table, path: "shore", known: ["listen", "retention_days"])
+            checkKeys(table, path: "shore", known: ["listen", "retention_days", "tls_certificate", "tls_key"])
             if role == .vessel { fail("shore", "is a shore setting in a vessel configuration", "remove the [shore] section") }
             if let listen = string(table, "listen", path: "shore", required: true) {
                 if !Identifiers.isValidListenAddress(listen) {
@@ -123,11 +123,16 @@ struct ConfigurationReader {
                 }
                 shore = ShoreConfiguration(listen: listen)
                 if let days = integer(table, "retention_days", path: "shore", range: 1...3650) { shore?.retentionDays = days }
+                shore?.tlsCertificate = string(table, "tls_certificate", path: "shore", required: false)
+                shore?.tlsKey = string(table, "tls_key", path: "shore", required: false)
+                if (shore?.tlsCertificate == nil) != (shore?.tlsKey == nil) {
+                    fail("shore.tls_certificate", "TLS needs both tls_certificate and tls_key", "set both (PEM files) or neither for cleartext HTTP/1.1")
+                }
             }
         }
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
-            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds"])
+            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
@@ -136,6 +141,7 @@ struct ConfigurationReader {
                 vessel = VesselConfiguration(shoreURL: url)
                 if let s = integer(table, "interval_seconds", path: "vessel", range: 1...86_400) { vessel?.intervalSeconds = s }
                 if let s = integer(table, "request_timeout_seconds", path: "vessel", range: 1...3_600) { vessel?.requestTimeoutSeconds = s }
+                vessel?.tlsCA = string(table, "tls_ca", path: "vessel", required: false)
             }
         }
         var keysDirectory: String?
