@@ -75,8 +75,10 @@ public struct ShoreExchange: Sendable {
         // A resent batch: what was applied before is acknowledged, not applied twice.
         let fresh = request.events.filter { $0.originPosition > applied }
         if !fresh.isEmpty || request.upTo > applied {
+            let partition = try await PartitionGuard(configuration: configuration).check(fresh, vessel: vessel, on: db)
+            for rejection in partition.rejected { await telemetry.record(kind: "rejected_change", detail: rejection) }
             let applier = Applier(schema: schema, session: db, telemetry: telemetry)
-            let report = try await applier.apply(fresh, from: vessel, cursor: request.upTo)
+            let report = try await applier.apply(partition.admitted, from: vessel, cursor: request.upTo, routes: partition.routes)
             logger.info("applied vessel events", metadata: [
                 "vessel": "\(vessel)", "events": "\(fresh.count)", "rows": "\(report.appliedRows)",
                 "dead_letters": "\(report.deadLettered)", "rejected": "\(report.rejectedFields)"])

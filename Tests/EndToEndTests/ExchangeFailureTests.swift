@@ -265,4 +265,37 @@ final class ExchangeFailureTests: DatabaseTestCase {
         let bytes = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: seafarer, upTo: pending.upTo)).count
         print("compaction: 101 captured changes of one row sent as 1 delta, \(bytes) bytes on the wire")
     }
+
+    func testVesselCannotChangeAnotherVesselsPartitionOrItsOwnedFields() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A'), ('borealis', 'B'); INSERT INTO seafarer (vessel_code, full_name, notes) VALUES ('aurora', 'Ana', 'kept');", url: fleet.shore.url)
+        let ana: UUID = try await shore.scalar("SELECT id FROM seafarer")
+        let transport = http(fleet)
+        var position: Int64 = 0
+        func send(_ vessel: String, _ fields: [String: JSONValue], row: UUID) async throws -> ExchangeResponse {
+            position += 1
+            let clock = FieldClock(counter: 1_000 + position, node: vessel)
+            let event = ChangeEvent(table: "seafarer", rowID: row, fields: fields.mapValues { FieldChange(value: $0, clock: clock) }, origin: vessel, originPosition: position)
+            return try MessageFraming.decodeResponse(try await transport.send(MessageFraming.encode(ExchangeRequest(vesselID: vessel, cursor: 0, events: [event], upTo: position))))
+        }
+        // Borealis edits aurora's crew member, and inserts a row into aurora's partition.
+        _ = try await send("borealis", ["notes": .string("hijacked"), "contact_number": .string("+0")], row: ana)
+        _ = try await send("borealis", ["full_name": .string("Ghost"), "vessel_code": .string("aurora")], row: UUID())
+        let notes: String = try await shore.scalar("SELECT notes FROM seafarer WHERE id = '\(ana)'")
+        XCTAssertEqual(notes, "kept")
+        let ghosts: Int64 = try await shore.scalar("SELECT count(*) FROM seafarer WHERE full_name = 'Ghost'")
+        XCTAssertEqual(ghosts, 0)
+        let rejected: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.telemetry WHERE kind = 'rejected_change' AND detail->>'reason' LIKE '%partition of aurora%'")
+        XCTAssertEqual(rejected, 2)
+        // Aurora may: its shared and vessel-owned fields apply, the shore-owned rank does not.
+        _ = try await send("aurora", ["notes": .string("from aurora"), "contact_number": .string("+1"), "rank": .string("Admiral")], row: ana)
+        let row = try await shore.rows("SELECT notes, contact_number, rank FROM seafarer WHERE id = '\(ana)'")
+        let (n, c, r) = try row[0].decode((String, String, String?).self)
+        XCTAssertEqual(n, "from aurora")
+        XCTAssertEqual(c, "+1")
+        XCTAssertNil(r)
+    }
 }

@@ -40,12 +40,14 @@ public struct Applier: Sendable {
     /// the position reached in the sender's stream. Applying the same batch twice changes nothing
     /// the second time.
     @discardableResult
-    public func apply(_ events: [ChangeEvent], from sender: String, cursor: Int64? = nil) async throws -> ApplyReport {
+    /// - Parameter routes: on the shore, the vessel each row is routed to, which owns its `vessel` fields.
+    public func apply(_ events: [ChangeEvent], from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:]) async throws -> ApplyReport {
         guard events.count <= Self.maximumBatchEvents else {
             throw DatabaseError(context: "applying a batch from \(sender)", message: "batch of \(events.count) events exceeds the limit of \(Self.maximumBatchEvents); nothing was applied")
         }
         var report = ApplyReport()
         var intake = Intake(schema: schema, sender: sender)
+        intake.routes = routes
         for event in events { intake.add(event) }
         report.rejectedEvents = intake.rejectedEvents.count
         report.rejectedFields = intake.rejectedFields.count

@@ -7,6 +7,8 @@ struct Intake {
     let schema: LocalSchema
     let sender: String
     let policies: [String: OwnershipPolicy]
+    /// The vessel each row is routed to, where the caller knows it (the shore).
+    var routes: [UUID: String] = [:]
     private(set) var groups: [String: [UUID: RowGroup]] = [:]
     private(set) var quarantineByRow: [String: [UUID: QuarantineEntry]] = [:]
     private(set) var rejectedEvents: [JSONValue] = []
@@ -69,7 +71,7 @@ struct Intake {
         var admitted = event
         admitted.fields = fields
         if let policy = policies[event.table] {
-            let (accepted, rejected) = policy.admit(admitted, sender: sender, routedVessel: nil)
+            let (accepted, rejected) = policy.admit(admitted, sender: sender, routedVessel: routes[event.rowID])
             for rejection in rejected { rejectField(event, rejection.field, rejection.reason) }
             admitted = accepted
         }

@@ -1,0 +1,90 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import Foundation
+import PostgresNIO
+
+/// On the shore, a vessel may only change rows of its own partition (and broadcast rows): an
+/// event for a row routed to another vessel is rejected whole, recorded, and never applied.
+/// The routed vessel of each row also decides who owns its `vessel` fields.
+struct PartitionGuard {
+    var configuration: FleetSyncConfiguration
+
+    struct Decision {
+        var admitted: [ChangeEvent] = []
+        var rejected: [JSONValue] = []
+        /// Routed vessel of each admitted row of a routed table.
+        var routes: [UUID: String] = [:]
+    }
+
+    func check(_ events: [ChangeEvent], vessel: String, on db: DatabaseSession) async throws -> Decision {
+        var decision = Decision()
+        var tables: [String] = []
+        var ids: [UUID] = []
+        for event in events where configuration.table(named: event.table).map({ $0.route != .broadcast }) ?? false {
+            tables.append(event.table)
+            ids.append(event.rowID)
+        }
+        var current: [UUID: String] = [:]
+        if !ids.isEmpty {
+            var binds = PostgresBindings()
+            binds.append(tables)
+            binds.append(ids)
+            let rows = try await db.rows("""
+                SELECT x.id, fleetsync.route_event(x.t, x.id) FROM unnest($1::text[], $2::uuid[]) AS x(t, id)
+                """, binds, context: "routing incoming rows of \(vessel)")
+            for row in rows {
+                let (id, route) = try row.decode((UUID, String?).self)
+                if let route { current[id] = route }
+            }
+        }
+        // Rows new to the shore go where their own routing values say; a child may arrive in
+        // the same batch as its new parent, so parents are resolved first, level by level.
+        var known = current
+        for _ in 0..<8 {
+            var progress = false
+            for event in events where known[event.rowID] == nil {
+                guard let table = configuration.table(named: event.table) else { continue }
+                var route: String?
+                switch table.route {
+                case .broadcast: route = nil
+                case .column(let column): route = event.fields[column]?.value.stringValue
+                case .parent(let parent, let via):
+                    guard let parentID = event.fields[via]?.value.stringValue.flatMap(UUID.init(uuidString:)) else { continue }
+                    route = known[parentID]
+                    if route == nil { route = try await storedRoute(parent, parentID, on: db) }
+                }
+                if let route {
+                    known[event.rowID] = route
+                    progress = true
+                }
+            }
+            if !progress { break }
+        }
+        for event in events {
+            guard let table = configuration.table(named: event.table), table.route != .broadcast else {
+                decision.admitted.append(event)
+                continue
+            }
+            let route = known[event.rowID]
+            if route == vessel {
+                decision.admitted.append(event)
+                decision.routes[event.rowID] = vessel
+            } else {
+                decision.rejected.append(.object([
+                    "table": .string(event.table), "row_id": .string(event.rowID.uuidString.lowercased()), "sender": .string(vessel),
+                    "reason": .string(route.map { "row belongs to the partition of \($0), not \(vessel)" } ?? "row is routed to no vessel"),
+                ]))
+            }
+        }
+        return decision
+    }
+
+    /// The stored routing of a row already on the shore.
+    private func storedRoute(_ table: String, _ id: UUID, on db: DatabaseSession) async throws -> String? {
+        var binds = PostgresBindings()
+        binds.append(table)
+        binds.append(id)
+        let rows = try await db.rows("SELECT fleetsync.route_event($1, $2)", binds, context: "routing a row of \(table)")
+        return try rows[0].decode(String?.self)
+    }
+}
