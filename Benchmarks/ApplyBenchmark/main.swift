@@ -32,6 +32,7 @@ let schemaSQL = """
 var rng = SystemRandomNumberGenerator()
 struct Row { var table: String; var id: UUID; var parent: UUID? }
 let inserts = totalEvents * 7 / 10
+let totalRows = inserts
 var rows: [Row] = []
 rows.reserveCapacity(inserts)
 let aCount = inserts / 7, bCount = inserts * 2 / 7
@@ -82,7 +83,15 @@ func copyText(_ table: String, parentColumn: String?, final: [UUID: (Row, RowSta
     }
     return out
 }
-let copies = [("bench_a", copyText("bench_a", parentColumn: nil, final: final), nil as String?), ("bench_b", copyText("bench_b", parentColumn: "a_id", final: final), "a_id"), ("bench_c", copyText("bench_c", parentColumn: "b_id", final: final), "b_id")]
+// The COPY input waits in files, so that the process applying holds only the batch itself.
+let copyDirectory = NSTemporaryDirectory() + "fleetsync-apply-bench-\(UUID().uuidString)"
+try FileManager.default.createDirectory(atPath: copyDirectory, withIntermediateDirectories: true)
+for (table, parent) in [("bench_a", nil as String?), ("bench_b", "a_id"), ("bench_c", "b_id")] {
+    try copyText(table, parentColumn: parent, final: final).write(toFile: "\(copyDirectory)/\(table)", atomically: false, encoding: .utf8)
+}
+final = [:]
+rows = []
+let copies: [(String, String?)] = [("bench_a", nil), ("bench_b", "a_id"), ("bench_c", "b_id")]
 
 let cluster = try TestCluster.start()
 defer { cluster.stop() }
@@ -116,11 +125,12 @@ for round in 1...rounds {
     let report = try await applier.apply(events, from: "shore")
     let applied = (clock.now - start)
     peaks.append(residentPeakKB())
-    precondition(report.deadLettered == 0 && report.appliedRows == inserts, "apply failed: \(report)")
+    precondition(report.deadLettered == 0 && report.appliedRows == totalRows, "apply failed: \(report)")
 
     let copyStart = clock.now
     try await db.execute("BEGIN")
-    for (table, text, parent) in copies {
+    for (table, parent) in copies {
+        let text = try String(contentsOfFile: "\(copyDirectory)/\(table)", encoding: .utf8)
         let target = table.replacingOccurrences(of: "bench_", with: "copy_")
         let columns = ["id"] + (parent.map { [$0] } ?? []) + ["name", "amount", "note", "sync_version", "is_deleted", "sync_clock"]
         try await db.connection.copyFrom(table: target, columns: columns, logger: Fixtures.logger) { writer in
@@ -134,7 +144,7 @@ for round in 1...rounds {
     applyTimes.append(a)
     copyTimes.append(c)
     print(String(format: "round %d: apply %.3f s (%.0f events/s, peak RSS %d MB), COPY of %d final rows %.3f s, ratio %.2f",
-                 round, a, Double(totalEvents) / a, peaks.last! / 1024, inserts, c, c / a))
+                 round, a, Double(totalEvents) / a, peaks.last! / 1024, totalRows, c, c / a))
 }
 // The applied tables and the copies hold the same rows.
 let same: Bool = try await db.scalar("""
@@ -143,7 +153,8 @@ let same: Bool = try await db.scalar("""
 precondition(same, "applied rows differ from the copied final rows")
 let medianApply = applyTimes.sorted()[applyTimes.count / 2]
 let medianCopy = copyTimes.sorted()[copyTimes.count / 2]
-print(String(format: "apply throughput: apply/COPY = %.2f (median apply %.3f s, median COPY %.3f s, %d events, %d final rows)", medianCopy / medianApply, medianApply, medianCopy, totalEvents, inserts))
+print(String(format: "apply throughput: apply/COPY = %.2f (median apply %.3f s, median COPY %.3f s, %d events, %d final rows)", medianCopy / medianApply, medianApply, medianCopy, totalEvents, totalRows))
 print("peak resident memory while applying: \(peaks.max()! / 1024) MB (VmHWM reset before each apply; includes the batch held in memory)")
 await telemetry.close()
 await db.close()
+try? FileManager.default.removeItem(atPath: copyDirectory)

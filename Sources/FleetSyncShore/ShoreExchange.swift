@@ -26,17 +26,31 @@ public struct ShoreExchange: Sendable {
     }
 
     /// Handles one framed request; every failure becomes a framed error with its code.
-    public func handle(_ bytes: [UInt8], session: DatabaseSession, telemetry: TelemetryWriter) async -> (ok: Bool, body: [UInt8]) {
+    /// Handles one framed request; every failure becomes a framed error with its code and the
+    /// HTTP status that goes with it.
+    public func handle(_ bytes: [UInt8], session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
         do {
             let request = try MessageFraming.decodeRequest(bytes, limits: limits)
             let response = try await exchange(request, session: session, telemetry: telemetry)
-            return (true, MessageFraming.encode(response))
+            return (200, MessageFraming.encode(response))
         } catch let error as WireError {
             logger.warning("exchange refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
-            return (false, MessageFraming.encode(error))
+            return (Self.httpStatus(error.code), MessageFraming.encode(error))
         } catch {
             logger.error("exchange failed", metadata: ["error": "\(error)"])
-            return (false, MessageFraming.encode(WireError(.internalError, "the shore could not complete the exchange; retry later")))
+            return (500, MessageFraming.encode(WireError(.internalError, "the shore could not complete the exchange; retry later")))
+        }
+    }
+
+    /// The HTTP status of a refusal, so that proxies and dashboards can tell them apart.
+    static func httpStatus(_ code: WireError.Code) -> Int {
+        switch code {
+        case .tooLarge, .batchTooLarge: return 413
+        case .unknownVessel: return 403
+        case .cursorFromTheFuture, .mustRebootstrap, .positionsWentBack: return 409
+        case .busy: return 503
+        case .internalError: return 500
+        default: return 400
         }
     }
 
@@ -72,6 +86,9 @@ public struct ShoreExchange: Sendable {
         binds.append(vessel)
         try await db.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering contact with \(vessel)")
         let applied: Int64 = try await db.rows("SELECT cursor FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")[0].value(0)
+        guard request.upTo >= applied || request.events.isEmpty else {
+            throw WireError(.positionsWentBack, "this vessel's changes up to position \(applied) were applied already, but it now sends positions up to \(request.upTo); was its database restored? Its new changes would be taken for old ones, so the exchange is refused")
+        }
         // A resent batch: what was applied before is acknowledged, not applied twice.
         let fresh = request.events.filter { $0.originPosition > applied }
         if !fresh.isEmpty || request.upTo > applied {

@@ -57,10 +57,10 @@ public struct ShoreServer: Sendable {
             }
             let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
             let result = await exchange.handle(Array(buffer: body), session: session, telemetry: telemetry)
-            if result.ok { try? await Retention.prune(retentionDays: shore.retentionDays, on: session) }
+            if result.status == 200 { try? await Retention.prune(retentionDays: shore.retentionDays, on: session) }
             await telemetry.close()
             await session.close()
-            return Response(status: result.ok ? .ok : .badRequest, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: result.body)))
+            return Response(status: HTTPResponse.Status(code: result.status), headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: result.body)))
         }
         router.get("/health") { _, _ -> String in "ok" }
         let (host, port) = try Self.split(shore.listen)

@@ -89,6 +89,9 @@ public struct VesselSync: Sendable {
                      "quarantined": .number(String(status.quarantinedRows)), "transport": .string(transport.name)])
         let responseBytes = try await transport.send(MessageFraming.encode(request))
         let response = try MessageFraming.decodeResponse(responseBytes)
+        guard response.acknowledged <= max(pending.upTo, acknowledged) else {
+            throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
+        }
         // Acknowledged events leave the outbox only now.
         var binds = PostgresBindings()
         binds.append(response.acknowledged)

@@ -172,7 +172,7 @@ final class ExchangeFailureTests: DatabaseTestCase {
         XCTAssertEqual(codeFuture, .cursorFromTheFuture)
         let many = Array(repeating: event, count: 6)
         let codeBatch = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: many, upTo: 6)))
-        XCTAssertEqual(codeBatch, .tooLarge)
+        XCTAssertEqual(codeBatch, .batchTooLarge)
         var oversized = WireEnvelope(kind: .request, compressed: false, rawLength: 0, body: []).encoded()
         oversized[8...11] = [0x7F, 0xFF, 0xFF, 0xFF]
         let codeOversized = try await code(oversized)

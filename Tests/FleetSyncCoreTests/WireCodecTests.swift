@@ -43,7 +43,7 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(code(good, limits: limits), .tooLarge)
         limits = WireLimits()
         limits.maximumEvents = 10
-        XCTAssertEqual(code(good, limits: limits), .tooLarge)
+        XCTAssertEqual(code(good, limits: limits), .batchTooLarge)
         // A raw length that lies about the inflated size is refused (no bomb).
         var lying = good
         lying[15] = lying[15] &+ 1

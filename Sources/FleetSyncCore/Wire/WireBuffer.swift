@@ -15,6 +15,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let busy = Code(rawValue: 8)
         public static let mustRebootstrap = Code(rawValue: 9)
         public static let internalError = Code(rawValue: 10)
+        public static let positionsWentBack = Code(rawValue: 11)
 
         public var description: String {
             switch self {
@@ -28,6 +29,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
             case .busy: return "busy"
             case .mustRebootstrap: return "must_rebootstrap"
             case .internalError: return "internal_error"
+            case .positionsWentBack: return "positions_went_back"
             default: return "code_\(rawValue)"
             }
         }

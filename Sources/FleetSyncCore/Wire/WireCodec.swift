@@ -51,6 +51,7 @@ public enum WireCodec {
         let strings = try StringTable.read(&reader, limits: limits)
         let acknowledged = try reader.signed()
         let cursor = try reader.signed()
+        guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
         guard more <= 1 else { throw WireError(.malformed, "more flag is \(more)") }
         let events = try decodeEvents(&reader, strings: strings, limits: limits)
@@ -83,7 +84,12 @@ public enum WireCodec {
     }
 
     static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits) throws(WireError) -> [ChangeEvent] {
-        let count = try r.count(limit: limits.maximumEvents, what: "event")
+        let raw = try r.varint()
+        guard raw <= UInt64(limits.maximumEvents) else {
+            throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
+        }
+        guard raw <= UInt64(r.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(r.remaining) bytes left") }
+        let count = Int(raw)
         var events: [ChangeEvent] = []
         events.reserveCapacity(count)
         var previousPosition: Int64 = 0

@@ -1,5 +1,6 @@
 import FleetSyncCore
 import Foundation
+import NIOCore
 import PostgresNIO
 
 /// Applies row groups of one table set-based: one statement reads and locks the local rows, the
@@ -25,6 +26,7 @@ struct TableWriter {
         var outcome = Outcome()
         let local = try await readLocal(groups.map(\.rowID), on: db)
         var inserts: [JSONValue] = []
+        var newRows: [(UUID, RowState, Int64)] = []
         var updates: [JSONValue] = []
         var insertColumns: Set<String> = []
         var updateColumns: Set<String> = []
@@ -44,12 +46,17 @@ struct TableWriter {
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
             } else {
                 insertColumns.formUnion(group.state.fields.keys.filter { $0 != ChangeEvent.deletedField })
-                inserts.append(record(id: group.rowID, state: group.state, version: group.state.version))
+                newRows.append((group.rowID, group.state, group.state.version))
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: group.state.fields)) }
             }
             outcome.applied += 1
         }
-        if !inserts.isEmpty { try await insert(inserts, columns: insertColumns, on: db) }
+        if !newRows.isEmpty, let text = copyText(newRows, columns: insertColumns) {
+            try await copy(text, columns: insertColumns, on: db)
+        } else if !newRows.isEmpty {
+            inserts = newRows.map { record(id: $0.0, state: $0.1, version: $0.2) }
+            try await insert(inserts, columns: insertColumns, on: db)
+        }
         if !updates.isEmpty { try await update(updates, columns: updateColumns, on: db) }
         if let origin = relayFrom, !relayed.isEmpty { try await relay(relayed, origin: origin, on: db) }
         return outcome
@@ -91,6 +98,41 @@ struct TableWriter {
             SELECT $1, r.row_id, 'R', r.version, 0, r.delta, r.clocks, $2
             FROM jsonb_to_recordset($3::jsonb) AS r(row_id uuid, version bigint, delta jsonb, clocks jsonb)
             """, binds, context: "queueing \(configuration.name) changes for the fleet")
+    }
+
+    /// New rows as COPY text, or nil when a value cannot travel that way.
+    private func copyText(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>) -> String? {
+        let columns = orderedColumns(names)
+        var out = ""
+        out.reserveCapacity(rows.count * (columns.count * 16 + 120))
+        for (id, state, version) in rows {
+            out += id.uuidString.lowercased()
+            var clocks: [String: JSONValue] = [:]
+            for (name, change) in state.fields { clocks[name] = change.clock.json }
+            for column in columns {
+                out += "\t"
+                guard CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &out) else { return nil }
+            }
+            out += "\t\(version)\t\(state.isDeleted(configuration.tombstone) ? "t" : "f")\t"
+            CopyEncoder.escape(JSONValue.object(clocks).serialized, into: &out)
+            out += "\n"
+        }
+        return out
+    }
+
+    private func copy(_ text: String, columns names: Set<String>, on db: DatabaseSession) async throws {
+        // postgres-nio wraps the table and each column in double quotes itself; pass the names
+        // with inner quotes doubled, and the schema joined so that the result is "schema"."table".
+        func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
+        let columns = (["id"] + orderedColumns(names).map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
+        let table = inner(physical.schema) + "\".\"" + inner(physical.name)
+        do {
+            try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
+                try await writer.write(ByteBuffer(string: text))
+            }
+        } catch {
+            throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
+        }
     }
 
     private struct LocalRow {
@@ -147,7 +189,7 @@ struct TableWriter {
         binds.append(JSONValue.array(records).serialized)
         try await db.execute("""
             INSERT INTO \(qualified) (\(targets.joined(separator: ", ")))
-            SELECT \(sources.joined(separator: ", ")) FROM jsonb_populate_recordset(NULL::\(qualified), $1::jsonb) r
+            SELECT \(sources.joined(separator: ", ")) FROM json_populate_recordset(NULL::\(qualified), $1::json) r
             """, binds, context: "inserting rows into \(configuration.name)")
     }
 
@@ -159,7 +201,7 @@ struct TableWriter {
         binds.append(JSONValue.array(records).serialized)
         try await db.execute("""
             UPDATE \(qualified) t SET \(sets.joined(separator: ", "))
-            FROM jsonb_populate_recordset(NULL::\(qualified), $1::jsonb) r WHERE t.id = r.id
+            FROM json_populate_recordset(NULL::\(qualified), $1::json) r WHERE t.id = r.id
             """, binds, context: "updating rows of \(configuration.name)")
     }
 

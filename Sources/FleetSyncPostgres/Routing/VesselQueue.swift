@@ -79,6 +79,9 @@ public struct VesselQueue: Sendable {
                 events.append(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin ?? configuration.nodeID, originPosition: position))
             }
         }
+        // Rows of tables this shore does not sync are skipped without counting; when the fetch
+        // was full, stop at the last row looked at rather than jump past unread ones.
+        if !more && rows.count > limit { more = true }
         if !more { reached = max(reached, last) }
         return Batch(events: events, cursor: reached, more: more)
     }

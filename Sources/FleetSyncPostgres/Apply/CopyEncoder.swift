@@ -1,0 +1,76 @@
+import FleetSyncCore
+
+/// Encodes captured values in PostgreSQL's COPY text format, so that new rows can be applied with
+/// `COPY FROM STDIN` (as fast as a client COPY) instead of through JSON records.
+///
+/// A value is encodable when its JSON form is the type's text form: strings (text, enums, dates,
+/// timestamps, intervals, uuid, bytea's `\x...`), numbers, booleans, NULL, arrays of those for
+/// array columns, and the wrapped values of json/jsonb columns. Anything else (a composite type's
+/// object) returns nil and the caller falls back to JSON records.
+enum CopyEncoder {
+    /// Appends one field, COPY-escaped.
+    static func append(_ value: JSONValue, column: PhysicalColumn, to out: inout String) -> Bool {
+        if ColumnCodec.isJSON(column.type) {
+            switch value {
+            case .null: out += "\\N"
+            case .array(let wrapped) where wrapped.count == 1: escape(wrapped[0].serialized, into: &out)
+            default: return false
+            }
+            return true
+        }
+        switch value {
+        case .null: out += "\\N"
+        case .bool(let b): out += b ? "t" : "f"
+        case .number(let n): out += n
+        case .string(let s): escape(s, into: &out)
+        case .array(let items):
+            guard column.type.hasSuffix("[]") else { return false }
+            var literal = ""
+            guard arrayLiteral(items, into: &literal) else { return false }
+            escape(literal, into: &out)
+        case .object:
+            return false
+        }
+        return true
+    }
+
+    /// `{a,"b c",NULL,{1,2}}` from JSON array items.
+    private static func arrayLiteral(_ items: [JSONValue], into out: inout String) -> Bool {
+        out += "{"
+        for (i, item) in items.enumerated() {
+            if i > 0 { out += "," }
+            switch item {
+            case .null: out += "NULL"
+            case .bool(let b): out += b ? "t" : "f"
+            case .number(let n): out += n
+            case .string(let s): quoted(s, into: &out)
+            case .array(let inner): guard arrayLiteral(inner, into: &out) else { return false }
+            case .object: quoted(item.serialized, into: &out)
+            }
+        }
+        out += "}"
+        return true
+    }
+
+    private static func quoted(_ s: String, into out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            if scalar == "\"" || scalar == "\\" { out += "\\" }
+            out.unicodeScalars.append(scalar)
+        }
+        out += "\""
+    }
+
+    /// COPY text escaping: backslash, and the row and field separators.
+    static func escape(_ s: String, into out: inout String) {
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+}
