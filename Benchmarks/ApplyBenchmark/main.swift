@@ -9,18 +9,54 @@ import Foundation
 import NIOCore
 import PostgresNIO
 
+// Child mode: apply one wire-encoded batch from a file and report time and peak memory. Run as a
+// process of its own so that its resident memory is that of applying, nothing else.
+if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child" {
+    let (url, file, configurationFile) = (CommandLine.arguments[2], CommandLine.arguments[3], CommandLine.arguments[4])
+    let configuration = try ConfigurationLoader.load(text: try String(contentsOfFile: configurationFile, encoding: .utf8))
+    let db = try await DatabaseSession.connect(url: url, logger: Fixtures.logger)
+    let schema = try await LocalSchema.load(configuration: configuration, session: db)
+    let telemetry = TelemetryWriter(url: url, logger: Fixtures.logger)
+    let applier = Applier(schema: schema, session: db, telemetry: telemetry)
+    let bytes = [UInt8](FileManager.default.contents(atPath: file)!)
+    var limits = WireLimits()
+    limits.maximumEvents = 1_000_000
+    if ProcessInfo.processInfo.environment["PROFILE_DECODE"] != nil {
+        let t0 = ContinuousClock.now
+        var n = 0
+        _ = try WireCodec.decodeRequestStreaming(bytes, limits: limits) { _ in n += 1 }
+        FileHandle.standardError.write(Data("decode only: \(n) events in \(ContinuousClock.now - t0)\n".utf8))
+    }
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+    let start = ContinuousClock.now
+    var decodeError: (any Error)?
+    let report = try await applier.apply(from: "shore") { consume in
+        do {
+            _ = try WireCodec.decodeRequestStreaming(bytes, limits: limits, consume)
+        } catch {
+            decodeError = error
+        }
+    }
+    let elapsed = ContinuousClock.now - start
+    if let decodeError { throw decodeError }
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map { Int($0.split(separator: " ")[1]) ?? 0 } ?? 0
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue == 0 ? __rusage_who_t(0) : __rusage_who_t(0), &usage)
+    let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    print("APPLIED \(report.appliedRows) \(report.deadLettered) \(seconds) \(peak) \(cpu)")
+    await telemetry.close()
+    await db.close()
+    exit(0)
+}
+
 let environment = ProcessInfo.processInfo.environment
 let totalEvents = Int(environment["EVENTS"] ?? "") ?? 100_000
 let rounds = Int(environment["ROUNDS"] ?? "") ?? 3
 print("command: EVENTS=\(totalEvents) ROUNDS=\(rounds) swift run -c release fleetsync-apply-benchmark")
 
-func residentPeakKB() -> Int {
-    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
-    let line = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") } ?? ""
-    return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
-}
 
-func resetPeak() { try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8) }
 
 let schemaSQL = """
     CREATE TABLE bench_a (id uuid PRIMARY KEY, name text, amount integer, note text);
@@ -65,6 +101,8 @@ for j in 0..<(totalEvents - inserts) {
     events.append(ChangeEvent(table: row.table, rowID: row.id, fields: [field: .init(value: value, clock: clock)], origin: "shore"))
 }
 events.shuffle(using: &rng)
+let batchBytes = WireCodec.encode(ExchangeRequest(vesselID: "shore", cursor: 0, events: events, upTo: 0))
+print("batch: \(totalEvents) events, \(batchBytes.count) bytes encoded")
 
 // The final rows, merged in memory, as COPY text.
 var final: [UUID: (Row, RowState)] = [:]
@@ -91,6 +129,9 @@ for (table, parent) in [("bench_a", nil as String?), ("bench_b", "a_id"), ("benc
 }
 final = [:]
 rows = []
+events = []
+let batchFile = "\(copyDirectory)/batch"
+FileManager.default.createFile(atPath: batchFile, contents: Data(batchBytes))
 let copies: [(String, String?)] = [("bench_a", nil), ("bench_b", "a_id"), ("bench_c", "b_id")]
 
 let cluster = try TestCluster.start()
@@ -106,9 +147,28 @@ try Fixtures.runScript("""
     CREATE TABLE copy_b (LIKE bench_b INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES, FOREIGN KEY (a_id) REFERENCES copy_a (id));
     CREATE TABLE copy_c (LIKE bench_c INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES, FOREIGN KEY (b_id) REFERENCES copy_b (id));
     """, url: url)
-let schema = try await LocalSchema.load(configuration: configuration, session: db)
-let telemetry = TelemetryWriter(url: url, logger: Fixtures.logger)
-let applier = Applier(schema: schema, session: db, telemetry: telemetry)
+let configurationFile = "\(copyDirectory)/vessel.toml"
+try """
+    [node]
+    role = "vessel"
+    id = "bench"
+    [database]
+    url = "\(url)"
+    [vessel]
+    shore_url = "http://127.0.0.1:9"
+    [[table]]
+    name = "bench_a"
+    route = "broadcast"
+    default_owner = "shared"
+    [[table]]
+    name = "bench_b"
+    route = "broadcast"
+    default_owner = "shared"
+    [[table]]
+    name = "bench_c"
+    route = "broadcast"
+    default_owner = "shared"
+    """.write(toFile: configurationFile, atomically: true, encoding: .utf8)
 
 var applyTimes: [Double] = []
 var copyTimes: [Double] = []
@@ -120,12 +180,15 @@ for round in 1...rounds {
     try await db.execute("TRUNCATE bench_c, bench_b, bench_a, copy_c, copy_b, copy_a")
     try await db.execute("COMMIT")
     try await db.execute("VACUUM ANALYZE")
-    resetPeak()
-    let start = clock.now
-    let report = try await applier.apply(events, from: "shore")
-    let applied = (clock.now - start)
-    peaks.append(residentPeakKB())
-    precondition(report.deadLettered == 0 && report.appliedRows == totalRows, "apply failed: \(report)")
+    let child = try Shell.runCapturing([CommandLine.arguments[0], "--apply-child", url, batchFile, configurationFile])
+    guard child.status == 0, let line = child.output.split(separator: "\n").first(where: { $0.hasPrefix("APPLIED") }) else {
+        fatalError("apply child failed: \(child.output) \(child.error)")
+    }
+    let parts = line.split(separator: " ")
+    precondition(Int(parts[1]) == totalRows && Int(parts[2]) == 0, "apply failed: \(line)")
+    let a = Double(parts[3])!
+    peaks.append(Int(parts[4])!)
+    print(String(format: "  applying process: %.3f s CPU in all (connect and catalog included)", Double(parts[5])!))
 
     let copyStart = clock.now
     try await db.execute("BEGIN")
@@ -139,7 +202,6 @@ for round in 1...rounds {
     }
     try await db.execute("COMMIT")
     let copied = clock.now - copyStart
-    let a = Double(applied.components.seconds) + Double(applied.components.attoseconds) / 1e18
     let c = Double(copied.components.seconds) + Double(copied.components.attoseconds) / 1e18
     applyTimes.append(a)
     copyTimes.append(c)
@@ -154,7 +216,6 @@ precondition(same, "applied rows differ from the copied final rows")
 let medianApply = applyTimes.sorted()[applyTimes.count / 2]
 let medianCopy = copyTimes.sorted()[copyTimes.count / 2]
 print(String(format: "apply throughput: apply/COPY = %.2f (median apply %.3f s, median COPY %.3f s, %d events, %d final rows)", medianCopy / medianApply, medianApply, medianCopy, totalEvents, totalRows))
-print("peak resident memory while applying: \(peaks.max()! / 1024) MB (VmHWM reset before each apply; includes the batch held in memory)")
-await telemetry.close()
+print("peak resident memory of the process applying the batch: \(peaks.max()! / 1024) MB (its own process: reads the \(batchBytes.count / 1024) KB wire batch, decodes it event by event)")
 await db.close()
 try? FileManager.default.removeItem(atPath: copyDirectory)

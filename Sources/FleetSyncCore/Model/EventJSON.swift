@@ -10,7 +10,7 @@ extension ChangeEvent {
             fieldObject[name] = .object(["v": change.value, "c": change.clock.json])
         }
         return .object([
-            "table": .string(table), "row_id": .string(rowID.uuidString.lowercased()), "origin": .string(origin),
+            "table": .string(table), "row_id": .string(rowID.lowercasedText), "origin": .string(origin),
             "position": .number(String(originPosition)), "base_version": .number(String(baseVersion)),
             "fields": .object(fieldObject),
         ])

@@ -36,6 +36,25 @@ public enum WireCodec {
         return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: events, upTo: upTo, status: status)
     }
 
+    /// Decodes a request's events one at a time into `body`, without holding them all: for
+    /// applying very large batches in bounded memory. Returns the request with no events.
+    public static func decodeRequestStreaming(_ bytes: [UInt8], limits: WireLimits = WireLimits(), _ body: (ChangeEvent) -> Void) throws(WireError) -> ExchangeRequest {
+        var reader = WireReader(bytes)
+        let strings = try StringTable.read(&reader, limits: limits)
+        let vessel = try reader.string(limit: 63, what: "vessel id")
+        guard Identifiers.isValidNodeID(vessel) else { throw WireError(.malformed, "vessel id \"\(vessel.prefix(64))\" is not a valid node id") }
+        let exchangeID = try reader.uuid()
+        let cursor = try reader.signed()
+        let upTo = try reader.signed()
+        guard cursor >= 0, upTo >= 0 else { throw WireError(.malformed, "negative cursor or position") }
+        guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
+            throw WireError(.malformed, "status is not an object")
+        }
+        try decodeEvents(&reader, strings: strings, limits: limits, body)
+        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the request") }
+        return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, status: status)
+    }
+
     public static func encode(_ response: ExchangeResponse) -> [UInt8] {
         var strings = StringTable()
         var body = WireWriter()
@@ -83,15 +102,13 @@ public enum WireCodec {
         }
     }
 
-    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits) throws(WireError) -> [ChangeEvent] {
+    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits, _ body: (ChangeEvent) -> Void) throws(WireError) {
         let raw = try r.varint()
         guard raw <= UInt64(limits.maximumEvents) else {
             throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
         }
         guard raw <= UInt64(r.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(r.remaining) bytes left") }
         let count = Int(raw)
-        var events: [ChangeEvent] = []
-        events.reserveCapacity(count)
         var previousPosition: Int64 = 0
         for _ in 0..<count {
             let table = try strings.lookup(r.varint(), what: "table name")
@@ -116,8 +133,13 @@ public enum WireCodec {
                 guard fields[name] == nil else { throw WireError(.malformed, "field \(name.prefix(64)) appears twice in one event") }
                 fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: node))
             }
-            events.append(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base, offboard: flags == 1))
+            body(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base, offboard: flags == 1))
         }
+    }
+
+    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits) throws(WireError) -> [ChangeEvent] {
+        var events: [ChangeEvent] = []
+        try decodeEvents(&r, strings: strings, limits: limits) { events.append($0) }
         return events
     }
 

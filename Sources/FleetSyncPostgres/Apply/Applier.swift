@@ -45,10 +45,25 @@ public struct Applier: Sendable {
         guard events.count <= Self.maximumBatchEvents else {
             throw DatabaseError(context: "applying a batch from \(sender)", message: "batch of \(events.count) events exceeds the limit of \(Self.maximumBatchEvents); nothing was applied")
         }
+        return try await apply(from: sender, cursor: cursor, routes: routes) { consume in events.forEach(consume) }
+    }
+
+    /// Applies a batch whose events `feed` hands over one at a time, so that a large batch (a
+    /// decoded wire message, say) is never held as events all at once: each is compacted into
+    /// its row's group as it arrives.
+    @discardableResult
+    public func apply(from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:], feed: (_ consume: (ChangeEvent) -> Void) throws -> Void) async throws -> ApplyReport {
         var report = ApplyReport()
         var intake = Intake(schema: schema, sender: sender)
         intake.routes = routes
-        for event in events { intake.add(event) }
+        var count = 0
+        try feed { event in
+            count += 1
+            if count <= Self.maximumBatchEvents { intake.add(event) }
+        }
+        guard count <= Self.maximumBatchEvents else {
+            throw DatabaseError(context: "applying a batch from \(sender)", message: "batch of \(count) events exceeds the limit of \(Self.maximumBatchEvents); nothing was applied")
+        }
         report.rejectedEvents = intake.rejectedEvents.count
         report.rejectedFields = intake.rejectedFields.count
         for rejection in intake.rejectedEvents + intake.rejectedFields {
@@ -97,7 +112,7 @@ public struct Applier: Sendable {
             }
             try await DeadLetterQueue.add(group.event, sender: group.sender, error: error, on: session)
             await telemetry.record(kind: "apply_failure", detail: .object([
-                "event": group.event.json, "table": .string(group.table), "row_id": .string(group.rowID.uuidString.lowercased()),
+                "event": group.event.json, "table": .string(group.table), "row_id": .string(group.rowID.lowercasedText),
                 "constraint": error.constraint.map(JSONValue.string) ?? .null, "sql_state": error.sqlState.map(JSONValue.string) ?? .null,
                 "message": .string(error.message),
             ]))

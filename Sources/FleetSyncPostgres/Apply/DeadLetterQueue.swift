@@ -103,7 +103,7 @@ enum ConflictLog {
         guard !conflicts.isEmpty else { return }
         let records = conflicts.map { c in
             JSONValue.object([
-                "table_name": .string(c.table), "row_id": .string(c.rowID.uuidString.lowercased()), "field": .string(c.field),
+                "table_name": .string(c.table), "row_id": .string(c.rowID.lowercasedText), "field": .string(c.field),
                 "kept": .object(["v": c.kept.value, "c": c.kept.clock.json]),
                 "discarded": .object(["v": c.discarded.value, "c": c.discarded.clock.json]),
             ])

@@ -7,6 +7,8 @@ struct Intake {
     let schema: LocalSchema
     let sender: String
     let policies: [String: OwnershipPolicy]
+    /// Writable columns per table, computed once per batch rather than per event.
+    let columnsByTable: [String: [String: PhysicalColumn]]
     /// The vessel each row is routed to, where the caller knows it (the shore).
     var routes: [UUID: String] = [:]
     private(set) var groups: [String: [UUID: RowGroup]] = [:]
@@ -24,20 +26,23 @@ struct Intake {
         var policies: [String: OwnershipPolicy] = [:]
         for table in schema.configuration.tables { policies[table.name] = OwnershipPolicy(table: table, shoreID: shoreID) }
         self.policies = policies
+        var columns: [String: [String: PhysicalColumn]] = [:]
+        for table in schema.tables.keys { columns[table] = schema.writableColumns(of: table) }
+        self.columnsByTable = columns
     }
 
     var quarantine: [QuarantineEntry] { quarantineByRow.values.flatMap(\.values) }
 
     private mutating func rejectEvent(_ event: ChangeEvent, _ reason: String) {
         rejectedEvents.append(.object([
-            "table": .string(String(event.table.prefix(100))), "row_id": .string(event.rowID.uuidString.lowercased()),
+            "table": .string(String(event.table.prefix(100))), "row_id": .string(event.rowID.lowercasedText),
             "sender": .string(sender), "reason": .string(reason),
         ]))
     }
 
     private mutating func rejectField(_ event: ChangeEvent, _ field: String, _ reason: String) {
         rejectedFields.append(.object([
-            "table": .string(event.table), "row_id": .string(event.rowID.uuidString.lowercased()),
+            "table": .string(event.table), "row_id": .string(event.rowID.lowercasedText),
             "field": .string(String(field.prefix(100))), "sender": .string(sender), "reason": .string(reason),
         ]))
     }
@@ -76,7 +81,7 @@ struct Intake {
             admitted = accepted
         }
         guard !admitted.fields.isEmpty else { return }
-        let columns = schema.writableColumns(of: event.table)
+        let columns = columnsByTable[event.table] ?? [:]
         if columns.isEmpty {
             setAside(admitted, fields: admitted.fields, reason: "table \(event.table) is not present on this node")
             return

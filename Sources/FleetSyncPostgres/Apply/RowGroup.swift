@@ -2,12 +2,13 @@ import FleetSyncCore
 import Foundation
 
 /// The incoming change of one row after compaction: every event for the row merged into one
-/// state, with the base version each winning field was written on (for conflict detection).
+/// state, with the lowest base version among them (for conflict detection; kept as one number so
+/// that a large batch stays small in memory).
 struct RowGroup: Sendable {
     var table: String
     var rowID: UUID
     var state: RowState
-    var bases: [String: Int64]
+    var base: Int64
     var sender: String
     /// Arrival index of the row's first event: the sequence order within a table.
     var sequence: Int
@@ -16,18 +17,19 @@ struct RowGroup: Sendable {
         self.table = table
         self.rowID = rowID
         self.state = RowState()
-        self.bases = [:]
+        self.base = Int64.max
         self.sender = sender
         self.sequence = sequence
     }
 
     mutating func merge(_ fields: [String: FieldChange], base: Int64) {
-        for name in state.merge(fields) { bases[name] = base }
+        state.merge(fields)
+        self.base = min(self.base, base)
     }
 
     /// The group as one event, for the dead-letter queue.
     var event: ChangeEvent {
-        ChangeEvent(table: table, rowID: rowID, fields: state.fields, origin: sender, baseVersion: bases.values.min() ?? 0)
+        ChangeEvent(table: table, rowID: rowID, fields: state.fields, origin: sender, baseVersion: base == Int64.max ? 0 : base)
     }
 }
 

@@ -71,7 +71,7 @@ struct TableWriter {
             clocks[name] = change.clock.json
             if name != ChangeEvent.deletedField { object[name] = change.value }
         }
-        object["id"] = .string(id.uuidString.lowercased())
+        object["id"] = .string(id.lowercasedText)
         object["sync_version"] = .number(String(version))
         object["is_deleted"] = .bool(state.isDeleted(configuration.tombstone))
         object["sync_clock"] = .object(clocks)
@@ -80,7 +80,7 @@ struct TableWriter {
 
     private func relayRecord(_ id: UUID, fields: [String: FieldChange]) -> JSONValue {
         .object([
-            "row_id": .string(id.uuidString.lowercased()),
+            "row_id": .string(id.lowercasedText),
             "version": .number(String(fields.values.map(\.clock.counter).max() ?? 0)),
             "delta": .object(fields.mapValues(\.value)),
             "clocks": .object(fields.mapValues(\.clock.json)),
@@ -105,16 +105,19 @@ struct TableWriter {
         let columns = orderedColumns(names)
         var out = ""
         out.reserveCapacity(rows.count * (columns.count * 16 + 120))
+        var clocks = ""
         for (id, state, version) in rows {
-            out += id.uuidString.lowercased()
-            var clocks: [String: JSONValue] = [:]
-            for (name, change) in state.fields { clocks[name] = change.clock.json }
+            out += id.lowercasedText
             for column in columns {
                 out += "\t"
                 guard CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &out) else { return nil }
             }
-            out += "\t\(version)\t\(state.isDeleted(configuration.tombstone) ? "t" : "f")\t"
-            CopyEncoder.escape(JSONValue.object(clocks).serialized, into: &out)
+            out += "\t"
+            out += String(version)
+            out += state.isDeleted(configuration.tombstone) ? "\tt\t" : "\tf\t"
+            clocks.removeAll(keepingCapacity: true)
+            state.writeClocks(to: &clocks)
+            CopyEncoder.escape(clocks, into: &out)
             out += "\n"
         }
         return out
@@ -210,7 +213,7 @@ struct TableWriter {
         var found: [Conflict] = []
         for (name, incoming) in group.state.fields where configuration.owner(of: name) == .shared && name != ChangeEvent.deletedField {
             guard let mine = local.fields[name], mine.clock.node != incoming.clock.node, !mine.clock.node.isEmpty,
-                  mine.value != incoming.value, mine.clock.counter > (group.bases[name] ?? 0) else { continue }
+                  mine.value != incoming.value, mine.clock.counter > group.base else { continue }
             let kept = merged.fields[name]!
             found.append(Conflict(table: group.table, rowID: group.rowID, field: name, kept: kept, discarded: kept == incoming ? mine : incoming))
         }
