@@ -20,20 +20,10 @@ public enum WireCodec {
     }
 
     public static func decodeRequest(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> ExchangeRequest {
-        var reader = WireReader(bytes)
-        let strings = try StringTable.read(&reader, limits: limits)
-        let vessel = try reader.string(limit: 63, what: "vessel id")
-        guard Identifiers.isValidNodeID(vessel) else { throw WireError(.malformed, "vessel id \"\(vessel.prefix(64))\" is not a valid node id") }
-        let exchangeID = try reader.uuid()
-        let cursor = try reader.signed()
-        let upTo = try reader.signed()
-        guard cursor >= 0, upTo >= 0 else { throw WireError(.malformed, "negative cursor or position") }
-        guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
-            throw WireError(.malformed, "status is not an object")
-        }
-        let events = try decodeEvents(&reader, strings: strings, limits: limits)
-        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the request") }
-        return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: events, upTo: upTo, status: status)
+        var events: [ChangeEvent] = []
+        var request = try decodeRequestStreaming(bytes, limits: limits) { events.append($0) }
+        request.events = events
+        return request
     }
 
     /// Decodes a request's events one at a time into `body`, without holding them all: for
