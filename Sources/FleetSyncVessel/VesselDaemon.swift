@@ -10,16 +10,31 @@ import Synchronization
 /// backs off exponentially with jitter while the shore is unreachable; stops between exchanges
 /// on SIGTERM or SIGINT.
 public final class VesselDaemon: Sendable {
-    let sync: VesselSync
+    /// Opens what an exchange needs (database session, schema, transport) and a way to close it.
+    public typealias Connector = @Sendable () async throws -> (sync: VesselSync, close: @Sendable () async -> Void)
+
+    let connect: Connector
+    let logger: Logger
+    let intervalSeconds: Int
+    /// Longest one connect or exchange may take before the daemon gives up on it and reconnects.
+    let deadlineSeconds: Double
     let stopRequested = Atomic<Bool>(false)
 
-    public init(sync: VesselSync) { self.sync = sync }
+    /// - Parameter connect: called before the first exchange and again after any failed one, so
+    ///   that a restarted local database or a broken connection heals by itself.
+    public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, connect: @escaping Connector) {
+        self.intervalSeconds = intervalSeconds
+        self.deadlineSeconds = deadlineSeconds
+        self.logger = logger
+        self.connect = connect
+    }
 
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
 
     public func run() async {
-        var loop = ExchangeLoop(intervalSeconds: Double(sync.configuration.vessel?.intervalSeconds ?? 30))
+        var loop = ExchangeLoop(intervalSeconds: Double(intervalSeconds))
         var action = loop.start()
+        var current: (sync: VesselSync, close: @Sendable () async -> Void)?
         let signals = installSignalHandlers()
         defer { signals.forEach { $0.cancel() } }
         var random = SystemRandomNumberGenerator()
@@ -27,17 +42,34 @@ public final class VesselDaemon: Sendable {
             if stopRequested.load(ordering: .relaxed) { action = loop.stop() }
             switch action {
             case .stop:
-                sync.logger.info("daemon stopped")
+                if let close = current?.close { _ = try? await withDeadline(seconds: 10) { await close() } }
+                logger.info("daemon stopped")
                 return
             case .exchange:
                 do {
-                    let outcome = try await sync.exchangeOnce()
+                    if current == nil {
+                        let connect = self.connect
+                        current = try await withDeadline(seconds: deadlineSeconds) { try await connect() }
+                    }
+                    let sync = current!.sync
+                    let outcome = try await withDeadline(seconds: deadlineSeconds) { try await sync.exchangeOnce() }
                     action = loop.succeeded(pending: outcome.pending)
+                    if !outcome.pending, let close = current?.close {
+                        // Idle: hold no connection while sleeping, so that a restarted or
+                        // dropped local database costs nothing; the next exchange reconnects.
+                        _ = try? await withDeadline(seconds: 10) { await close() }
+                        current = nil
+                    }
                 } catch {
-                    await sync.recordFailure(error)
+                    if let sync = current?.sync {
+                        _ = try? await withDeadline(seconds: 10) { await sync.recordFailure(error) }
+                    }
+                    // Start afresh next time: the failure may have been the connection itself.
+                    if let close = current?.close { _ = try? await withDeadline(seconds: 10) { await close() } }
+                    current = nil
                     action = loop.failed(jitter: Double.random(in: 0..<1, using: &random))
                     if case .sleep(let seconds) = action {
-                        sync.logger.warning("exchange failed; backing off", metadata: ["error": "\(error)", "retry_in_s": "\(Int(seconds))"])
+                        logger.warning("exchange failed; backing off", metadata: ["error": "\(error)", "retry_in_s": "\(Int(seconds))"])
                     }
                 }
             case .sleep(let seconds):
@@ -62,7 +94,7 @@ public final class VesselDaemon: Sendable {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [weak self] in
-                self?.sync.logger.info("stop requested; finishing the current exchange")
+                self?.logger.info("stop requested; finishing the current exchange")
                 self?.requestStop()
             }
             source.resume()

@@ -79,10 +79,29 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let level = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-        try await withVesselSync(configuration, logLevel: level) { sync in
-            await VesselDaemon(sync: sync).run()
+        try requireRole(configuration, .vessel, "run")
+        var daemonLogger = makeLogger("fleetsync.vessel")
+        daemonLogger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        daemonLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
+        let logger = daemonLogger
+        let vessel = configuration.vessel!
+        let transport = try HTTPExchangeTransport(
+            shoreURL: vessel.shoreURL, timeout: .seconds(Int64(vessel.requestTimeoutSeconds)), trustedCertificates: vessel.tlsCA)
+        let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger) {
+            let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: makeLogger("fleetsync.db"))
+            let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
+            do {
+                let schema = try await LocalSchema.load(configuration: configuration, session: session)
+                let sync = VesselSync(configuration: configuration, schema: schema, session: session, telemetry: telemetry, transport: transport, logger: logger)
+                return (sync, { await telemetry.close(); await session.close() })
+            } catch {
+                await telemetry.close()
+                await session.close()
+                throw error
+            }
         }
+        await daemon.run()
+        await transport.shutdown()
     }
 }
 

@@ -229,6 +229,15 @@ final class ExchangeFailureTests: DatabaseTestCase {
             arrived = try await vessel.scalar("SELECT count(*) FROM vessel")
         }
         XCTAssertEqual(arrived, 1, "the daemon recovered and synced")
+        // The vessel's own database drops the daemon's connections: it reconnects by itself.
+        try await vessel.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()")
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('borealis', 'B');", url: fleet.shore.url)
+        var after: Int64 = 1
+        for _ in 0..<150 where after == 1 {
+            try await Task.sleep(for: .milliseconds(200))
+            after = try await vessel.scalar("SELECT count(*) FROM vessel")
+        }
+        XCTAssertEqual(after, 2, "the daemon reconnected to its database and synced again")
         let started = Date()
         XCTAssertEqual(daemon.stop(), 0, "SIGTERM stops the daemon cleanly")
         XCTAssertLessThan(Date().timeIntervalSince(started), 5)
