@@ -152,4 +152,33 @@ final class ExchangeEndToEndTests: DatabaseTestCase {
         let refused = try FleetSyncBinary.run(["sync", "--once", "--config", untrusting])
         XCTAssertNotEqual(refused.status, 0)
     }
+
+    /// The router with three vessels: each receives exactly its partition and the broadcast rows.
+    func testThreeVesselsEachReceiveOnlyTheirPartition() async throws {
+        let ids = ["aurora", "borealis", "cassiopeia"]
+        let fleet = try await Fleet.make(vessels: ids)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        var script = "INSERT INTO certificate_type (code, title) VALUES ('BST', 'Basic safety');\n"
+        for id in ids {
+            script += "INSERT INTO vessel (code, name) VALUES ('\(id)', 'MV \(id)');\n"
+            for n in 1...3 { script += "INSERT INTO seafarer (vessel_code, full_name) VALUES ('\(id)', '\(id) crew \(n)');\n" }
+        }
+        script += "INSERT INTO seafarer (vessel_code, full_name) VALUES (NULL, 'ashore');\n"
+        script += "INSERT INTO certificate (seafarer_id, certificate_type_id, number) SELECT s.id, t.id, s.full_name FROM seafarer s, certificate_type t;\n"
+        try Fixtures.runScript(script, url: fleet.shore.url)
+        for vessel in fleet.vessels { XCTAssertEqual(try fleet.sync(vessel).status, 0) }
+        try await assertConverged(fleet, shore)
+        for vessel in fleet.vessels {
+            let db = try await connect(vessel.url)
+            let foreign: Int64 = try await db.scalar("""
+                SELECT (SELECT count(*) FROM seafarer WHERE vessel_code IS DISTINCT FROM '\(vessel.id)')
+                     + (SELECT count(*) FROM certificate WHERE number NOT LIKE '\(vessel.id) crew %')
+                """)
+            XCTAssertEqual(foreign, 0, "\(vessel.id) received rows of another partition")
+            let own: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM seafarer) + (SELECT count(*) FROM certificate) + (SELECT count(*) FROM vessel)")
+            XCTAssertEqual(own, 3 + 3 + 3, "\(vessel.id): its 3 crew, their 3 certificates and the 3 broadcast vessels")
+        }
+    }
 }

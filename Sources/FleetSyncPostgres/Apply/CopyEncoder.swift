@@ -63,6 +63,11 @@ enum CopyEncoder {
 
     /// COPY text escaping: backslash, and the row and field separators.
     static func escape(_ s: String, into out: inout String) {
+        // Most values need no escaping: append them whole.
+        if !s.utf8.contains(where: { $0 == 0x5C || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
+            out += s
+            return
+        }
         for scalar in s.unicodeScalars {
             switch scalar {
             case "\\": out += "\\\\"
