@@ -22,14 +22,17 @@ extension UUID {
 }
 
 extension RowState {
-    /// Appends the `sync_clock` JSON of this state (`{"field": [counter, "node"], ...}`, keys
-    /// sorted) straight to `out`, without building intermediate values.
+    /// Appends the `sync_clock` JSON of this state (`{"field": [counter, "node"], ...}`) straight
+    /// to `out`, without building intermediate values. Keys come in dictionary order: the text
+    /// only feeds a jsonb column, which orders keys itself.
     public func writeClocks(to out: inout String) {
         out += "{"
-        for (i, name) in fields.keys.sorted().enumerated() {
-            if i > 0 { out += "," }
+        var first = true
+        for (name, change) in fields {
+            if !first { out += "," }
+            first = false
             JSONValue.writeString(name, to: &out)
-            let clock = fields[name]!.clock
+            let clock = change.clock
             out += ":["
             out += String(clock.counter)
             out += ","

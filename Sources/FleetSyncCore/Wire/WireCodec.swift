@@ -100,11 +100,19 @@ public enum WireCodec {
         guard raw <= UInt64(r.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(r.remaining) bytes left") }
         let count = Int(raw)
         var previousPosition: Int64 = 0
+        // Node ids repeat in every event: check each name of the table once.
+        var nodeValidity = [UInt8](repeating: 0, count: strings.count)  // 0 unknown, 1 valid, 2 invalid
+        func node(_ index: UInt64, what: String) throws(WireError) -> String {
+            let name = try strings.lookup(index, what: what)
+            let i = Int(index)
+            if nodeValidity[i] == 0 { nodeValidity[i] = Identifiers.isValidNodeID(name) ? 1 : 2 }
+            guard nodeValidity[i] == 1 else { throw WireError(.malformed, "\(what) \"\(name.prefix(64))\" is not a valid node id") }
+            return name
+        }
         for _ in 0..<count {
             let table = try strings.lookup(r.varint(), what: "table name")
             let rowID = try r.uuid()
-            let origin = try strings.lookup(r.varint(), what: "origin")
-            guard Identifiers.isValidNodeID(origin) else { throw WireError(.malformed, "origin \"\(origin.prefix(64))\" is not a valid node id") }
+            let origin = try node(r.varint(), what: "origin")
             let (position, overflow) = previousPosition.addingReportingOverflow(try r.signed())
             guard !overflow else { throw WireError(.malformed, "event position overflows") }
             previousPosition = position
@@ -117,11 +125,11 @@ public enum WireCodec {
             for _ in 0..<fieldCount {
                 let name = try strings.lookup(r.varint(), what: "field name")
                 let counter = try r.signed()
-                let node = try strings.lookup(r.varint(), what: "clock node")
-                guard counter >= 0, Identifiers.isValidNodeID(node) else { throw WireError(.malformed, "field \(name.prefix(64)) has an invalid clock") }
+                let clockNode = try node(r.varint(), what: "clock node")
+                guard counter >= 0 else { throw WireError(.malformed, "field \(name.prefix(64)) has a negative clock") }
                 let value = try decodeValue(&r, depth: 0, limits: limits)
                 guard fields[name] == nil else { throw WireError(.malformed, "field \(name.prefix(64)) appears twice in one event") }
-                fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: node))
+                fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: clockNode))
             }
             body(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base, offboard: flags == 1))
         }
