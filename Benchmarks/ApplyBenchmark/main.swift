@@ -28,6 +28,8 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
         FileHandle.standardError.write(Data("decode only: \(n) events in \(ContinuousClock.now - t0)\n".utf8))
     }
     try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+    let before = ((try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? "").split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    FileHandle.standardError.write(Data("before apply: \(before)\n".utf8))
     let start = ContinuousClock.now
     var decodeError: (any Error)?
     let report = try await applier.apply(from: "shore") { consume in
@@ -181,6 +183,7 @@ for round in 1...rounds {
     try await db.execute("COMMIT")
     try await db.execute("VACUUM ANALYZE")
     let child = try Shell.runCapturing([CommandLine.arguments[0], "--apply-child", url, batchFile, configurationFile])
+    if environment["SHOW_CHILD"] != nil { print(child.error) }
     guard child.status == 0, let line = child.output.split(separator: "\n").first(where: { $0.hasPrefix("APPLIED") }) else {
         fatalError("apply child failed: \(child.output) \(child.error)")
     }

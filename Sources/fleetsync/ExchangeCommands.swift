@@ -150,7 +150,7 @@ struct StatusCommand: AsyncParsableCommand {
             for v in status.vessels {
                 let contact = v.lastContact.map { "\($0)" } ?? "never"
                 let note = v.cursor < status.prunedBelow ? "  MUST RE-BOOTSTRAP" : ""
-                print("  \(v.id): last contact \(contact), lag \(v.lagEvents) event(s), reported \(v.reported)\(note)")
+                print("  \(v.id): last contact \(contact), \(v.lagEvents) event(s) not yet confirmed applied, reported \(v.reported)\(note)")
             }
         }
     }
