@@ -233,7 +233,9 @@ final class ExchangeFailureTests: DatabaseTestCase {
         try await vessel.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()")
         try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('borealis', 'B');", url: fleet.shore.url)
         var after: Int64 = 1
-        for _ in 0..<150 where after == 1 {
+        // Up to a minute: should the termination hit an exchange in flight, that exchange waits
+        // for its deadline (about 34 s here) before the daemon reconnects.
+        for _ in 0..<300 where after == 1 {
             try await Task.sleep(for: .milliseconds(200))
             after = try await vessel.scalar("SELECT count(*) FROM vessel")
         }
