@@ -44,6 +44,7 @@ struct ServeCommand: AsyncParsableCommand {
         try requireRole(configuration, .shore, "serve")
         var logger = makeLogger("fleetsync.shore")
         logger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        await drainQuarantineAtBoot(configuration, logger: logger)
         try await ShoreServer(configuration: configuration, logger: logger).run { port in
             FileHandle.standardOutput.write(Data("fleetsync serve: listening on port \(port)\n".utf8))
         }
@@ -73,6 +74,19 @@ func withVesselSync<T: Sendable>(_ configuration: FleetSyncConfiguration, logLev
     }
 }
 
+/// At boot a node reads its physical schema; quarantined values whose columns now exist are
+/// applied (respecting clocks) before anything else.
+func drainQuarantineAtBoot(_ configuration: FleetSyncConfiguration, logger: Logger) async {
+    do {
+        let result = try await withApplier(configuration) { try await QuarantineVault.drain(applier: $0) }
+        if result.drained > 0 || result.remaining > 0 {
+            logger.info("quarantine drained at boot", metadata: ["drained": "\(result.drained)", "remaining": "\(result.remaining)"])
+        }
+    } catch {
+        logger.warning("quarantine drain at boot failed; retry with fleetsync quarantine drain", metadata: ["error": "\(error)"])
+    }
+}
+
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run", abstract: "(vessel) Run the sync daemon until SIGTERM.")
     @OptionGroup var options: ConfigOption
@@ -84,6 +98,7 @@ struct RunCommand: AsyncParsableCommand {
         daemonLogger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
         daemonLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
         let logger = daemonLogger
+        await drainQuarantineAtBoot(configuration, logger: logger)
         let vessel = configuration.vessel!
         let transport = try HTTPExchangeTransport(
             shoreURL: vessel.shoreURL, timeout: .seconds(Int64(vessel.requestTimeoutSeconds)), trustedCertificates: vessel.tlsCA)
@@ -113,6 +128,8 @@ struct SyncCommand: AsyncParsableCommand {
     func run() async throws {
         guard once else { throw ValidationError("use fleetsync sync --once (or fleetsync run for the daemon)") }
         let configuration = try options.load()
+        try requireRole(configuration, .vessel, "sync")
+        await drainQuarantineAtBoot(configuration, logger: makeLogger("fleetsync.vessel"))
         let result = try await withVesselSync(configuration, logLevel: .warning) { sync in
             do {
                 return try await sync.syncUntilIdle()

@@ -85,4 +85,25 @@ final class CommandLineTests: DatabaseTestCase {
             XCTAssertTrue(result.error.contains("not built yet"), "\(arguments): \(result.error)")
         }
     }
+
+    func testVesselBootDrainsTheQuarantine() async throws {
+        let url = try await Fixtures.database()
+        let config = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "vessel", url: url))
+        XCTAssertEqual(try FleetSyncBinary.run(["init", "--config", config]).status, 0)
+        let configuration = try ConfigurationLoader.load(text: try String(contentsOfFile: config, encoding: .utf8))
+        let db = try await connect(url)
+        let applier = try await makeApplier(configuration, db)
+        let clock = FieldClock(counter: 3, node: "shore")
+        try await applier.apply([
+            ChangeEvent(table: "vessel", rowID: UUID(), fields: ["code": .init(value: .string("v"), clock: clock), "name": .init(value: .string("n"), clock: clock), "call_sign": .init(value: .string("CS1"), clock: clock)], origin: "shore"),
+        ], from: "shore")
+        try await db.execute("ALTER TABLE vessel ADD COLUMN call_sign text")
+        // The next boot (here `sync --once`, with no shore to reach) applies the quarantined value.
+        let boot = try FleetSyncBinary.run(["sync", "--once", "--config", config])
+        XCTAssertNotEqual(boot.status, 0, "there is no shore")
+        let callSign: String = try await db.scalar("SELECT call_sign FROM vessel")
+        XCTAssertEqual(callSign, "CS1")
+        let left: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.schema_quarantine")
+        XCTAssertEqual(left, 0)
+    }
 }
