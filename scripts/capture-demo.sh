@@ -2,17 +2,10 @@
 # Sets up FleetSync on the example maritime schema and shows a captured change:
 # builds fleetsync, starts a throwaway PostgreSQL 15 cluster, runs `fleetsync init`,
 # makes a few writes and prints what landed in the outbox. Everything is removed at the end.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/install-deps.sh
-echo "==> building fleetsync (first build compiles all dependencies: several minutes)"
-swift build --product fleetsync 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-bin="$(swift build --show-bin-path)/fleetsync"
+source "$(dirname "$0")/build-fleetsync.sh"
 
 work=$(mktemp -d /tmp/fleetsync-demo-XXXXXX); chmod 777 "$work"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pgbin=/usr/lib/postgresql/15/bin
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cleanup() { as_pg "$pgbin/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 echo "==> starting a throwaway PostgreSQL 15 cluster on port $port"

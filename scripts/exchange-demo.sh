@@ -3,17 +3,9 @@
 # builds fleetsync, initializes both nodes on the example maritime schema, starts `fleetsync
 # serve`, makes edits on both sides, runs `fleetsync sync --once` on the vessel and shows that
 # both databases hold the same rows. Everything is stopped and removed at the end.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-source scripts/install-deps.sh
-echo "==> building fleetsync (first build compiles all dependencies: several minutes)"
-swift build --product fleetsync 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' || true
-bin="$(swift build --show-bin-path)/fleetsync"
+source "$(dirname "$0")/build-fleetsync.sh"
 
 work=$(mktemp -d /tmp/fleetsync-demo-XXXXXX); chmod 777 "$work"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pgbin=/usr/lib/postgresql/15/bin
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true

@@ -42,8 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         try requireRole(configuration, .shore, "serve")
-        var logger = makeLogger("fleetsync.shore")
-        logger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        let logger = makeLogger("fleetsync.shore", defaultLevel: .info)
         await drainQuarantineAtBoot(configuration, logger: logger)
         try await ShoreServer(configuration: configuration, logger: logger).run { port in
             FileHandle.standardOutput.write(Data("fleetsync serve: listening on port \(port)\n".utf8))
@@ -94,8 +93,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         try requireRole(configuration, .vessel, "run")
-        var daemonLogger = makeLogger("fleetsync.vessel")
-        daemonLogger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        var daemonLogger = makeLogger("fleetsync.vessel", defaultLevel: .info)
         daemonLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
         let logger = daemonLogger
         await drainQuarantineAtBoot(configuration, logger: logger)

@@ -41,9 +41,10 @@ struct CommandFailure: Error, CustomStringConvertible {
     var description: String
 }
 
-func makeLogger(_ label: String) -> Logger {
+/// A logger whose level is `FLEETSYNC_LOG_LEVEL` when set, else `defaultLevel`.
+func makeLogger(_ label: String, defaultLevel: Logger.Level = .warning) -> Logger {
     var logger = Logger(label: label)
-    logger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    logger.logLevel = ProcessInfo.processInfo.environment["FLEETSYNC_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? defaultLevel
     return logger
 }
 

@@ -6,6 +6,17 @@ import XCTest
 
 /// The `fleetsync` binary as an operator runs it.
 final class CommandLineTests: DatabaseTestCase {
+    /// A vessel database initialized with `fleetsync init`: its configuration file, a session and
+    /// an applier to feed it changes from the shore.
+    func initializedVessel() async throws -> (config: String, db: DatabaseSession, applier: Applier) {
+        let url = try await Fixtures.database()
+        let config = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "vessel", url: url))
+        XCTAssertEqual(try FleetSyncBinary.run(["init", "--config", config]).status, 0)
+        let configuration = try ConfigurationLoader.load(text: try String(contentsOfFile: config, encoding: .utf8))
+        let db = try await connect(url)
+        return (config, db, try await makeApplier(configuration, db))
+    }
+
     func testInitTwiceThenCaptureAndUninstall() async throws {
         let url = try await Fixtures.database()
         let config = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "vessel", url: url))
@@ -46,12 +57,7 @@ final class CommandLineTests: DatabaseTestCase {
     }
 
     func testDeadLetterAndQuarantineCommands() async throws {
-        let url = try await Fixtures.database()
-        let config = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "vessel", url: url))
-        XCTAssertEqual(try FleetSyncBinary.run(["init", "--config", config]).status, 0)
-        let configuration = try ConfigurationLoader.load(text: try String(contentsOfFile: config, encoding: .utf8))
-        let db = try await connect(url)
-        let applier = try await makeApplier(configuration, db)
+        let (config, db, applier) = try await initializedVessel()
         let clock = FieldClock(counter: 3, node: "shore")
         try await applier.apply([
             ChangeEvent(table: "certificate_type", rowID: UUID(), fields: ["code": .init(value: .string("X"), clock: clock), "title": .init(value: .string("t"), clock: clock), "validity_months": .init(value: .number("0"), clock: clock)], origin: "shore"),
@@ -87,12 +93,7 @@ final class CommandLineTests: DatabaseTestCase {
     }
 
     func testVesselBootDrainsTheQuarantine() async throws {
-        let url = try await Fixtures.database()
-        let config = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "vessel", url: url))
-        XCTAssertEqual(try FleetSyncBinary.run(["init", "--config", config]).status, 0)
-        let configuration = try ConfigurationLoader.load(text: try String(contentsOfFile: config, encoding: .utf8))
-        let db = try await connect(url)
-        let applier = try await makeApplier(configuration, db)
+        let (config, db, applier) = try await initializedVessel()
         let clock = FieldClock(counter: 3, node: "shore")
         try await applier.apply([
             ChangeEvent(table: "vessel", rowID: UUID(), fields: ["code": .init(value: .string("v"), clock: clock), "name": .init(value: .string("n"), clock: clock), "call_sign": .init(value: .string("CS1"), clock: clock)], origin: "shore"),
