@@ -31,16 +31,9 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
     let before = ((try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? "").split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
     FileHandle.standardError.write(Data("before apply: \(before)\n".utf8))
     let start = ContinuousClock.now
-    var decodeError: (any Error)?
-    let report = try await applier.apply(from: "shore") { consume in
-        do {
-            _ = try WireCodec.decodeRequestStreaming(bytes, limits: limits, consume)
-        } catch {
-            decodeError = error
-        }
-    }
+    let (_, batch) = try WireEventBatch.request(bytes, limits: limits)
+    let report = try await applier.apply(batch: batch, from: "shore")
     let elapsed = ContinuousClock.now - start
-    if let decodeError { throw decodeError }
     let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
     let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map { Int($0.split(separator: " ")[1]) ?? 0 } ?? 0
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18

@@ -296,4 +296,45 @@ final class ApplierTests: DatabaseTestCase {
         let clocksRight: String = try await vessel.scalar("SELECT sync_clock::text FROM seafarer")
         XCTAssertEqual(clocksLeft, clocksRight)
     }
+
+    /// A wire batch applies a slice of rows at a time: a row's events far apart in the batch still
+    /// merge, children in a later slice than their parents apply, and a failing row is isolated
+    /// slice by slice while the rest applies and the cursor advances.
+    func testWireBatchAppliesSliceBySliceAndIsolatesFailures() async throws {
+        let (configuration, db) = try await installedNode()
+        var applier = try await makeApplier(configuration, db)
+        applier.chunkSize = 3
+        let vesselID = UUID(), typeID = UUID()
+        let seafarers = (0..<10).map { _ in UUID() }
+        let certificates = (0..<10).map { _ in UUID() }
+        var events: [ChangeEvent] = []
+        for i in 0..<10 {
+            // Certificates first: children before parents, and one whose seafarer never arrives.
+            let owner = i == 7 ? UUID() : seafarers[i]
+            events.append(event("certificate", certificates[i], ["seafarer_id": .string(owner.uuidString), "certificate_type_id": .string(typeID.uuidString), "number": .string("C-\(i)"), "status": .string("valid")], clock: 20))
+        }
+        for i in 0..<10 { events.append(event("seafarer", seafarers[i], ["full_name": .string("Sailor \(i)"), "vessel_code": .string("aurora"), "rank": .string("Cadet")], clock: 11)) }
+        events.append(event("certificate_type", typeID, ["code": .string("BST"), "title": .string("Basic safety")], clock: 10))
+        events.append(event("vessel", vesselID, ["code": .string("aurora"), "name": .string("MV Aurora")], clock: 9))
+        for i in 0..<10 { events.append(event("seafarer", seafarers[i], ["rank": .string("Officer \(i)")], clock: 30)) }
+        let bytes = WireCodec.encode(ExchangeRequest(vesselID: "shore", exchangeID: UUID(), cursor: 0, events: events, upTo: 77, status: [:]))
+        let (_, batch) = try WireEventBatch.request(bytes)
+
+        let report = try await applier.apply(batch: batch, from: "shore", cursor: 77)
+        XCTAssertEqual(report.deadLettered, 1, "the certificate whose seafarer never arrived")
+        XCTAssertEqual(report.appliedRows, 1 + 1 + 10 + 9)
+        let ranks: String = try await db.scalar("SELECT string_agg(rank, ',' ORDER BY full_name) FROM seafarer")
+        XCTAssertEqual(ranks, (0..<10).map { "Officer \($0)" }.joined(separator: ","), "updates at the end of the batch merged into their rows")
+        let certificateCount: Int64 = try await db.scalar("SELECT count(*) FROM certificate")
+        XCTAssertEqual(certificateCount, 9)
+        let dead: String = try await db.scalar("SELECT row_id::text FROM fleetsync.dead_letter")
+        XCTAssertEqual(dead, certificates[7].lowercasedText)
+        let cursor: Int64 = try await db.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
+        XCTAssertEqual(cursor, 77)
+
+        // Applied again, slice by slice, it changes nothing.
+        let again = try await applier.apply(batch: batch, from: "shore", cursor: 77)
+        XCTAssertEqual(again.appliedRows, 0)
+        XCTAssertEqual(again.unchangedRows, 21)
+    }
 }

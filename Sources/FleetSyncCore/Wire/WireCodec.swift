@@ -31,6 +31,14 @@ public enum WireCodec {
     public static func decodeRequestStreaming(_ bytes: [UInt8], limits: WireLimits = WireLimits(), _ body: (ChangeEvent) -> Void) throws(WireError) -> ExchangeRequest {
         var reader = WireReader(bytes)
         let strings = try StringTable.read(&reader, limits: limits)
+        let request = try decodeRequestHeader(&reader, limits: limits)
+        try decodeEvents(&reader, strings: strings, limits: limits, body)
+        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the request") }
+        return request
+    }
+
+    /// A request's fields before its events; the request returned has no events.
+    static func decodeRequestHeader(_ reader: inout WireReader, limits: WireLimits) throws(WireError) -> ExchangeRequest {
         let vessel = try reader.string(limit: 63, what: "vessel id")
         guard Identifiers.isValidNodeID(vessel) else { throw WireError(.malformed, "vessel id \"\(vessel.prefix(64))\" is not a valid node id") }
         let exchangeID = try reader.uuid()
@@ -40,8 +48,6 @@ public enum WireCodec {
         guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
             throw WireError(.malformed, "status is not an object")
         }
-        try decodeEvents(&reader, strings: strings, limits: limits, body)
-        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the request") }
         return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, status: status)
     }
 
@@ -93,46 +99,69 @@ public enum WireCodec {
     }
 
     static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits, _ body: (ChangeEvent) -> Void) throws(WireError) {
+        try decodeEvents(&r, strings: strings, limits: limits) { (_: Int, event: ChangeEvent) in body(event) }
+    }
+
+    /// Decodes the event list, handing each event with the offset it starts at (for ``decodeEvent(at:)``).
+    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits, _ body: (Int, ChangeEvent) throws(WireError) -> Void) throws(WireError) {
         let raw = try r.varint()
         guard raw <= UInt64(limits.maximumEvents) else {
             throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
         }
         guard raw <= UInt64(r.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(r.remaining) bytes left") }
-        let count = Int(raw)
         var previousPosition: Int64 = 0
-        // Node ids repeat in every event: check each name of the table once.
-        var nodeValidity = [UInt8](repeating: 0, count: strings.count)  // 0 unknown, 1 valid, 2 invalid
-        func node(_ index: UInt64, what: String) throws(WireError) -> String {
+        var nodes = NodeNames(strings: strings)
+        for _ in 0..<Int(raw) {
+            let offset = r.offset
+            let event = try decodeEvent(&r, nodes: &nodes, limits: limits, previousPosition: previousPosition)
+            previousPosition = event.originPosition
+            try body(offset, event)
+        }
+    }
+
+    /// Node ids repeat in every event: each name of the table is checked once.
+    struct NodeNames {
+        let strings: [String]
+        var validity: [UInt8]  // 0 unknown, 1 valid, 2 invalid
+
+        init(strings: [String]) {
+            self.strings = strings
+            self.validity = [UInt8](repeating: 0, count: strings.count)
+        }
+
+        mutating func node(_ index: UInt64, what: String) throws(WireError) -> String {
             let name = try strings.lookup(index, what: what)
             let i = Int(index)
-            if nodeValidity[i] == 0 { nodeValidity[i] = Identifiers.isValidNodeID(name) ? 1 : 2 }
-            guard nodeValidity[i] == 1 else { throw WireError(.malformed, "\(what) \"\(name.prefix(64))\" is not a valid node id") }
+            if validity[i] == 0 { validity[i] = Identifiers.isValidNodeID(name) ? 1 : 2 }
+            guard validity[i] == 1 else { throw WireError(.malformed, "\(what) \"\(name.prefix(64))\" is not a valid node id") }
             return name
         }
-        for _ in 0..<count {
-            let table = try strings.lookup(r.varint(), what: "table name")
-            let rowID = try r.uuid()
-            let origin = try node(r.varint(), what: "origin")
-            let (position, overflow) = previousPosition.addingReportingOverflow(try r.signed())
-            guard !overflow else { throw WireError(.malformed, "event position overflows") }
-            previousPosition = position
-            let base = try r.signed()
-            let flags = try r.byte()
-            guard flags <= 1 else { throw WireError(.malformed, "unknown event flags \(flags)") }
-            let fieldCount = try r.count(limit: limits.maximumFieldsPerEvent, what: "field")
-            var fields: [String: FieldChange] = [:]
-            fields.reserveCapacity(fieldCount)
-            for _ in 0..<fieldCount {
-                let name = try strings.lookup(r.varint(), what: "field name")
-                let counter = try r.signed()
-                let clockNode = try node(r.varint(), what: "clock node")
-                guard counter >= 0 else { throw WireError(.malformed, "field \(name.prefix(64)) has a negative clock") }
-                let value = try decodeValue(&r, depth: 0, limits: limits)
-                guard fields[name] == nil else { throw WireError(.malformed, "field \(name.prefix(64)) appears twice in one event") }
-                fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: clockNode))
-            }
-            body(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base, offboard: flags == 1))
+    }
+
+    /// Decodes one event at the reader's offset; its position is `previousPosition` plus the delta sent.
+    static func decodeEvent(_ r: inout WireReader, nodes: inout NodeNames, limits: WireLimits, previousPosition: Int64) throws(WireError) -> ChangeEvent {
+        let strings = nodes.strings
+        let table = try strings.lookup(r.varint(), what: "table name")
+        let rowID = try r.uuid()
+        let origin = try nodes.node(r.varint(), what: "origin")
+        let (position, overflow) = previousPosition.addingReportingOverflow(try r.signed())
+        guard !overflow else { throw WireError(.malformed, "event position overflows") }
+        let base = try r.signed()
+        let flags = try r.byte()
+        guard flags <= 1 else { throw WireError(.malformed, "unknown event flags \(flags)") }
+        let fieldCount = try r.count(limit: limits.maximumFieldsPerEvent, what: "field")
+        var fields: [String: FieldChange] = [:]
+        fields.reserveCapacity(fieldCount)
+        for _ in 0..<fieldCount {
+            let name = try strings.lookup(r.varint(), what: "field name")
+            let counter = try r.signed()
+            let clockNode = try nodes.node(r.varint(), what: "clock node")
+            guard counter >= 0 else { throw WireError(.malformed, "field \(name.prefix(64)) has a negative clock") }
+            let value = try decodeValue(&r, depth: 0, limits: limits)
+            guard fields[name] == nil else { throw WireError(.malformed, "field \(name.prefix(64)) appears twice in one event") }
+            fields[name] = FieldChange(value: value, clock: FieldClock(counter: counter, node: clockNode))
         }
+        return ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin, originPosition: position, baseVersion: base, offboard: flags == 1)
     }
 
     static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits) throws(WireError) -> [ChangeEvent] {

@@ -39,75 +39,121 @@ public struct Applier: Sendable {
     /// Applies `events` received from `sender` and, in the same transaction, records `cursor` as
     /// the position reached in the sender's stream. Applying the same batch twice changes nothing
     /// the second time.
-    @discardableResult
     /// - Parameter routes: on the shore, the vessel each row is routed to, which owns its `vessel` fields.
+    @discardableResult
     public func apply(_ events: [ChangeEvent], from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:]) async throws -> ApplyReport {
-        guard events.count <= Self.maximumBatchEvents else {
-            throw DatabaseError(context: "applying a batch from \(sender)", message: "batch of \(events.count) events exceeds the limit of \(Self.maximumBatchEvents); nothing was applied")
-        }
-        return try await apply(from: sender, cursor: cursor, routes: routes) { consume in events.forEach(consume) }
+        try await apply(batch: events, from: sender, cursor: cursor, routes: routes)
     }
 
-    /// Applies a batch whose events `feed` hands over one at a time, so that a large batch (a
-    /// decoded wire message, say) is never held as events all at once: each is compacted into
-    /// its row's group as it arrives.
+    /// What one slice of rows became after intake: row groups to write, values set aside, rejections.
+    struct PreparedChunk: Sendable {
+        var groups: [RowGroup] = []
+        var quarantine: [QuarantineEntry] = []
+        var rejectedEvents: [JSONValue] = []
+        var rejectedFields: [JSONValue] = []
+    }
+
+    /// Applies a batch a slice of rows at a time, so that memory is bounded by the slice (and the
+    /// batch's own form: its encoded bytes for a ``WireEventBatch``), not by the batch: a first
+    /// read indexes where each row's events are; then, table by table in plan order, each slice's
+    /// events are decoded again, compacted per row and written, all in one transaction with the
+    /// advanced cursor. The next slice is prepared while the database works on the current one.
+    /// When a row fails, the transaction rolls back and the batch is applied again slice by
+    /// slice, isolating failing rows (``isolate(_:quarantine:report:)``).
     @discardableResult
-    public func apply(from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:], feed: (_ consume: (ChangeEvent) -> Void) throws -> Void) async throws -> ApplyReport {
+    public func apply(batch: some ChangeBatch, from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:]) async throws -> ApplyReport {
+        var index = BatchIndex()
+        try batch.scan { token, event in
+            guard index.count < Self.maximumBatchEvents else {
+                throw DatabaseError(context: "applying a batch from \(sender)", message: "batch exceeds the limit of \(Self.maximumBatchEvents) events; nothing was applied")
+            }
+            index.add(token: token, event: event)
+        }
+        let plan = schema.plan
+        let chunks = index.chunks(tableOrder: plan.tableOrder, whole: Set(plan.selfReferences.keys), size: chunkSize)
+        let offboards = Self.orderedOffboards(index.offboards, schema: schema)
         var report = ApplyReport()
-        var intake = Intake(schema: schema, sender: sender)
-        intake.routes = routes
-        var count = 0
-        try feed { event in
-            count += 1
-            if count <= Self.maximumBatchEvents { intake.add(event) }
+        report.offboardedRows = offboards.reduce(0) { $0 + $1.ids.count }
+        let prepare: @Sendable (Int) throws -> PreparedChunk? = { [self, index] i in
+            i < chunks.count ? try prepareChunk(chunks[i], index: index, batch: batch, sender: sender, routes: routes) : nil
         }
-        guard count <= Self.maximumBatchEvents else {
-            throw DatabaseError(context: "applying a batch from \(sender)", message: "batch of \(count) events exceeds the limit of \(Self.maximumBatchEvents); nothing was applied")
+        let schema = self.schema
+        var rejected: (events: [JSONValue], fields: [JSONValue]) = ([], [])
+        do {
+            let (outcome, quarantine, rejections) = try await session.transaction { db in
+                var total = TableWriter.Outcome()
+                var quarantine: [QuarantineEntry] = []
+                var rejections: (events: [JSONValue], fields: [JSONValue]) = ([], [])
+                try await Self.markApplying(on: db)
+                var current = try prepare(0)
+                var i = 0
+                while let chunk = current {
+                    // The next slice is decoded and compacted while this one is written.
+                    let following = i + 1
+                    async let upcoming = prepare(following)
+                    total.add(try await writeRows(chunk.groups, on: db))
+                    quarantine += chunk.quarantine
+                    rejections.events += chunk.rejectedEvents
+                    rejections.fields += chunk.rejectedFields
+                    current = try await upcoming
+                    i += 1
+                }
+                try await Self.advanceClock(past: total.highestCounter, on: db)
+                try await QuarantineVault.store(quarantine, on: db)
+                try await Self.removeOffboarded(offboards, schema: schema, on: db)
+                if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
+                return (total, quarantine, rejections)
+            }
+            report.add(outcome)
+            report.quarantinedFields += quarantine.reduce(0) { $0 + $1.state.fields.count }
+            rejected = rejections
+        } catch let error as DatabaseError where Self.isRowError(error) {
+            // Apply again slice by slice, isolating the rows that fail.
+            var quarantine: [QuarantineEntry] = []
+            for i in chunks.indices {
+                guard var chunk = try prepare(i) else { continue }
+                rejected.events += chunk.rejectedEvents
+                rejected.fields += chunk.rejectedFields
+                try await isolate(chunk.groups, quarantine: &chunk.quarantine, report: &report)
+                quarantine += chunk.quarantine
+            }
+            let pending = quarantine
+            try await session.transaction { db in
+                try await QuarantineVault.store(pending, on: db)
+                try await Self.removeOffboarded(offboards, schema: schema, on: db)
+                if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
+            }
+            report.quarantinedFields += pending.reduce(0) { $0 + $1.state.fields.count }
         }
-        report.rejectedEvents = intake.rejectedEvents.count
-        report.rejectedFields = intake.rejectedFields.count
-        for rejection in intake.rejectedEvents + intake.rejectedFields {
+        report.rejectedEvents = rejected.events.count
+        report.rejectedFields = rejected.fields.count
+        for rejection in rejected.events + rejected.fields {
             await telemetry.record(kind: "rejected_change", detail: rejection)
         }
-        let groups = intake.orderedGroups()
-        var quarantine = intake.quarantine
-        let offboards = intake.orderedOffboards()
-        report.offboardedRows = offboards.reduce(0) { $0 + $1.ids.count }
-        let schema = self.schema
-        try await applyIsolating(groups, quarantine: &quarantine, report: &report, finish: { db, quarantine in
-            try await QuarantineVault.store(quarantine, on: db)
-            try await Self.removeOffboarded(offboards, schema: schema, on: db)
-            if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
-        })
         return report
     }
 
-    /// Applies `groups` in one transaction with `finish`; on a row error, bisects until each
-    /// failing row is alone, sends it to the quarantine or the dead-letter queue, and applies the rest.
-    func applyIsolating(_ groups: [RowGroup], quarantine: inout [QuarantineEntry], report: inout ApplyReport, finish: @Sendable (DatabaseSession, [QuarantineEntry]) async throws -> Void) async throws {
-        let pending = quarantine
-        do {
-            let outcome = try await session.transaction { db in
-                let outcome = try await write(groups, on: db)
-                try await finish(db, pending)
-                return outcome
-            }
-            report.add(outcome)
-            report.quarantinedFields += pending.reduce(0) { $0 + $1.state.fields.count }
-            return
-        } catch let error as DatabaseError where Self.isRowError(error) && !groups.isEmpty {
-            // Fall through to isolation below.
+    /// Decodes one slice's events and runs them through intake.
+    func prepareChunk(_ chunk: BatchIndex.Chunk, index: BatchIndex, batch: some ChangeBatch, sender: String, routes: [UUID: String]) throws -> PreparedChunk {
+        var intake = Intake(schema: schema, sender: sender)
+        intake.routes = routes
+        for row in chunk.rows {
+            try index.forEachToken(of: row) { token in intake.add(try batch.event(at: token)) }
         }
+        return PreparedChunk(groups: intake.orderedGroups(), quarantine: intake.quarantine,
+                             rejectedEvents: intake.rejectedEvents, rejectedFields: intake.rejectedFields)
+    }
+
+    /// Writes `groups`, each attempt in a transaction of its own; on a row error, bisects until
+    /// each failing row is alone, moves values that do not fit their columns into `quarantine`
+    /// and what else fails into the dead-letter queue (with telemetry), and writes the rest.
+    func isolate(_ groups: [RowGroup], quarantine: inout [QuarantineEntry], report: inout ApplyReport) async throws {
         var failures: [(RowGroup, DatabaseError)] = []
         try await bisect(groups[...], failures: &failures, report: &report)
         for (group, error) in failures {
             if let moved = try await quarantineBadValues(group, error: error) {
                 quarantine.append(moved.quarantined)
-                if let rest = moved.rest {
-                    var inner: [QuarantineEntry] = []
-                    try await applyIsolating([rest], quarantine: &inner, report: &report, finish: { _, _ in })
-                    quarantine += inner
-                }
+                if let rest = moved.rest { try await isolate([rest], quarantine: &quarantine, report: &report) }
                 continue
             }
             try await DeadLetterQueue.add(group.event, sender: group.sender, error: error, on: session)
@@ -118,9 +164,14 @@ public struct Applier: Sendable {
             ]))
             report.deadLettered += 1
         }
-        let rest = quarantine
-        try await session.transaction { db in try await finish(db, rest) }
-        report.quarantinedFields += rest.reduce(0) { $0 + $1.state.fields.count }
+    }
+
+    /// Offboarded rows by table, children's tables first (the order to delete them in).
+    static func orderedOffboards(_ offboards: [String: Set<UUID>], schema: LocalSchema) -> [(table: String, ids: [UUID])] {
+        schema.plan.tableOrder.reversed().compactMap { table in
+            guard let ids = offboards[table], !ids.isEmpty else { return nil }
+            return (table, ids.sorted { $0.uuidString < $1.uuidString })
+        }
     }
 
     private func bisect(_ groups: ArraySlice<RowGroup>, failures: inout [(RowGroup, DatabaseError)], report: inout ApplyReport) async throws {
@@ -141,7 +192,14 @@ public struct Applier: Sendable {
 
     /// Writes groups in plan order inside the caller's transaction.
     func write(_ groups: [RowGroup], on db: DatabaseSession) async throws -> TableWriter.Outcome {
-        try await db.execute("SET LOCAL fleetsync.applying = 'on'", context: "marking the transaction as the sync engine's")
+        try await Self.markApplying(on: db)
+        let outcome = try await writeRows(groups, on: db)
+        try await Self.advanceClock(past: outcome.highestCounter, on: db)
+        return outcome
+    }
+
+    /// Writes groups in plan order, in a transaction already marked as the sync engine's.
+    func writeRows(_ groups: [RowGroup], on db: DatabaseSession) async throws -> TableWriter.Outcome {
         var total = TableWriter.Outcome()
         var start = 0
         while start < groups.count {
@@ -150,21 +208,24 @@ public struct Applier: Sendable {
             while end < groups.count && groups[end].table == table && end - start < chunkSize { end += 1 }
             var writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
             if configuration.role == .shore { writer.relayFrom = groups[start].sender }
-            let outcome = try await writer.write(Array(groups[start..<end]), on: db)
-            total.applied += outcome.applied
-            total.unchanged += outcome.unchanged
-            total.conflicts += outcome.conflicts
-            total.highestCounter = max(total.highestCounter, outcome.highestCounter)
+            total.add(try await writer.write(Array(groups[start..<end]), on: db))
             start = end
-        }
-        if total.highestCounter > 0 {
-            var binds = PostgresBindings()
-            binds.append(total.highestCounter)
-            // The node's Lamport counter moves past every clock it has seen.
-            try await db.execute("SELECT setval('fleetsync.lamport', $1) FROM fleetsync.lamport WHERE last_value < $1", binds, context: "advancing the logical clock")
         }
         try await ConflictLog.record(total.conflicts, on: db)
         return total
+    }
+
+    /// Marks the transaction as the sync engine's: capture triggers let its writes through.
+    static func markApplying(on db: DatabaseSession) async throws {
+        try await db.execute("SET LOCAL fleetsync.applying = 'on'", context: "marking the transaction as the sync engine's")
+    }
+
+    /// Moves the node's Lamport counter past every clock it has seen.
+    static func advanceClock(past counter: Int64, on db: DatabaseSession) async throws {
+        guard counter > 0 else { return }
+        var binds = PostgresBindings()
+        binds.append(counter)
+        try await db.execute("SELECT setval('fleetsync.lamport', $1) FROM fleetsync.lamport WHERE last_value < $1", binds, context: "advancing the logical clock")
     }
 
     /// Moves the fields of a single failing row whose values do not fit their local columns into
@@ -230,6 +291,15 @@ public struct Applier: Sendable {
     static func isValueError(_ error: DatabaseError) -> Bool {
         guard let state = error.sqlState else { return false }
         return state.hasPrefix("22") || state == "42804"
+    }
+}
+
+extension TableWriter.Outcome {
+    mutating func add(_ other: TableWriter.Outcome) {
+        applied += other.applied
+        unchanged += other.unchanged
+        conflicts += other.conflicts
+        highestCounter = max(highestCounter, other.highestCounter)
     }
 }
 

@@ -8,6 +8,27 @@ import FleetSyncCore
 /// array columns, and the wrapped values of json/jsonb columns. Anything else (a composite type's
 /// object) returns nil and the caller falls back to JSON records.
 enum CopyEncoder {
+    /// Whether ``append(_:column:to:)`` can encode `value` for `column`.
+    static func canEncode(_ value: JSONValue, column: PhysicalColumn) -> Bool {
+        if ColumnCodec.isJSON(column.type) {
+            switch value {
+            case .null: return true
+            case .array(let wrapped): return wrapped.count == 1
+            default: return false
+            }
+        }
+        switch value {
+        case .null, .bool, .number, .string: return true
+        case .array(let items): return column.type.hasSuffix("[]") && items.allSatisfy(encodableInArray)
+        case .object: return false
+        }
+    }
+
+    private static func encodableInArray(_ item: JSONValue) -> Bool {
+        if case .array(let inner) = item { return inner.allSatisfy(encodableInArray) }
+        return true
+    }
+
     /// Appends one field, COPY-escaped.
     static func append(_ value: JSONValue, column: PhysicalColumn, to out: inout String) -> Bool {
         if ColumnCodec.isJSON(column.type) {

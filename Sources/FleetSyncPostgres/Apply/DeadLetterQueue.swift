@@ -58,8 +58,10 @@ public enum DeadLetterQueue {
             intake.add(event)
             quarantine = intake.quarantine
             let before = try await count(on: applier.session)
-            try await applier.applyIsolating(intake.orderedGroups(), quarantine: &quarantine, report: &report) { db, quarantine in
-                try await QuarantineVault.store(quarantine, on: db)
+            try await applier.isolate(intake.orderedGroups(), quarantine: &quarantine, report: &report)
+            if !quarantine.isEmpty {
+                let pending = quarantine
+                try await applier.session.transaction { db in try await QuarantineVault.store(pending, on: db) }
             }
             let after = try await count(on: applier.session)
             var binds = PostgresBindings()

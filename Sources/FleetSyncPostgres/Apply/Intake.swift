@@ -103,14 +103,6 @@ struct Intake {
         quarantineByRow[event.table, default: [:]][event.rowID] = entry
     }
 
-    /// Offboarded rows by table, children's tables first (the order to delete them in).
-    func orderedOffboards() -> [(table: String, ids: [UUID])] {
-        schema.plan.tableOrder.reversed().compactMap { table in
-            guard let ids = offboards[table], !ids.isEmpty else { return nil }
-            return (table, ids.sorted { $0.uuidString < $1.uuidString })
-        }
-    }
-
     /// All row groups in apply order: tables by plan, rows by sequence, parents before children.
     func orderedGroups() -> [RowGroup] {
         var ordered: [RowGroup] = []

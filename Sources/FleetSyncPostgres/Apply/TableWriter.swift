@@ -51,8 +51,8 @@ struct TableWriter {
             }
             outcome.applied += 1
         }
-        if !newRows.isEmpty, let text = copyText(newRows, columns: insertColumns) {
-            try await copy(text, columns: insertColumns, on: db)
+        if !newRows.isEmpty, canCopy(newRows, columns: insertColumns) {
+            try await copy(newRows, columns: insertColumns, on: db)
         } else if !newRows.isEmpty {
             inserts = newRows.map { record(id: $0.0, state: $0.1, version: $0.2) }
             try await insert(inserts, columns: insertColumns, on: db)
@@ -100,17 +100,22 @@ struct TableWriter {
             """, binds, context: "queueing \(configuration.name) changes for the fleet")
     }
 
-    /// New rows as COPY text, or nil when a value cannot travel that way.
-    private func copyText(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>) -> String? {
+    /// Whether every value of the new rows can travel as COPY text.
+    private func canCopy(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>) -> Bool {
         let columns = orderedColumns(names)
-        var out = ""
-        out.reserveCapacity(rows.count * (columns.count * 16 + 120))
+        return rows.allSatisfy { row in
+            columns.allSatisfy { CopyEncoder.canEncode(row.1.fields[$0.name]?.value ?? .null, column: $0) }
+        }
+    }
+
+    /// Appends new rows to `out` as COPY text.
+    private func appendCopyText(_ rows: ArraySlice<(UUID, RowState, Int64)>, columns: [PhysicalColumn], to out: inout String) {
         var clocks = ""
         for (id, state, version) in rows {
             out += id.lowercasedText
             for column in columns {
                 out += "\t"
-                guard CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &out) else { return nil }
+                _ = CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &out)
             }
             out += "\t"
             out += String(version)
@@ -120,18 +125,25 @@ struct TableWriter {
             CopyEncoder.escape(clocks, into: &out)
             out += "\n"
         }
-        return out
     }
 
-    private func copy(_ text: String, columns names: Set<String>, on db: DatabaseSession) async throws {
+    /// Copies new rows in pieces, so that the server parses one piece while the next is encoded.
+    private func copy(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>, on db: DatabaseSession) async throws {
         // postgres-nio wraps the table and each column in double quotes itself; pass the names
         // with inner quotes doubled, and the schema joined so that the result is "schema"."table".
         func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
-        let columns = (["id"] + orderedColumns(names).map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
+        let ordered = orderedColumns(names)
+        let columns = (["id"] + ordered.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
+        let piece = 500
         do {
             try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
-                try await writer.write(ByteBuffer(string: text))
+                var text = ""
+                for start in stride(from: 0, to: rows.count, by: piece) {
+                    text.removeAll(keepingCapacity: true)
+                    appendCopyText(rows[start..<min(start + piece, rows.count)], columns: ordered, to: &text)
+                    try await writer.write(ByteBuffer(string: text))
+                }
             }
         } catch {
             throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
