@@ -30,6 +30,15 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
     try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
     let before = ((try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? "").split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
     FileHandle.standardError.write(Data("before apply: \(before)\n".utf8))
+    // The CPU time of the database backend that applies, read from /proc (same machine).
+    let backend: Int32 = try await db.scalar("SELECT pg_backend_pid()")
+    func backendCPU() -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(backend)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return (Double(fields[11]) ?? 0) / 100 + (Double(fields[12]) ?? 0) / 100  // utime, stime in ticks
+    }
+    let backendBefore = backendCPU()
     let start = ContinuousClock.now
     let (_, batch) = try WireEventBatch.request(bytes, limits: limits)
     let report = try await applier.apply(batch: batch, from: "shore")
@@ -40,7 +49,7 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue == 0 ? __rusage_who_t(0) : __rusage_who_t(0), &usage)
     let cpu = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
-    print("APPLIED \(report.appliedRows) \(report.deadLettered) \(seconds) \(peak) \(cpu)")
+    print("APPLIED \(report.appliedRows) \(report.deadLettered) \(seconds) \(peak) \(cpu) \(backendCPU() - backendBefore)")
     await telemetry.close()
     await db.close()
     exit(0)
@@ -184,7 +193,7 @@ for round in 1...rounds {
     precondition(Int(parts[1]) == totalRows && Int(parts[2]) == 0, "apply failed: \(line)")
     let a = Double(parts[3])!
     peaks.append(Int(parts[4])!)
-    print(String(format: "  applying process: %.3f s CPU in all (connect and catalog included)", Double(parts[5])!))
+    print(String(format: "  applying process: %.3f s CPU in all (connect and catalog included); its database backend: %.2f s CPU while applying", Double(parts[5])!, Double(parts[6])!))
 
     let copyStart = clock.now
     try await db.execute("BEGIN")

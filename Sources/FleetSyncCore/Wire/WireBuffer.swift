@@ -147,6 +147,14 @@ public struct WireReader {
         return s
     }
 
+    /// Skips a length-prefixed string, checking its length but not its text.
+    public mutating func skipBytes(limit: Int, what: String) throws(WireError) {
+        let n = try varint()
+        guard n <= UInt64(limit) else { throw WireError(.tooLarge, "\(what) of \(n) bytes exceeds the limit of \(limit)") }
+        guard n <= UInt64(remaining) else { throw WireError(.truncated, "\(what) of \(n) bytes is cut off after \(remaining)") }
+        offset += Int(n)
+    }
+
     public mutating func uuid() throws(WireError) -> UUID {
         guard remaining >= 16 else { throw WireError(.truncated, "a 16-byte id is cut off after \(remaining) bytes") }
         var t: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)

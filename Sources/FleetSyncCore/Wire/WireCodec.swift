@@ -138,6 +138,45 @@ public enum WireCodec {
         }
     }
 
+    /// Reads one event's row and skips the rest, checking its structure but building no values.
+    static func skimEvent(_ r: inout WireReader, nodes: inout NodeNames, limits: WireLimits) throws(WireError) -> EventRow {
+        let table = try nodes.strings.lookup(r.varint(), what: "table name")
+        let rowID = try r.uuid()
+        _ = try nodes.node(r.varint(), what: "origin")
+        _ = try r.signed()
+        _ = try r.signed()
+        let flags = try r.byte()
+        guard flags <= 1 else { throw WireError(.malformed, "unknown event flags \(flags)") }
+        let fieldCount = try r.count(limit: limits.maximumFieldsPerEvent, what: "field")
+        for _ in 0..<fieldCount {
+            _ = try nodes.strings.lookup(r.varint(), what: "field name")
+            guard try r.signed() >= 0 else { throw WireError(.malformed, "a field has a negative clock") }
+            _ = try nodes.node(r.varint(), what: "clock node")
+            try skipValue(&r, depth: 0, limits: limits)
+        }
+        return EventRow(table: table, rowID: rowID, offboard: flags == 1)
+    }
+
+    static func skipValue(_ r: inout WireReader, depth: Int, limits: WireLimits) throws(WireError) {
+        guard depth <= JSONParser.maximumDepth else { throw WireError(.malformed, "value nested deeper than \(JSONParser.maximumDepth)") }
+        let raw = try r.byte()
+        guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
+        switch tag {
+        case .null, .false, .true: return
+        case .number: try r.skipBytes(limit: 1_024, what: "number")
+        case .string: try r.skipBytes(limit: limits.maximumStringBytes, what: "string value")
+        case .array:
+            let n = try r.count(limit: limits.maximumBodyBytes, what: "array element")
+            for _ in 0..<n { try skipValue(&r, depth: depth + 1, limits: limits) }
+        case .object:
+            let n = try r.count(limit: limits.maximumBodyBytes, what: "object member")
+            for _ in 0..<n {
+                try r.skipBytes(limit: limits.maximumStringBytes, what: "object key")
+                try skipValue(&r, depth: depth + 1, limits: limits)
+            }
+        }
+    }
+
     /// Decodes one event at the reader's offset; its position is `previousPosition` plus the delta sent.
     static func decodeEvent(_ r: inout WireReader, nodes: inout NodeNames, limits: WireLimits, previousPosition: Int64) throws(WireError) -> ChangeEvent {
         let strings = nodes.strings

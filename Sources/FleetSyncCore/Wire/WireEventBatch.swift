@@ -1,6 +1,6 @@
 /// The events of an exchange message left in their encoded form: a ``ChangeBatch`` whose first
-/// scan decodes and checks every event, and whose events are decoded again, one at a time, at
-/// the byte offset the scan handed out. A 100,000-event batch then costs its encoded bytes in
+/// scan reads each event's row and checks its structure, and whose events are decoded, one at a
+/// time, at the byte offset the scan handed out. A 100,000-event batch then costs its encoded bytes in
 /// memory rather than its decoded events.
 public struct WireEventBatch: ChangeBatch {
     private let bytes: [UInt8]
@@ -16,11 +16,22 @@ public struct WireEventBatch: ChangeBatch {
         return (request, WireEventBatch(bytes: bytes, strings: strings, limits: limits, eventsOffset: reader.offset))
     }
 
-    /// Decodes and checks every event, in order, and that nothing follows the last one.
-    public func scan(_ body: (_ token: Int, _ event: ChangeEvent) throws -> Void) throws {
+    /// Reads every event's row, in order, and checks the structure of the rest (lengths, counts,
+    /// names, clocks, value tags and depth) without building values, and that nothing follows the
+    /// last event. The text of values (UTF-8, number syntax) is checked when ``event(at:)``
+    /// decodes them.
+    public func scan(_ body: (_ token: Int, _ row: EventRow) throws -> Void) throws {
         var reader = WireReader(bytes, offset: eventsOffset)
-        try WireCodec.decodeEvents(&reader, strings: strings, limits: limits) { (offset: Int, event: ChangeEvent) throws(WireError) in
-            do { try body(offset, event) } catch let error as WireError { throw error } catch { throw WireError(.internalError, "\(error)") }
+        let raw = try reader.varint()
+        guard raw <= UInt64(limits.maximumEvents) else {
+            throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
+        }
+        guard raw <= UInt64(reader.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(reader.remaining) bytes left") }
+        var nodes = WireCodec.NodeNames(strings: strings)
+        for _ in 0..<Int(raw) {
+            let offset = reader.offset
+            let row = try WireCodec.skimEvent(&reader, nodes: &nodes, limits: limits)
+            try body(offset, row)
         }
         guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the events") }
     }

@@ -24,7 +24,7 @@ public struct Applier: Sendable {
     public var session: DatabaseSession
     public var telemetry: TelemetryWriter
     /// Rows per set-based statement; bounds the memory of one statement.
-    public var chunkSize = 5_000
+    public var chunkSize = 4_000
     /// Largest batch accepted; a larger one is refused whole, with nothing applied.
     public static let maximumBatchEvents = 1_000_000
 
@@ -48,6 +48,8 @@ public struct Applier: Sendable {
     /// What one slice of rows became after intake: row groups to write, values set aside, rejections.
     struct PreparedChunk: Sendable {
         var groups: [RowGroup] = []
+        /// COPY text for the groups as if all were new rows.
+        var copy: TableWriter.CopyPieces?
         var quarantine: [QuarantineEntry] = []
         var rejectedEvents: [JSONValue] = []
         var rejectedFields: [JSONValue] = []
@@ -63,14 +65,14 @@ public struct Applier: Sendable {
     @discardableResult
     public func apply(batch: some ChangeBatch, from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:]) async throws -> ApplyReport {
         var index = BatchIndex()
-        try batch.scan { token, event in
+        try batch.scan { token, row in
             guard index.count < Self.maximumBatchEvents else {
                 throw DatabaseError(context: "applying a batch from \(sender)", message: "batch exceeds the limit of \(Self.maximumBatchEvents) events; nothing was applied")
             }
-            index.add(token: token, event: event)
+            index.add(token: token, event: row)
         }
         let plan = schema.plan
-        let chunks = index.chunks(tableOrder: plan.tableOrder, whole: Set(plan.selfReferences.keys), size: chunkSize)
+        let chunks = index.takeChunks(tableOrder: plan.tableOrder, whole: Set(plan.selfReferences.keys), size: chunkSize)
         let offboards = Self.orderedOffboards(index.offboards, schema: schema)
         var report = ApplyReport()
         report.offboardedRows = offboards.reduce(0) { $0 + $1.ids.count }
@@ -91,7 +93,7 @@ public struct Applier: Sendable {
                     // The next slice is decoded and compacted while this one is written.
                     let following = i + 1
                     async let upcoming = prepare(following)
-                    total.add(try await writeRows(chunk.groups, on: db))
+                    total.add(try await writeRows(chunk.groups, prepared: chunk.copy, on: db))
                     quarantine += chunk.quarantine
                     rejections.events += chunk.rejectedEvents
                     rejections.fields += chunk.rejectedFields
@@ -140,7 +142,9 @@ public struct Applier: Sendable {
         for row in chunk.rows {
             try index.forEachToken(of: row) { token in intake.add(try batch.event(at: token)) }
         }
-        return PreparedChunk(groups: intake.orderedGroups(), quarantine: intake.quarantine,
+        let groups = intake.orderedGroups()
+        let copy = groups.isEmpty || schema.tables[chunk.table] == nil ? nil : tableWriter(for: chunk.table, sender: sender).prepareCopy(groups)
+        return PreparedChunk(groups: groups, copy: copy, quarantine: intake.quarantine,
                              rejectedEvents: intake.rejectedEvents, rejectedFields: intake.rejectedFields)
     }
 
@@ -199,20 +203,26 @@ public struct Applier: Sendable {
     }
 
     /// Writes groups in plan order, in a transaction already marked as the sync engine's.
-    func writeRows(_ groups: [RowGroup], on db: DatabaseSession) async throws -> TableWriter.Outcome {
+    /// `prepared` is COPY text for all of `groups` as new rows (one table's, at most `chunkSize`).
+    func writeRows(_ groups: [RowGroup], prepared: TableWriter.CopyPieces? = nil, on db: DatabaseSession) async throws -> TableWriter.Outcome {
         var total = TableWriter.Outcome()
         var start = 0
         while start < groups.count {
             let table = groups[start].table
             var end = start
             while end < groups.count && groups[end].table == table && end - start < chunkSize { end += 1 }
-            var writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
-            if configuration.role == .shore { writer.relayFrom = groups[start].sender }
-            total.add(try await writer.write(Array(groups[start..<end]), on: db))
+            let whole = start == 0 && end == groups.count
+            total.add(try await tableWriter(for: table, sender: groups[start].sender).write(Array(groups[start..<end]), prepared: whole ? prepared : nil, on: db))
             start = end
         }
         try await ConflictLog.record(total.conflicts, on: db)
         return total
+    }
+
+    func tableWriter(for table: String, sender: String) -> TableWriter {
+        var writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
+        if configuration.role == .shore { writer.relayFrom = sender }
+        return writer
     }
 
     /// Marks the transaction as the sync engine's: capture triggers let its writes through.

@@ -27,7 +27,7 @@ struct BatchIndex: Sendable {
     /// Rows that left this vessel's partition (transfer saga), by table.
     private(set) var offboards: [String: Set<UUID>] = [:]
 
-    mutating func add(token: Int, event: ChangeEvent) {
+    mutating func add(token: Int, event: EventRow) {
         count += 1
         if event.offboard {
             // The row leaves this vessel; whatever arrived for it earlier in the batch is moot.
@@ -63,6 +63,14 @@ struct BatchIndex: Sendable {
     /// The batch in slices of at most `size` rows: tables in `tableOrder` first, then tables this
     /// node does not have (by name), rows by sequence. A table in `whole` (one that references
     /// itself, whose rows must be ordered parent first among all of them) is one slice.
+    /// Frees what only the first read needed (where each row is) once the slices are made.
+    mutating func takeChunks(tableOrder: [String], whole: Set<String>, size: Int) -> [Chunk] {
+        let made = chunks(tableOrder: tableOrder, whole: whole, size: size)
+        rowSlots = [:]
+        rows = [:]
+        return made
+    }
+
     func chunks(tableOrder: [String], whole: Set<String>, size: Int) -> [Chunk] {
         let known = Set(tableOrder)
         let order = tableOrder.filter { rows[$0] != nil } + rows.keys.filter { !known.contains($0) }.sorted()

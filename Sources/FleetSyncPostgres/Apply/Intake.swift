@@ -18,6 +18,8 @@ struct Intake {
     /// Rows that left this vessel's partition (transfer saga), by table.
     private(set) var offboards: [String: Set<UUID>] = [:]
     private var sequence = 0
+    private var nameValidity: [String: Bool] = [:]
+    private var nodeValidity: [String: Bool] = [:]
 
     init(schema: LocalSchema, sender: String) {
         self.schema = schema
@@ -49,7 +51,7 @@ struct Intake {
 
     mutating func add(_ event: ChangeEvent) {
         sequence += 1
-        guard Identifiers.isValidSQLName(event.table) else {
+        guard isValidName(event.table) else {
             return rejectEvent(event, "table name is not a valid name (1 to 63 bytes, no control characters)")
         }
         if event.offboard {
@@ -59,18 +61,22 @@ struct Intake {
             return
         }
         offboards[event.table]?.remove(event.rowID)
-        var fields: [String: FieldChange] = [:]
+        // Most events are clean: check each field, and copy the fields only when one is dropped.
+        var fields = event.fields
         for (name, change) in event.fields {
-            if !Identifiers.isValidSQLName(name) {
-                rejectField(event, name, "field name is not a valid name (1 to 63 bytes, no control characters)")
+            var reason: String?
+            if !isValidName(name) {
+                reason = "field name is not a valid name (1 to 63 bytes, no control characters)"
             } else if FleetSyncConfiguration.trackingColumns.contains(name) && name != ChangeEvent.deletedField {
-                rejectField(event, name, "\(name) is a tracking column only FleetSync writes")
+                reason = "\(name) is a tracking column only FleetSync writes"
             } else if name == ChangeEvent.deletedField && change.value.boolValue == nil {
-                rejectField(event, name, "is_deleted must be true or false, not a \(change.value.kindName)")
-            } else if !Identifiers.isValidNodeID(change.clock.node) {
-                rejectField(event, name, "clock names no valid node")
-            } else {
-                fields[name] = change
+                reason = "is_deleted must be true or false, not a \(change.value.kindName)"
+            } else if !isValidNode(change.clock.node) {
+                reason = "clock names no valid node"
+            }
+            if let reason {
+                rejectField(event, name, reason)
+                fields[name] = nil
             }
         }
         var admitted = event
@@ -86,15 +92,33 @@ struct Intake {
             setAside(admitted, fields: admitted.fields, reason: "table \(event.table) is not present on this node")
             return
         }
-        var known: [String: FieldChange] = [:]
-        var unknown: [String: FieldChange] = [:]
-        for (name, change) in admitted.fields {
-            if name == ChangeEvent.deletedField || columns[name] != nil { known[name] = change } else { unknown[name] = change }
+        var known = admitted.fields
+        if !known.keys.allSatisfy({ $0 == ChangeEvent.deletedField || columns[$0] != nil }) {
+            var unknown: [String: FieldChange] = [:]
+            for (name, change) in admitted.fields where name != ChangeEvent.deletedField && columns[name] == nil {
+                unknown[name] = change
+                known[name] = nil
+            }
+            setAside(admitted, fields: unknown, reason: "column not present on this node")
         }
-        if !unknown.isEmpty { setAside(admitted, fields: unknown, reason: "column not present on this node") }
         guard !known.isEmpty else { return }
         groups[event.table, default: [:]][event.rowID, default: RowGroup(table: event.table, rowID: event.rowID, sender: sender, sequence: sequence)]
             .merge(known, base: event.baseVersion)
+    }
+
+    /// Names repeat in every event: each is checked once.
+    private mutating func isValidName(_ name: String) -> Bool {
+        if let known = nameValidity[name] { return known }
+        let valid = Identifiers.isValidSQLName(name)
+        nameValidity[name] = valid
+        return valid
+    }
+
+    private mutating func isValidNode(_ node: String) -> Bool {
+        if let known = nodeValidity[node] { return known }
+        let valid = Identifiers.isValidNodeID(node)
+        nodeValidity[node] = valid
+        return valid
     }
 
     private mutating func setAside(_ event: ChangeEvent, fields: [String: FieldChange], reason: String) {

@@ -23,7 +23,7 @@ struct RowGroup: Sendable {
     }
 
     mutating func merge(_ fields: [String: FieldChange], base: Int64) {
-        state.merge(fields)
+        if state.fields.isEmpty { state.fields = fields } else { state.merge(fields) }
         self.base = min(self.base, base)
     }
 

@@ -22,7 +22,24 @@ struct TableWriter {
 
     private var qualified: String { SQL.qualified(physical.schema, physical.name) }
 
-    func write(_ groups: [RowGroup], on db: DatabaseSession) async throws -> Outcome {
+    /// New rows as COPY text in pieces, with the columns they fill; nil when a value cannot travel
+    /// that way (then rows are inserted from JSON records).
+    struct CopyPieces: Sendable {
+        var columns: [PhysicalColumn]
+        var pieces: [ByteBuffer]
+    }
+
+    /// COPY text for `groups` as if every row were new, built before the rows are read and
+    /// locked, so that encoding overlaps the database's work on the previous slice; ``write``
+    /// uses it when every row is indeed new.
+    func prepareCopy(_ groups: [RowGroup]) -> CopyPieces? {
+        var names: Set<String> = []
+        for group in groups { names.formUnion(group.state.fields.keys) }
+        names.remove(ChangeEvent.deletedField)
+        return copyPieces(groups.map { ($0.rowID, $0.state, $0.state.version) }, columns: names)
+    }
+
+    func write(_ groups: [RowGroup], prepared: CopyPieces? = nil, on db: DatabaseSession) async throws -> Outcome {
         var outcome = Outcome()
         let local = try await readLocal(groups.map(\.rowID), on: db)
         var inserts: [JSONValue] = []
@@ -51,8 +68,10 @@ struct TableWriter {
             }
             outcome.applied += 1
         }
-        if !newRows.isEmpty, canCopy(newRows, columns: insertColumns) {
-            try await copy(newRows, columns: insertColumns, on: db)
+        if !newRows.isEmpty, let pieces = newRows.count == groups.count ? prepared : nil {
+            try await copy(pieces, on: db)
+        } else if !newRows.isEmpty, let pieces = copyPieces(newRows, columns: insertColumns) {
+            try await copy(pieces, on: db)
         } else if !newRows.isEmpty {
             inserts = newRows.map { record(id: $0.0, state: $0.1, version: $0.2) }
             try await insert(inserts, columns: insertColumns, on: db)
@@ -100,50 +119,46 @@ struct TableWriter {
             """, binds, context: "queueing \(configuration.name) changes for the fleet")
     }
 
-    /// Whether every value of the new rows can travel as COPY text.
-    private func canCopy(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>) -> Bool {
+    /// New rows as COPY text in pieces of 500 rows, or nil when a value cannot travel that way.
+    private func copyPieces(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>) -> CopyPieces? {
         let columns = orderedColumns(names)
-        return rows.allSatisfy { row in
-            columns.allSatisfy { CopyEncoder.canEncode(row.1.fields[$0.name]?.value ?? .null, column: $0) }
+        guard rows.allSatisfy({ row in columns.allSatisfy { CopyEncoder.canEncode(row.1.fields[$0.name]?.value ?? .null, column: $0) } }) else {
+            return nil
         }
-    }
-
-    /// Appends new rows to `out` as COPY text.
-    private func appendCopyText(_ rows: ArraySlice<(UUID, RowState, Int64)>, columns: [PhysicalColumn], to out: inout String) {
+        var pieces: [ByteBuffer] = []
+        var text = ""
         var clocks = ""
-        for (id, state, version) in rows {
-            out += id.lowercasedText
-            for column in columns {
-                out += "\t"
-                _ = CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &out)
+        for start in stride(from: 0, to: rows.count, by: 500) {
+            text.removeAll(keepingCapacity: true)
+            for (id, state, version) in rows[start..<min(start + 500, rows.count)] {
+                text += id.lowercasedText
+                for column in columns {
+                    text += "\t"
+                    _ = CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &text)
+                }
+                text += "\t"
+                text += String(version)
+                text += state.isDeleted(configuration.tombstone) ? "\tt\t" : "\tf\t"
+                clocks.removeAll(keepingCapacity: true)
+                state.writeClocks(to: &clocks)
+                CopyEncoder.escape(clocks, into: &text)
+                text += "\n"
             }
-            out += "\t"
-            out += String(version)
-            out += state.isDeleted(configuration.tombstone) ? "\tt\t" : "\tf\t"
-            clocks.removeAll(keepingCapacity: true)
-            state.writeClocks(to: &clocks)
-            CopyEncoder.escape(clocks, into: &out)
-            out += "\n"
+            pieces.append(ByteBuffer(string: text))
         }
+        return CopyPieces(columns: columns, pieces: pieces)
     }
 
-    /// Copies new rows in pieces, so that the server parses one piece while the next is encoded.
-    private func copy(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>, on db: DatabaseSession) async throws {
+    /// Copies new rows, piece by piece.
+    private func copy(_ copy: CopyPieces, on db: DatabaseSession) async throws {
         // postgres-nio wraps the table and each column in double quotes itself; pass the names
         // with inner quotes doubled, and the schema joined so that the result is "schema"."table".
         func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
-        let ordered = orderedColumns(names)
-        let columns = (["id"] + ordered.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
+        let columns = (["id"] + copy.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
-        let piece = 500
         do {
             try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
-                var text = ""
-                for start in stride(from: 0, to: rows.count, by: piece) {
-                    text.removeAll(keepingCapacity: true)
-                    appendCopyText(rows[start..<min(start + piece, rows.count)], columns: ordered, to: &text)
-                    try await writer.write(ByteBuffer(string: text))
-                }
+                for piece in copy.pieces { try await writer.write(piece) }
             }
         } catch {
             throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
