@@ -39,6 +39,17 @@ public enum MessageFraming {
     }
 
     /// A response, or the shore's error as a thrown ``WireError``.
+    /// A response whose events stay encoded until applied (``WireEventBatch``): a large batch
+    /// costs its encoded bytes in memory, not its decoded events.
+    public static func decodeResponseBatch(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> (ExchangeResponse, WireEventBatch) {
+        let (kind, body) = try open(bytes, limits: limits)
+        switch kind {
+        case .response: return try WireEventBatch.response(body, limits: limits)
+        case .error: throw try WireEnvelope.decodeError(body)
+        case .request: throw WireError(.malformed, "expected a response, got a request")
+        }
+    }
+
     public static func decodeResponse(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> ExchangeResponse {
         let (kind, body) = try open(bytes, limits: limits)
         switch kind {

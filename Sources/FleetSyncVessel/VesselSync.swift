@@ -88,7 +88,7 @@ public struct VesselSync: Sendable {
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "transport": .string(transport.name)])
         let responseBytes = try await transport.send(MessageFraming.encode(request))
-        let response = try MessageFraming.decodeResponse(responseBytes)
+        let (response, received) = try MessageFraming.decodeResponseBatch(responseBytes)
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
         }
@@ -101,14 +101,14 @@ public struct VesselSync: Sendable {
             try await tx.execute("UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $1) WHERE peer = $2", binds, context: "recording the acknowledgement")
         }
         let applier = Applier(schema: schema, session: session, telemetry: telemetry)
-        let report = try await applier.apply(response.events, from: Self.peer, cursor: response.cursor)
+        let report = try await applier.apply(batch: received, from: Self.peer, cursor: response.cursor)
         var success = PostgresBindings()
         success.append(Self.peer)
         try await session.execute("UPDATE fleetsync.sync_state SET last_success = now(), last_error = NULL WHERE peer = $1", success, context: "recording success")
         logger.info("exchange done", metadata: [
-            "sent": "\(pending.events.count)", "received": "\(response.events.count)", "applied": "\(report.appliedRows)",
+            "sent": "\(pending.events.count)", "received": "\(received.count)", "applied": "\(report.appliedRows)",
             "cursor": "\(response.cursor)", "transport": "\(transport.name)"])
-        return ExchangeOutcome(sent: pending.events.count, received: response.events.count, pending: pending.more || response.more)
+        return ExchangeOutcome(sent: pending.events.count, received: received.count, pending: pending.more || response.more)
     }
 
     /// Exchanges until nothing is pending on either side (or `maximumRounds`).

@@ -51,6 +51,45 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(code(MessageFraming.encode(ExchangeResponse(acknowledged: 0, events: [], cursor: 0, more: false))), .malformed)
     }
 
+    /// A batch left encoded gives, event by event at the offsets its scan handed out, the events
+    /// the full decoder gives (positions aside); its scan checks structure and refuses what is cut
+    /// off or too large; text that is not UTF-8 is refused when the event is decoded.
+    func testEncodedBatchDecodesEventsAtScannedOffsets() throws {
+        let events = sampleEvents(40, seed: 3)
+        let response = ExchangeResponse(acknowledged: 5, events: events, cursor: 600, more: true)
+        let (header, batch) = try MessageFraming.decodeResponseBatch(MessageFraming.encode(response))
+        XCTAssertEqual(header.acknowledged, 5)
+        XCTAssertEqual(header.cursor, 600)
+        XCTAssertTrue(header.more)
+        XCTAssertEqual(batch.count, 40)
+        var rows: [EventRow] = []
+        var decoded: [ChangeEvent] = []
+        try batch.scan { token, row in
+            rows.append(row)
+            decoded.append(try batch.event(at: token))
+        }
+        XCTAssertEqual(rows, events.map { EventRow(table: $0.table, rowID: $0.rowID, offboard: $0.offboard) })
+        XCTAssertEqual(decoded, events.map { var e = $0; e.originPosition = 0; return e })
+
+        let body = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: events, upTo: 1))
+        XCTAssertThrowsError(try WireEventBatch.request(Array(body.dropLast(7))).1.scan { _, _ in }) {
+            XCTAssertEqual(($0 as? WireError)?.code, .truncated)
+        }
+        var limits = WireLimits()
+        limits.maximumEvents = 10
+        XCTAssertThrowsError(try WireEventBatch.request(body, limits: limits)) { XCTAssertEqual(($0 as? WireError)?.code, .batchTooLarge) }
+
+        // One string value made invalid UTF-8: the scan passes (structure is intact), decoding refuses it.
+        let text = ChangeEvent(table: "seafarer", rowID: UUID(), fields: ["notes": FieldChange(value: .string("zzzz"), clock: FieldClock(counter: 1, node: "aurora"))], origin: "aurora")
+        var bytes = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [text], upTo: 1))
+        let at = bytes.lastIndex(of: UInt8(ascii: "z"))!
+        bytes[at] = 0xFF
+        let (_, bad) = try WireEventBatch.request(bytes)
+        var tokens: [Int] = []
+        try bad.scan { token, _ in tokens.append(token) }
+        XCTAssertThrowsError(try bad.event(at: tokens[0])) { XCTAssertEqual(($0 as? WireError)?.code, .malformed) }
+    }
+
     /// Random corruption never crashes the decoder: every input is either a message or an error.
     func testFuzzedInputNeverCrashes() {
         let good = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 5, events: sampleEvents(8), upTo: 9))

@@ -64,14 +64,20 @@ public enum WireCodec {
     public static func decodeResponse(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> ExchangeResponse {
         var reader = WireReader(bytes)
         let strings = try StringTable.read(&reader, limits: limits)
+        var response = try decodeResponseHeader(&reader)
+        response.events = try decodeEvents(&reader, strings: strings, limits: limits)
+        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the response") }
+        return response
+    }
+
+    /// A response's fields before its events; the response returned has no events.
+    static func decodeResponseHeader(_ reader: inout WireReader) throws(WireError) -> ExchangeResponse {
         let acknowledged = try reader.signed()
         let cursor = try reader.signed()
         guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
         guard more <= 1 else { throw WireError(.malformed, "more flag is \(more)") }
-        let events = try decodeEvents(&reader, strings: strings, limits: limits)
-        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the response") }
-        return ExchangeResponse(acknowledged: acknowledged, events: events, cursor: cursor, more: more == 1)
+        return ExchangeResponse(acknowledged: acknowledged, events: [], cursor: cursor, more: more == 1)
     }
 
     // MARK: events

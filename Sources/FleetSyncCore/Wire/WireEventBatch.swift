@@ -7,13 +7,37 @@ public struct WireEventBatch: ChangeBatch {
     private let strings: [String]
     private let limits: WireLimits
     private let eventsOffset: Int
+    /// How many events the message says it holds (checked against the limits).
+    public let count: Int
+
+    private init(bytes: [UInt8], strings: [String], limits: WireLimits, eventsOffset: Int) throws(WireError) {
+        var reader = WireReader(bytes, offset: eventsOffset)
+        let raw = try reader.varint()
+        guard raw <= UInt64(limits.maximumEvents) else {
+            throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
+        }
+        guard raw <= UInt64(reader.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(reader.remaining) bytes left") }
+        self.bytes = bytes
+        self.strings = strings
+        self.limits = limits
+        self.eventsOffset = eventsOffset
+        self.count = Int(raw)
+    }
 
     /// Reads a request's header and leaves its events encoded; the request returned has none.
     public static func request(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> (ExchangeRequest, WireEventBatch) {
         var reader = WireReader(bytes)
         let strings = try StringTable.read(&reader, limits: limits)
         let request = try WireCodec.decodeRequestHeader(&reader, limits: limits)
-        return (request, WireEventBatch(bytes: bytes, strings: strings, limits: limits, eventsOffset: reader.offset))
+        return (request, try WireEventBatch(bytes: bytes, strings: strings, limits: limits, eventsOffset: reader.offset))
+    }
+
+    /// Reads a response's header and leaves its events encoded; the response returned has none.
+    public static func response(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> (ExchangeResponse, WireEventBatch) {
+        var reader = WireReader(bytes)
+        let strings = try StringTable.read(&reader, limits: limits)
+        let response = try WireCodec.decodeResponseHeader(&reader)
+        return (response, try WireEventBatch(bytes: bytes, strings: strings, limits: limits, eventsOffset: reader.offset))
     }
 
     /// Reads every event's row, in order, and checks the structure of the rest (lengths, counts,
@@ -22,13 +46,9 @@ public struct WireEventBatch: ChangeBatch {
     /// decodes them.
     public func scan(_ body: (_ token: Int, _ row: EventRow) throws -> Void) throws {
         var reader = WireReader(bytes, offset: eventsOffset)
-        let raw = try reader.varint()
-        guard raw <= UInt64(limits.maximumEvents) else {
-            throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
-        }
-        guard raw <= UInt64(reader.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(reader.remaining) bytes left") }
+        _ = try reader.varint()
         var nodes = WireCodec.NodeNames(strings: strings)
-        for _ in 0..<Int(raw) {
+        for _ in 0..<count {
             let offset = reader.offset
             let row = try WireCodec.skimEvent(&reader, nodes: &nodes, limits: limits)
             try body(offset, row)
