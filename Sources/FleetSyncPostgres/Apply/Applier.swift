@@ -24,7 +24,7 @@ public struct Applier: Sendable {
     public var session: DatabaseSession
     public var telemetry: TelemetryWriter
     /// Rows per set-based statement; bounds the memory of one statement.
-    public var chunkSize = 4_000
+    public var chunkSize = 3_000
     /// Largest batch accepted; a larger one is refused whole, with nothing applied.
     public static let maximumBatchEvents = 1_000_000
 

@@ -1,0 +1,2 @@
+SELECT format($f$CREATE OR REPLACE FUNCTION %s() RETURNS trigger LANGUAGE plpgsql AS $b$ BEGIN RETURN NEW; END $b$$f$, :'capture_function') \gexec
+SELECT format($f$DROP TRIGGER zz_fleetsync_capture ON bench_item; DROP TRIGGER IF EXISTS zz_fleetsync_capture_update ON bench_item; CREATE TRIGGER zz_fleetsync_capture BEFORE INSERT OR UPDATE ON bench_item FOR EACH ROW EXECUTE FUNCTION %s()$f$, :'capture_function') \gexec
