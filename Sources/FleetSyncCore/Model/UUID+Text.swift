@@ -24,11 +24,12 @@ extension UUID {
 extension RowState {
     /// Appends the `sync_clock` JSON of this state (`{"field": [counter, "node"], ...}`) straight
     /// to `out`, without building intermediate values. Keys come in dictionary order: the text
-    /// only feeds a jsonb column, which orders keys itself.
+    /// only feeds a jsonb column, which orders keys itself. Fields never written through FleetSync
+    /// (the lowest clock, no node) get no entry.
     public func writeClocks(to out: inout String) {
         out += "{"
         var first = true
-        for (name, change) in fields {
+        for (name, change) in fields where !change.clock.node.isEmpty {
             if !first { out += "," }
             first = false
             JSONValue.writeString(name, to: &out)

@@ -87,6 +87,7 @@ public struct Applier: Sendable {
                 var quarantine: [QuarantineEntry] = []
                 var rejections: (events: [JSONValue], fields: [JSONValue]) = ([], [])
                 try await Self.markApplying(on: db)
+                try await Self.removeOffboarded(offboards, schema: schema, on: db)
                 var current = try prepare(0)
                 var i = 0
                 while let chunk = current {
@@ -102,7 +103,6 @@ public struct Applier: Sendable {
                 }
                 try await Self.advanceClock(past: total.highestCounter, on: db)
                 try await QuarantineVault.store(quarantine, on: db)
-                try await Self.removeOffboarded(offboards, schema: schema, on: db)
                 if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
                 return (total, quarantine, rejections)
             }
@@ -111,6 +111,7 @@ public struct Applier: Sendable {
             rejected = rejections
         } catch let error as DatabaseError where Self.isRowError(error) {
             // Apply again slice by slice, isolating the rows that fail.
+            try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, on: db) }
             var quarantine: [QuarantineEntry] = []
             for i in chunks.indices {
                 guard var chunk = try prepare(i) else { continue }
@@ -122,7 +123,6 @@ public struct Applier: Sendable {
             let pending = quarantine
             try await session.transaction { db in
                 try await QuarantineVault.store(pending, on: db)
-                try await Self.removeOffboarded(offboards, schema: schema, on: db)
                 if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
             }
             report.quarantinedFields += pending.reduce(0) { $0 + $1.state.fields.count }

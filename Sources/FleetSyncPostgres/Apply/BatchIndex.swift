@@ -24,7 +24,10 @@ struct BatchIndex: Sendable {
     private var next: [Int32] = []
     private var rowSlots: [String: [UUID: Int]] = [:]
     private var rows: [String: [Row]] = [:]
-    /// Rows that left this vessel's partition (transfer saga), by table.
+    /// Rows that left this vessel's partition (transfer saga) at some point of the batch, by table:
+    /// their local copies are removed before anything is written, so that events after the
+    /// offboarding (a row that came back with a baseline) start from nothing, as they would
+    /// applied one by one.
     private(set) var offboards: [String: Set<UUID>] = [:]
 
     mutating func add(token: Int, event: EventRow) {
@@ -38,7 +41,6 @@ struct BatchIndex: Sendable {
             offboards[event.table, default: []].insert(event.rowID)
             return
         }
-        offboards[event.table]?.remove(event.rowID)
         let index = Int32(tokens.count)
         tokens.append(token)
         next.append(-1)

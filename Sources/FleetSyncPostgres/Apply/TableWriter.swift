@@ -87,7 +87,8 @@ struct TableWriter {
         object.reserveCapacity(state.fields.count + 4)
         var clocks: [String: JSONValue] = [:]
         for (name, change) in state.fields {
-            clocks[name] = change.clock.json
+            // A field never written through FleetSync has no clock (the lowest): none is stored.
+            if !change.clock.node.isEmpty { clocks[name] = change.clock.json }
             if name != ChangeEvent.deletedField { object[name] = change.value }
         }
         object["id"] = .string(id.lowercasedText)
