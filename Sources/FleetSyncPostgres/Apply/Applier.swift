@@ -79,60 +79,74 @@ public struct Applier: Sendable {
         let prepare: @Sendable (Int) throws -> PreparedChunk? = { [self, index] i in
             i < chunks.count ? try prepareChunk(chunks[i], index: index, batch: batch, sender: sender, routes: routes) : nil
         }
-        let schema = self.schema
-        var rejected: (events: [JSONValue], fields: [JSONValue]) = ([], [])
+        let rejected: [JSONValue]
         do {
-            let (outcome, quarantine, rejections) = try await session.transaction { db in
-                var total = TableWriter.Outcome()
-                var quarantine: [QuarantineEntry] = []
-                var rejections: (events: [JSONValue], fields: [JSONValue]) = ([], [])
-                try await Self.markApplying(on: db)
-                try await Self.removeOffboarded(offboards, schema: schema, on: db)
-                var current = try prepare(0)
-                var i = 0
-                while let chunk = current {
-                    // The next slice is decoded and compacted while this one is written.
-                    let following = i + 1
-                    async let upcoming = prepare(following)
-                    total.add(try await writeRows(chunk.groups, prepared: chunk.copy, on: db))
-                    quarantine += chunk.quarantine
-                    rejections.events += chunk.rejectedEvents
-                    rejections.fields += chunk.rejectedFields
-                    current = try await upcoming
-                    i += 1
-                }
-                try await Self.advanceClock(past: total.highestCounter, on: db)
-                try await QuarantineVault.store(quarantine, on: db)
-                if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
-                return (total, quarantine, rejections)
-            }
-            report.add(outcome)
-            report.quarantinedFields += quarantine.reduce(0) { $0 + $1.state.fields.count }
-            rejected = rejections
+            rejected = try await applyInOneTransaction(prepare, offboards: offboards, sender: sender, cursor: cursor, report: &report)
         } catch let error as DatabaseError where Self.isRowError(error) {
-            // Apply again slice by slice, isolating the rows that fail.
-            try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, on: db) }
-            var quarantine: [QuarantineEntry] = []
-            for i in chunks.indices {
-                guard var chunk = try prepare(i) else { continue }
-                rejected.events += chunk.rejectedEvents
-                rejected.fields += chunk.rejectedFields
-                try await isolate(chunk.groups, quarantine: &chunk.quarantine, report: &report)
-                quarantine += chunk.quarantine
-            }
-            let pending = quarantine
-            try await session.transaction { db in
-                try await QuarantineVault.store(pending, on: db)
-                if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
-            }
-            report.quarantinedFields += pending.reduce(0) { $0 + $1.state.fields.count }
+            rejected = try await applyIsolating(prepare, count: chunks.count, offboards: offboards, sender: sender, cursor: cursor, report: &report)
         }
-        report.rejectedEvents = rejected.events.count
-        report.rejectedFields = rejected.fields.count
-        for rejection in rejected.events + rejected.fields {
+        for rejection in rejected {
             await telemetry.record(kind: "rejected_change", detail: rejection)
         }
         return report
+    }
+
+    typealias SlicePreparer = @Sendable (Int) throws -> PreparedChunk?
+
+    /// The happy path: every slice, the offboardings, the quarantine and the cursor in one
+    /// transaction, the next slice prepared while the current one is written. Returns the rejections.
+    private func applyInOneTransaction(_ prepare: SlicePreparer, offboards: [(table: String, ids: [UUID])], sender: String, cursor: Int64?, report: inout ApplyReport) async throws -> [JSONValue] {
+        let schema = self.schema
+        let (outcome, quarantine, rejected) = try await session.transaction { db in
+            var total = TableWriter.Outcome()
+            var quarantine: [QuarantineEntry] = []
+            var rejected = ApplyReport.Rejections()
+            try await Self.markApplying(on: db)
+            try await Self.removeOffboarded(offboards, schema: schema, on: db)
+            var current = try prepare(0)
+            var i = 0
+            while let chunk = current {
+                // The next slice is decoded and compacted while this one is written.
+                let following = i + 1
+                async let upcoming = prepare(following)
+                total.add(try await writeRows(chunk.groups, prepared: chunk.copy, on: db))
+                quarantine += chunk.quarantine
+                rejected.add(chunk)
+                current = try await upcoming
+                i += 1
+            }
+            try await Self.advanceClock(past: total.highestCounter, on: db)
+            try await QuarantineVault.store(quarantine, on: db)
+            if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
+            return (total, quarantine, rejected)
+        }
+        report.add(outcome)
+        report.quarantinedFields += quarantine.reduce(0) { $0 + $1.state.fields.count }
+        report.add(rejected)
+        return rejected.all
+    }
+
+    /// After a row error: the batch again, slice by slice, each slice's failing rows isolated
+    /// (``isolate(_:quarantine:report:)``); then the quarantine and the cursor. Returns the rejections.
+    private func applyIsolating(_ prepare: SlicePreparer, count: Int, offboards: [(table: String, ids: [UUID])], sender: String, cursor: Int64?, report: inout ApplyReport) async throws -> [JSONValue] {
+        let schema = self.schema
+        try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, on: db) }
+        var quarantine: [QuarantineEntry] = []
+        var rejected = ApplyReport.Rejections()
+        for i in 0..<count {
+            guard var chunk = try prepare(i) else { continue }
+            rejected.add(chunk)
+            try await isolate(chunk.groups, quarantine: &chunk.quarantine, report: &report)
+            quarantine += chunk.quarantine
+        }
+        let pending = quarantine
+        try await session.transaction { db in
+            try await QuarantineVault.store(pending, on: db)
+            if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
+        }
+        report.quarantinedFields += pending.reduce(0) { $0 + $1.state.fields.count }
+        report.add(rejected)
+        return rejected.all
     }
 
     /// Decodes one slice's events and runs them through intake.
@@ -314,6 +328,23 @@ extension TableWriter.Outcome {
 }
 
 extension ApplyReport {
+    /// Events and fields refused at intake, for telemetry.
+    struct Rejections: Sendable {
+        var events: [JSONValue] = []
+        var fields: [JSONValue] = []
+        var all: [JSONValue] { events + fields }
+
+        mutating func add(_ chunk: Applier.PreparedChunk) {
+            events += chunk.rejectedEvents
+            fields += chunk.rejectedFields
+        }
+    }
+
+    mutating func add(_ rejected: Rejections) {
+        rejectedEvents += rejected.events.count
+        rejectedFields += rejected.fields.count
+    }
+
     mutating func add(_ outcome: TableWriter.Outcome) {
         appliedRows += outcome.applied
         unchangedRows += outcome.unchanged
