@@ -22,8 +22,8 @@
 #   FLEETSYNC_BIN       the fleetsync binary (default: .build/release, then .build/debug)
 #   TMPDIR              where the throwaway cluster is made (default /tmp)
 #
-# The outbox is not drained while the benchmark runs: every captured UPDATE adds one row to
-# fleetsync.outbox, so it grows from round to round (the script prints its size). That is what a
+# The capture log is not drained while the benchmark runs: every captured UPDATE adds one row to
+# fleetsync.capture_log, so it grows from round to round (the script prints its size). That is what a
 # vessel does between exchanges.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -163,7 +163,7 @@ run() {  # run DB SECONDS: prints the run's TPS
     || { echo "pgbench failed on $1:" >&2; echo "$out" >&2; exit 1; }
   awk '/^tps = / { print $3; exit }' <<<"$out"
 }
-outbox() { psql -d bench_captured -Atc "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('fleetsync.outbox')) FROM fleetsync.outbox"; }
+outbox() { psql -d bench_captured -Atc "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('fleetsync.capture_log')) FROM fleetsync.capture_log"; }
 
 if [ "$WARMUP_SECONDS" -gt 0 ]; then
   printf '==> warm-up (%ss each, not counted): plain %.0f tps, captured %.0f tps\n' "$WARMUP_SECONDS" \
@@ -177,7 +177,7 @@ for round in $(seq 1 "$ROUNDS"); do
   printf '    round %d  plain     %8.0f tps\n' "$round" "$p"
   c=$(run bench_captured "$SECONDS_PER_RUN"); captured+=("$c")
   ratios+=("$(awk -v c="$c" -v p="$p" 'BEGIN { print c / p }')")
-  printf '    round %d  captured  %8.0f tps   (%.2f of the plain run before it; outbox now %s)\n' \
+  printf '    round %d  captured  %8.0f tps   (%.2f of the plain run before it; capture log now %s)\n' \
     "$round" "$c" "${ratios[-1]}" "$(outbox)"
 done
 
@@ -188,6 +188,6 @@ printf '==> plain:    median %8.0f tps (runs:%s)\n' "$plain_median" "$(printf ' 
 printf '==> captured: median %8.0f tps (runs:%s)\n' "$captured_median" "$(printf ' %.0f' "${captured[@]}")"
 printf '    per-round captured/plain: %s; their median %.2f (less sensitive to drift in machine speed)\n' \
   "$(printf '%.2f ' "${ratios[@]}")" "$(median "${ratios[@]}")"
-echo "    (the outbox was not drained: it grew to $(outbox) during the runs)"
+echo "    (the capture log was not drained: it grew to $(outbox) during the runs)"
 awk -v c="$captured_median" -v p="$plain_median" -v n="$ROUNDS" \
   'BEGIN { printf "capture overhead: captured/plain = %.2f (median of %d alternating runs each; target >= 0.8)\n", c / p, n }'

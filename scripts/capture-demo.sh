@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up FleetSync on the example maritime schema and shows a captured change:
 # builds fleetsync, starts a throwaway PostgreSQL 15 cluster, runs `fleetsync init`,
-# makes a few writes and prints what landed in the outbox. Everything is removed at the end.
+# makes a few writes and prints what capture recorded. Everything is removed at the end.
 source "$(dirname "$0")/build-fleetsync.sh"
 
 work=$(mktemp -d /tmp/fleetsync-demo-XXXXXX); chmod 777 "$work"
@@ -32,6 +32,6 @@ DELETE FROM seafarer WHERE full_name = 'Ana Lima';                              
 SQL
 echo "==> a write to a shore-owned column is refused on the vessel:"
 psql -d fleet_aurora -c "UPDATE seafarer SET rank = 'Captain'" 2>&1 | sed 's/^/    /' || true
-echo "==> the outbox now holds (only changed columns, with the row's logical version):"
-psql -d fleet_aurora -c "SELECT seq, table_name, op, version, delta FROM fleetsync.outbox ORDER BY seq"
+echo "==> the capture log now holds (only changed columns, with the row's logical version; the sequencer moves it into the outbox):"
+psql -d fleet_aurora -c "SELECT seq, table_name, op, version, delta FROM fleetsync.capture_log ORDER BY seq"
 psql -d fleet_aurora -c "SELECT full_name, contact_number, is_deleted, sync_version FROM seafarer"

@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -154,5 +154,25 @@ extension Migration {
         )
         """,
         "ALTER TABLE fleetsync.sync_state ADD COLUMN status jsonb NOT NULL DEFAULT '{}'",
+    ])
+}
+
+extension Migration {
+    static let captureLog = Migration(version: 4, description: "capture writes to an index-free log that the sequencer moves into the outbox", statements: [
+        // No key and no index: a capture trigger's insert here costs about a third of one into
+        // the outbox with its identity and three indexes (docs/BENCHMARKS.md). seq is the
+        // node's Lamport counter value the write took: the order the sequencer moves rows in.
+        """
+        CREATE TABLE fleetsync.capture_log (
+          seq bigint NOT NULL,
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          op "char" NOT NULL,
+          version bigint NOT NULL,
+          base_version bigint NOT NULL,
+          delta jsonb NOT NULL
+        )
+        """,
+        "ALTER TABLE fleetsync.capture_log SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000)",
     ])
 }

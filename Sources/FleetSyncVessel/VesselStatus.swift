@@ -16,7 +16,8 @@ public struct VesselStatus: Sendable {
 
     public static func read(on db: DatabaseSession) async throws -> VesselStatus {
         let rows = try await db.rows("""
-            SELECT (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL OR pos > coalesce(s.acknowledged, 0)),
+            SELECT (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL OR pos > coalesce(s.acknowledged, 0))
+                   + (SELECT count(*) FROM fleetsync.capture_log),
                    coalesce(s.cursor, 0), coalesce(s.acknowledged, 0), s.last_success, s.last_error, s.last_error_at,
                    (SELECT count(*) FROM fleetsync.dead_letter), (SELECT count(*) FROM fleetsync.schema_quarantine)
             FROM (SELECT 1) one LEFT JOIN fleetsync.sync_state s ON s.peer = 'shore'

@@ -28,7 +28,7 @@ final class CommandLineTests: DatabaseTestCase {
         XCTAssertTrue(second.output.contains("nothing to migrate"), second.output)
         let db = try await connect(url)
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
-        let events: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let events: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log")
         XCTAssertEqual(events, 1)
         let refused = try FleetSyncBinary.run(["uninstall", "--config", config])
         XCTAssertNotEqual(refused.status, 0, "uninstall needs --yes")

@@ -81,7 +81,7 @@ final class ExchangeEndToEndTests: DatabaseTestCase {
         XCTAssertEqual(foreignCertificates, 2, "only Bo's certificates")
         let conflicts: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.conflict_log WHERE field = 'notes'")
         XCTAssertEqual(conflicts, 1, "the concurrent shared-field edit is recorded")
-        let pending: Int64 = try await aurora.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let pending: Int64 = try await aurora.scalar("SELECT (SELECT count(*) FROM fleetsync.outbox) + (SELECT count(*) FROM fleetsync.capture_log)")
         XCTAssertEqual(pending, 0, "acknowledged events left the vessel's outbox")
     }
 

@@ -27,7 +27,7 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(report.deadLettered, 0)
         let rank: String = try await db.scalar("SELECT rank FROM seafarer WHERE id = '\(seafarerID)'")
         XCTAssertEqual(rank, "Master")
-        let outbox: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let outbox: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM fleetsync.outbox) + (SELECT count(*) FROM fleetsync.capture_log)")
         XCTAssertEqual(outbox, 0, "applied changes are not captured again")
         let cursor: Int64 = try await db.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
         XCTAssertEqual(cursor, 42)
@@ -35,14 +35,14 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(version, 15)
         // The node's clock moved past what it saw: a local write now gets a later clock.
         try await db.execute("UPDATE seafarer SET contact_number = '+1'")
-        let local: Int64 = try await db.scalar("SELECT version FROM fleetsync.outbox")
+        let local: Int64 = try await db.scalar("SELECT version FROM fleetsync.capture_log")
         XCTAssertGreaterThan(local, 15)
 
         // The same batch again changes nothing.
         let again = try await applier.apply(events, from: "shore", cursor: 42)
         XCTAssertEqual(again.appliedRows, 0)
         XCTAssertEqual(again.unchangedRows, 4)
-        let outboxAfter: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let outboxAfter: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM fleetsync.outbox) + (SELECT count(*) FROM fleetsync.capture_log)")
         XCTAssertEqual(outboxAfter, 1)
     }
 

@@ -5,7 +5,7 @@ import XCTest
 
 final class CaptureTests: DatabaseTestCase {
     func outbox(_ db: DatabaseSession) async throws -> [(op: String, table: String, version: Int64, delta: [String: JSONValue])] {
-        let rows = try await db.rows("SELECT op::text, table_name, version, delta::text FROM fleetsync.outbox ORDER BY seq")
+        let rows = try await db.rows("SELECT op::text, table_name, version, delta::text FROM fleetsync.capture_log ORDER BY seq")
         return try rows.map { row in
             let (op, table, version, delta) = try row.decode((String, String, Int64, String).self)
             return (op, table, version, try JSONParser.parse(delta).objectValue!)
@@ -42,7 +42,7 @@ final class CaptureTests: DatabaseTestCase {
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
         let before: Int64 = try await db.scalar("SELECT sync_version FROM vessel")
         try await db.execute("UPDATE vessel SET name = name, flag = NULL")
-        let count: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let count: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log")
         let after: Int64 = try await db.scalar("SELECT sync_version FROM vessel")
         XCTAssertEqual(count, 1)
         XCTAssertEqual(before, after)
@@ -102,7 +102,7 @@ final class CaptureTests: DatabaseTestCase {
         } catch {
             XCTAssertTrue(error.message.contains("column \"contact_number\" of table \"seafarer\" is owned by the vessel the row is routed to"), error.message)
         }
-        let events: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let events: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.capture_log")
         XCTAssertEqual(events, 3, "the refused write left nothing in the outbox")
     }
 
@@ -113,11 +113,11 @@ final class CaptureTests: DatabaseTestCase {
             try await tx.execute("INSERT INTO vessel (code, name, sync_version) VALUES ('aurora', 'MV Aurora', 41)")
             try await tx.execute("UPDATE vessel SET name = 'MV Aurora II'")
         }
-        let count: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let count: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log")
         XCTAssertEqual(count, 0)
         // Outside the engine's transaction, capture is back.
         try await db.execute("UPDATE vessel SET flag = 'PT'")
-        let after: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let after: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log")
         XCTAssertEqual(after, 1)
         let version: Int64 = try await db.scalar("SELECT sync_version FROM vessel")
         XCTAssertGreaterThan(version, 41, "a local write after an applied one gets a later clock")
@@ -131,7 +131,7 @@ final class CaptureTests: DatabaseTestCase {
                 try await tx.execute("SELECT 1/0")
             }
         } catch {}
-        let count: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox")
+        let count: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log")
         XCTAssertEqual(count, 0)
     }
 }

@@ -33,12 +33,12 @@ final class InstallerTests: DatabaseTestCase {
         let (configuration, db) = try await self.installedNode()
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
         let upgrade = Migration(version: Migration.latestVersion + 1, description: "test upgrade", statements: [
-            "ALTER TABLE fleetsync.outbox ADD COLUMN upgraded_marker integer",
+            "ALTER TABLE fleetsync.capture_log ADD COLUMN upgraded_marker integer",
         ])
         let report = try await Installer(configuration: configuration, migrations: Migration.all + [upgrade]).install(on: db)
         XCTAssertEqual(report.fromVersion, Migration.latestVersion)
         XCTAssertEqual(report.toVersion, Migration.latestVersion + 1)
-        let events: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.outbox WHERE upgraded_marker IS NULL")
+        let events: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log WHERE upgraded_marker IS NULL")
         XCTAssertEqual(events, 1)
         // An older build refuses a newer schema instead of guessing.
         do {

@@ -25,18 +25,18 @@ final class OutboxReaderTests: DatabaseTestCase {
         var naiveCursor: Int64 = 0
         for i in stride(from: count - 1, through: 0, by: -1) {
             try await writers[i].execute("COMMIT")
+            // What a reader advancing by the highest sequence number would see.
+            let naive = try await db.rows("SELECT seq FROM fleetsync.capture_log WHERE seq > \(naiveCursor) ORDER BY seq")
+            for row in naive {
+                let seq = try row.decode(Int64.self)
+                naiveSeen.insert(seq)
+                naiveCursor = max(naiveCursor, seq)
+            }
             let batch = try await reader.poll(after: cursor, limit: 1000)
             for change in batch {
                 XCTAssertGreaterThan(change.position, cursor)
                 cursor = change.position
                 delivered.append(change.delta["code"]?.stringValue ?? "?")
-            }
-            // What a reader advancing by the highest sequence number would see.
-            let naive = try await db.rows("SELECT seq FROM fleetsync.outbox WHERE seq > \(naiveCursor) ORDER BY seq")
-            for row in naive {
-                let seq = try row.decode(Int64.self)
-                naiveSeen.insert(seq)
-                naiveCursor = max(naiveCursor, seq)
             }
         }
         XCTAssertEqual(delivered.count, count)

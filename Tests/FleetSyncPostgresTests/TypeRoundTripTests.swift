@@ -51,7 +51,7 @@ final class TypeRoundTripTests: DatabaseTestCase {
         for (column, values) in Self.cases {
             for value in values {
                 let label = "\(column) = \(value.prefix(60))"
-                try await db.execute("TRUNCATE fleetsync.outbox")
+                try await db.execute("TRUNCATE fleetsync.capture_log")
                 // Insert captures the value; an update from NULL captures it again as a delta.
                 try await db.execute("INSERT INTO sample (label, \(column)) VALUES (\(SQL.literal(label + " insert")), \(value))")
                 try await db.execute("INSERT INTO sample (label) VALUES (\(SQL.literal(label + " update")))")
@@ -62,7 +62,7 @@ final class TypeRoundTripTests: DatabaseTestCase {
                 try await db.execute("""
                     INSERT INTO restored (label, \(SQL.identifier(column)))
                     SELECT 'restored ' || o.op::text, \(ColumnCodec.applyExpression(physical, record: "r"))
-                    FROM fleetsync.outbox o, jsonb_populate_record(NULL::sample, o.delta) r
+                    FROM fleetsync.capture_log o, jsonb_populate_record(NULL::sample, o.delta) r
                     WHERE o.delta ? \(SQL.literal(column))
                     """)
                 // Setting NULL over NULL changes nothing, so only the insert carries it.

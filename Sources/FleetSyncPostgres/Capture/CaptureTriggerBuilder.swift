@@ -106,8 +106,8 @@ public struct CaptureTriggerBuilder: Sendable {
             NEW.sync_version := v;
             NEW.is_deleted := false;
             NEW.sync_clock := \(jsonObject(insertClock));
-            INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta)
-              VALUES (\(tableName), NEW.id, 'I', v, 0, \(jsonObject(insertDelta)));
+            INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
+              VALUES (v, \(tableName), NEW.id, 'I', v, 0, \(jsonObject(insertDelta)));
             RETURN NEW;
           END IF;
           IF NEW.id IS DISTINCT FROM OLD.id THEN
@@ -167,8 +167,8 @@ public struct CaptureTriggerBuilder: Sendable {
           END IF;
           NEW.sync_version := v;
           NEW.sync_clock := c;
-          INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta)
-            VALUES (\(tableName), NEW.id, 'U', v, OLD.sync_version, d);
+          INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
+            VALUES (v, \(tableName), NEW.id, 'U', v, OLD.sync_version, d);
           RETURN NEW;
         END
         """

@@ -4,6 +4,10 @@ import PostgresNIO
 
 /// Reads the outbox in an order consistent with commits, never skipping a late committer.
 ///
+/// Capture triggers write to `fleetsync.capture_log`, a table without key or index (cheap to
+/// insert into); the sequencer moves what has committed there into the outbox, in the order of
+/// the Lamport counter values the writes took, then numbers it.
+///
 /// Sequence numbers (`seq`) are taken when a trigger inserts, but transactions commit in another
 /// order, so a cursor over `seq` would skip the events of a transaction that commits after a
 /// higher-numbered one. Instead a *sequencer* gives each committed event a position (`pos`) under
@@ -21,9 +25,15 @@ public struct OutboxReader: Sendable {
     public func sequence(limit: Int = 100_000) async throws -> Int {
         try await session.transaction { db in
             try await db.execute("SELECT pg_advisory_xact_lock(hashtext('fleetsync.outbox.sequencer'))", context: "locking the outbox sequencer")
+            // A fresh statement after the lock: its snapshot sees every capture committed until now.
+            try await db.execute("""
+                WITH moved AS (DELETE FROM fleetsync.capture_log RETURNING *)
+                INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta)
+                SELECT table_name, row_id, op, version, base_version, delta FROM moved ORDER BY seq
+                """, context: "moving captured changes into the outbox")
             var binds = PostgresBindings()
             binds.append(Int64(limit))
-            // A fresh statement after the lock: its snapshot sees every event committed until now.
+            // Another fresh statement: it sees what was just moved and every other committed event.
             let rows = try await db.rows("""
                 WITH pending AS (
                   SELECT seq, row_number() OVER (ORDER BY seq) AS rn
