@@ -40,6 +40,7 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
     }
     let backendBefore = backendCPU()
     let start = ContinuousClock.now
+    // Reading the message (which checks every event) is part of applying it.
     let (_, batch) = try WireEventBatch.request(bytes, limits: limits)
     let report = try await applier.apply(batch: batch, from: "shore")
     let elapsed = ContinuousClock.now - start

@@ -162,6 +162,8 @@ extension Migration {
         // No key and no index: a capture trigger's insert here costs about a third of one into
         // the outbox with its identity and three indexes (docs/BENCHMARKS.md). seq is the
         // node's Lamport counter value the write took: the order the sequencer moves rows in.
+        // Relayed (R) and saga (O, B) events come this way too, with their clocks, origin and
+        // vessel, so that every event keeps that one order.
         """
         CREATE TABLE fleetsync.capture_log (
           seq bigint NOT NULL,
@@ -170,7 +172,10 @@ extension Migration {
           op "char" NOT NULL,
           version bigint NOT NULL,
           base_version bigint NOT NULL,
-          delta jsonb NOT NULL
+          delta jsonb NOT NULL,
+          clocks jsonb,
+          origin text,
+          vessel text
         )
         """,
         "ALTER TABLE fleetsync.capture_log SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000)",

@@ -38,9 +38,9 @@ public enum MessageFraming {
         return try WireCodec.decodeRequest(body, limits: limits)
     }
 
-    /// A response, or the shore's error as a thrown ``WireError``.
-    /// A response whose events stay encoded until applied (``WireEventBatch``): a large batch
-    /// costs its encoded bytes in memory, not its decoded events.
+    /// A response whose events stay encoded until applied (``WireEventBatch``, checked whole
+    /// here): a large batch costs its encoded bytes in memory, not its decoded events. The
+    /// shore's error comes as a thrown ``WireError``.
     public static func decodeResponseBatch(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> (ExchangeResponse, WireEventBatch) {
         let (kind, body) = try open(bytes, limits: limits)
         switch kind {
@@ -50,6 +50,7 @@ public enum MessageFraming {
         }
     }
 
+    /// A response, or the shore's error as a thrown ``WireError``.
     public static func decodeResponse(_ bytes: [UInt8], limits: WireLimits = WireLimits()) throws(WireError) -> ExchangeResponse {
         let (kind, body) = try open(bytes, limits: limits)
         switch kind {

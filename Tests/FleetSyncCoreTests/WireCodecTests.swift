@@ -52,8 +52,8 @@ final class WireCodecTests: XCTestCase {
     }
 
     /// A batch left encoded gives, event by event at the offsets its scan handed out, the events
-    /// the full decoder gives (positions aside); its scan checks structure and refuses what is cut
-    /// off or too large; text that is not UTF-8 is refused when the event is decoded.
+    /// the full decoder gives (positions aside); reading it refuses, whole, what is cut off, too
+    /// large, followed by stray bytes, or holds text that is not UTF-8.
     func testEncodedBatchDecodesEventsAtScannedOffsets() throws {
         let events = sampleEvents(40, seed: 3)
         let response = ExchangeResponse(acknowledged: 5, events: events, cursor: 600, more: true)
@@ -72,22 +72,21 @@ final class WireCodecTests: XCTestCase {
         XCTAssertEqual(decoded, events.map { var e = $0; e.originPosition = 0; return e })
 
         let body = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: events, upTo: 1))
-        XCTAssertThrowsError(try WireEventBatch.request(Array(body.dropLast(7))).1.scan { _, _ in }) {
+        XCTAssertThrowsError(try WireEventBatch.request(Array(body.dropLast(7)))) {
             XCTAssertEqual(($0 as? WireError)?.code, .truncated)
         }
+        XCTAssertThrowsError(try WireEventBatch.request(body + [0])) { XCTAssertEqual(($0 as? WireError)?.code, .malformed) }
         var limits = WireLimits()
         limits.maximumEvents = 10
         XCTAssertThrowsError(try WireEventBatch.request(body, limits: limits)) { XCTAssertEqual(($0 as? WireError)?.code, .batchTooLarge) }
 
-        // One string value made invalid UTF-8: the scan passes (structure is intact), decoding refuses it.
+        // One string value made invalid UTF-8 (its structure intact): the message is refused when
+        // read, before anything of it could be applied.
         let text = ChangeEvent(table: "seafarer", rowID: UUID(), fields: ["notes": FieldChange(value: .string("zzzz"), clock: FieldClock(counter: 1, node: "aurora"))], origin: "aurora")
         var bytes = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [text], upTo: 1))
         let at = bytes.lastIndex(of: UInt8(ascii: "z"))!
         bytes[at] = 0xFF
-        let (_, bad) = try WireEventBatch.request(bytes)
-        var tokens: [Int] = []
-        try bad.scan { token, _ in tokens.append(token) }
-        XCTAssertThrowsError(try bad.event(at: tokens[0])) { XCTAssertEqual(($0 as? WireError)?.code, .malformed) }
+        XCTAssertThrowsError(try WireEventBatch.request(bytes)) { XCTAssertEqual(($0 as? WireError)?.code, .malformed) }
     }
 
     /// Random corruption never crashes the decoder: every input is either a message or an error.

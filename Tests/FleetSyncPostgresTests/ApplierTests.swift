@@ -337,4 +337,25 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(again.appliedRows, 0)
         XCTAssertEqual(again.unchangedRows, 21)
     }
+
+    /// Only the shore offboards rows: an offboard flag from a vessel is refused with a reason and
+    /// the shore keeps the row; an offboarding that names no valid table is refused too.
+    func testShoreRefusesOffboardingsFromVessels() async throws {
+        let (configuration, shore) = try await installedNode(role: .shore, nodeID: "shore")
+        try await shore.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
+        let id: UUID = try await shore.scalar("SELECT id FROM vessel")
+        let applier = try await makeApplier(configuration, shore)
+        let report = try await applier.apply([ChangeEvent(table: "vessel", rowID: id, fields: [:], origin: "aurora", offboard: true)], from: "aurora")
+        XCTAssertEqual(report.rejectedEvents, 1)
+        XCTAssertEqual(report.offboardedRows, 0)
+        let kept: Int64 = try await shore.scalar("SELECT count(*) FROM vessel")
+        XCTAssertEqual(kept, 1)
+
+        let (vesselConfiguration, vessel) = try await installedNode()
+        let vesselApplier = try await makeApplier(vesselConfiguration, vessel)
+        let hostile = try await vesselApplier.apply([ChangeEvent(table: String(repeating: "v", count: 100), rowID: id, fields: [:], origin: "shore", offboard: true)], from: "shore")
+        XCTAssertEqual(hostile.rejectedEvents, 1)
+        let reason: String = try await vessel.scalar("SELECT detail->>'reason' FROM fleetsync.telemetry WHERE kind = 'rejected_change' ORDER BY id DESC LIMIT 1")
+        XCTAssertTrue(reason.contains("not a valid name"), reason)
+    }
 }

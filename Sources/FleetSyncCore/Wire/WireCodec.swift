@@ -144,7 +144,7 @@ public enum WireCodec {
         }
     }
 
-    /// Reads one event's row and skips the rest, checking its structure but building no values.
+    /// Reads one event's row and skips the rest, building no values (for messages already checked).
     static func skimEvent(_ r: inout WireReader, nodes: inout NodeNames, limits: WireLimits) throws(WireError) -> EventRow {
         let table = try nodes.strings.lookup(r.varint(), what: "table name")
         let rowID = try r.uuid()

@@ -1,6 +1,6 @@
-/// The events of an exchange message left in their encoded form: a ``ChangeBatch`` whose first
-/// scan reads each event's row and checks its structure, and whose events are decoded, one at a
-/// time, at the byte offset the scan handed out. A 100,000-event batch then costs its encoded bytes in
+/// The events of an exchange message left in their encoded form: a ``ChangeBatch`` checked whole
+/// when the message is read, whose scan reads each event's row without building its fields, and
+/// whose events are decoded, one at a time, at the byte offset the scan handed out. A 100,000-event batch then costs its encoded bytes in
 /// memory rather than its decoded events.
 public struct WireEventBatch: ChangeBatch {
     private let bytes: [UInt8]
@@ -17,6 +17,15 @@ public struct WireEventBatch: ChangeBatch {
             throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
         }
         guard raw <= UInt64(reader.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(reader.remaining) bytes left") }
+        // Every event is checked here, as the full decoder checks it (each is built and dropped),
+        // so that a message is refused whole before anything of it reaches the database; later
+        // reads of the same bytes cannot fail.
+        var nodes = WireCodec.NodeNames(strings: strings)
+        var position: Int64 = 0
+        for _ in 0..<Int(raw) {
+            position = try WireCodec.decodeEvent(&reader, nodes: &nodes, limits: limits, previousPosition: position).originPosition
+        }
+        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the events") }
         self.bytes = bytes
         self.strings = strings
         self.limits = limits
@@ -40,10 +49,8 @@ public struct WireEventBatch: ChangeBatch {
         return (response, try WireEventBatch(bytes: bytes, strings: strings, limits: limits, eventsOffset: reader.offset))
     }
 
-    /// Reads every event's row, in order, and checks the structure of the rest (lengths, counts,
-    /// names, clocks, value tags and depth) without building values, and that nothing follows the
-    /// last event. The text of values (UTF-8, number syntax) is checked when ``event(at:)``
-    /// decodes them.
+    /// Reads every event's row, in order, skipping its fields (the message was checked whole
+    /// when it was read).
     public func scan(_ body: (_ token: Int, _ row: EventRow) throws -> Void) throws {
         var reader = WireReader(bytes, offset: eventsOffset)
         _ = try reader.varint()
@@ -53,7 +60,6 @@ public struct WireEventBatch: ChangeBatch {
             let row = try WireCodec.skimEvent(&reader, nodes: &nodes, limits: limits)
             try body(offset, row)
         }
-        guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the events") }
     }
 
     /// The event at byte offset `token`. Its `originPosition` is not restored (positions are sent

@@ -56,7 +56,8 @@ public struct Applier: Sendable {
     }
 
     /// Applies a batch a slice of rows at a time, so that memory is bounded by the slice (and the
-    /// batch's own form: its encoded bytes for a ``WireEventBatch``), not by the batch: a first
+    /// batch's own form: its encoded bytes for a ``WireEventBatch``), not by the batch (a table
+    /// that references itself is one slice, for parent-first order, and is held whole): a first
     /// read indexes where each row's events are; then, table by table in plan order, each slice's
     /// events are decoded again, compacted per row and written, all in one transaction with the
     /// advanced cursor. The next slice is prepared while the database works on the current one.
@@ -65,9 +66,18 @@ public struct Applier: Sendable {
     @discardableResult
     public func apply(batch: some ChangeBatch, from sender: String, cursor: Int64? = nil, routes: [UUID: String] = [:]) async throws -> ApplyReport {
         var index = BatchIndex()
+        var refused: [JSONValue] = []
+        let role = configuration.role
         try batch.scan { token, row in
             guard index.count < Self.maximumBatchEvents else {
                 throw DatabaseError(context: "applying a batch from \(sender)", message: "batch exceeds the limit of \(Self.maximumBatchEvents) events; nothing was applied")
+            }
+            if row.offboard, let reason = Self.refusal(offboarding: row, role: role) {
+                refused.append(.object([
+                    "table": .string(String(row.table.prefix(100))), "row_id": .string(row.rowID.lowercasedText),
+                    "sender": .string(sender), "reason": .string(reason),
+                ]))
+                return
             }
             index.add(token: token, event: row)
         }
@@ -79,16 +89,26 @@ public struct Applier: Sendable {
         let prepare: @Sendable (Int) throws -> PreparedChunk? = { [self, index] i in
             i < chunks.count ? try prepareChunk(chunks[i], index: index, batch: batch, sender: sender, routes: routes) : nil
         }
-        let rejected: [JSONValue]
+        var rejected: [JSONValue]
         do {
             rejected = try await applyInOneTransaction(prepare, offboards: offboards, sender: sender, cursor: cursor, report: &report)
         } catch let error as DatabaseError where Self.isRowError(error) {
             rejected = try await applyIsolating(prepare, count: chunks.count, offboards: offboards, sender: sender, cursor: cursor, report: &report)
         }
+        report.rejectedEvents += refused.count
+        rejected = refused + rejected
         for rejection in rejected {
             await telemetry.record(kind: "rejected_change", detail: rejection)
         }
         return report
+    }
+
+    /// Why an offboarding is refused, or nil. Only the shore decides that a row leaves a vessel:
+    /// a vessel's offboard flag would make the shore forget a row.
+    static func refusal(offboarding row: EventRow, role: NodeRole) -> String? {
+        if role == .shore { return "only the shore offboards rows; a vessel may not" }
+        if !Identifiers.isValidSQLName(row.table) { return "table name is not a valid name (1 to 63 bytes, no control characters)" }
+        return nil
     }
 
     typealias SlicePreparer = @Sendable (Int) throws -> PreparedChunk?

@@ -1,8 +1,9 @@
 import FleetSyncCore
 import Foundation
 
-/// Sorts an incoming batch before any lock is taken: rejects what is malformed or not allowed,
-/// sets aside what this node's schema lacks, and compacts the rest into one group per row.
+/// Sorts the events of a slice of rows: rejects what is malformed or not allowed, sets aside what
+/// this node's schema lacks, and compacts the rest into one group per row. It runs for the next
+/// slice while the current one is written.
 struct Intake {
     let schema: LocalSchema
     let sender: String
@@ -15,8 +16,6 @@ struct Intake {
     private(set) var quarantineByRow: [String: [UUID: QuarantineEntry]] = [:]
     private(set) var rejectedEvents: [JSONValue] = []
     private(set) var rejectedFields: [JSONValue] = []
-    /// Rows that left this vessel's partition (transfer saga), by table.
-    private(set) var offboards: [String: Set<UUID>] = [:]
     private var sequence = 0
     private var nameValidity: [String: Bool] = [:]
     private var nodeValidity: [String: Bool] = [:]
@@ -54,13 +53,8 @@ struct Intake {
         guard isValidName(event.table) else {
             return rejectEvent(event, "table name is not a valid name (1 to 63 bytes, no control characters)")
         }
-        if event.offboard {
-            // The row leaves this vessel; whatever arrived for it earlier in the batch is moot.
-            groups[event.table]?[event.rowID] = nil
-            if schema.tables[event.table] != nil { offboards[event.table, default: []].insert(event.rowID) }
-            return
-        }
-        offboards[event.table]?.remove(event.rowID)
+        // Offboardings are the applier's (``BatchIndex``): they never reach intake.
+        guard !event.offboard else { return }
         // Most events are clean: check each field, and copy the fields only when one is dropped.
         var fields = event.fields
         for (name, change) in event.fields {

@@ -107,15 +107,16 @@ struct TableWriter {
         ])
     }
 
-    /// Queues applied changes for the other vessels, with their clocks and origin.
+    /// Queues applied changes for the other vessels, with their clocks and origin, through the
+    /// capture log like local writes, so that all events keep the order of the Lamport counter.
     private func relay(_ records: [JSONValue], origin: String, on db: DatabaseSession) async throws {
         var binds = PostgresBindings()
         binds.append(configuration.name)
         binds.append(origin)
         binds.append(JSONValue.array(records).serialized)
         try await db.execute("""
-            INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, clocks, origin)
-            SELECT $1, r.row_id, 'R', r.version, 0, r.delta, r.clocks, $2
+            INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, origin)
+            SELECT nextval('fleetsync.lamport'), $1, r.row_id, 'R', r.version, 0, r.delta, r.clocks, $2
             FROM jsonb_to_recordset($3::jsonb) AS r(row_id uuid, version bigint, delta jsonb, clocks jsonb)
             """, binds, context: "queueing \(configuration.name) changes for the fleet")
     }

@@ -4,16 +4,15 @@ import PostgresNIO
 
 /// Reads the outbox in an order consistent with commits, never skipping a late committer.
 ///
-/// Capture triggers write to `fleetsync.capture_log`, a table without key or index (cheap to
-/// insert into); the sequencer moves what has committed there into the outbox, in the order of
-/// the Lamport counter values the writes took, then numbers it.
-///
-/// Sequence numbers (`seq`) are taken when a trigger inserts, but transactions commit in another
-/// order, so a cursor over `seq` would skip the events of a transaction that commits after a
-/// higher-numbered one. Instead a *sequencer* gives each committed event a position (`pos`) under
-/// a lock, in `seq` order among the events committed so far. An event that commits later gets a
-/// later position, so a cursor over `pos` never skips one. Causal order holds too: a transaction
-/// that saw another's commit took its sequence numbers after all of that one's.
+/// Every event is first written to `fleetsync.capture_log`, a table without key or index (cheap
+/// to insert into), with the node's Lamport counter value as its `seq`: local writes by the
+/// capture triggers, changes relayed by the shore, transfer-saga events. Transactions commit in
+/// another order than they take those values, so a cursor over `seq` would skip the events of a
+/// transaction that commits after a higher-numbered one. Instead a *sequencer*, under a lock,
+/// moves what has committed into the outbox in `seq` order and gives each event a position
+/// (`pos`). An event that commits later gets a later position, so a cursor over `pos` never skips
+/// one. Causal order holds too: a transaction that saw another's commit took its counter values
+/// after all of that one's.
 public struct OutboxReader: Sendable {
     public let session: DatabaseSession
 
@@ -28,8 +27,8 @@ public struct OutboxReader: Sendable {
             // A fresh statement after the lock: its snapshot sees every capture committed until now.
             try await db.execute("""
                 WITH moved AS (DELETE FROM fleetsync.capture_log RETURNING *)
-                INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta)
-                SELECT table_name, row_id, op, version, base_version, delta FROM moved ORDER BY seq
+                INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, clocks, origin, vessel)
+                SELECT table_name, row_id, op, version, base_version, delta, clocks, origin, vessel FROM moved ORDER BY seq
                 """, context: "moving captured changes into the outbox")
             var binds = PostgresBindings()
             binds.append(Int64(limit))

@@ -93,8 +93,8 @@ public struct RoutingBuilder: Sendable {
                 let delta = stride(from: 0, to: pairs.count, by: 45).map { "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")" }.joined(separator: " || ")
                     + " || CASE WHEN r.sync_clock ? 'is_deleted' THEN jsonb_build_object('is_deleted', r.is_deleted) ELSE '{}'::jsonb END"
                 let name = SQL.literal(member.name)
-                offboard.append("INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, vessel) SELECT \(name), r.id, 'O', r.sync_version, 0, '{}', OLD.\(SQL.identifier(column))::text \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")
-                baseline.append("INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, NEW.\(SQL.identifier(column))::text \(from);")
+                offboard.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'O', r.sync_version, 0, '{}', OLD.\(SQL.identifier(column))::text \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")
+                baseline.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, NEW.\(SQL.identifier(column))::text \(from);")
             }
             // Offboarding removes children before parents; the baseline brings parents first.
             let body = """
