@@ -17,6 +17,7 @@
 #   ROWS=100000         rows in each table
 #   PGBENCH_MODE=simple pgbench query protocol (-M): simple (pgbench's default), extended or prepared;
 #                       prepared takes parse and plan out of each UPDATE, so capture weighs more
+#   SERVER_SETTINGS     extra server settings for the cluster of both databases (e.g. "-c wal_level=logical")
 #   CAPTURED_SQL        a SQL file run on the captured database after `fleetsync init`, e.g. to try
 #                       another capture function; psql variable :capture_function names the installed one
 #   FLEETSYNC_BIN       the fleetsync binary (default: .build/release, then .build/debug)
@@ -36,7 +37,7 @@ ROWS=${ROWS:-100000}
 PGBENCH_MODE=${PGBENCH_MODE:-simple}
 pgbin=/usr/lib/postgresql/15/bin
 
-echo "command: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE${CAPTURED_SQL:+ CAPTURED_SQL=$CAPTURED_SQL} benchmarks/capture-overhead.sh"
+echo "command: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE${SERVER_SETTINGS:+ SERVER_SETTINGS=\"$SERVER_SETTINGS\"}${CAPTURED_SQL:+ CAPTURED_SQL=$CAPTURED_SQL} benchmarks/capture-overhead.sh"
 
 # --- the fleetsync binary -------------------------------------------------------------------
 bin=${FLEETSYNC_BIN:-}
@@ -71,6 +72,9 @@ settings=(
   -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off
   -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=30min
 )
+# SERVER_SETTINGS adds settings for both databases' server, e.g. "-c wal_level=logical".
+read -r -a extra_settings <<<"${SERVER_SETTINGS:-}"
+settings+=("${extra_settings[@]}")
 as_pg "$pgbin/pg_ctl" -D "$work/data" -o "-p $port -k $work ${settings[*]}" -l "$work/log" -w start >/dev/null
 psql() { command psql -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -U postgres "$@"; }
 echo "==> PostgreSQL $(psql -d postgres -Atc 'SHOW server_version') on port $port, $(nproc) cores, settings: ${settings[*]}"
