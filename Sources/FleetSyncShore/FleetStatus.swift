@@ -17,10 +17,17 @@ public struct FleetStatus: Sendable {
     public var vessels: [Vessel]
     public var lastPosition: Int64
     public var prunedBelow: Int64
+    /// Events written on the shore (local writes, relayed changes, saga events) that no exchange
+    /// has sequenced yet: the next exchange routes and numbers them.
+    public var unsequenced: Int64
 
     public static func read(on db: DatabaseSession) async throws -> FleetStatus {
         let counter = try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position")
         let (last, pruned) = try counter[0].decode((Int64, Int64).self)
+        let waiting = try await db.rows("""
+            SELECT (SELECT count(*) FROM fleetsync.capture_log) + (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL)
+            """, context: "counting unsequenced events")
+        let unsequenced = try waiting[0].decode(Int64.self)
         let rows = try await db.rows("""
             SELECT v.vessel_id, s.last_success, coalesce(s.acknowledged, 0),
                    (SELECT count(*) FROM fleetsync.outbox o WHERE o.pos > coalesce(s.acknowledged, 0)
@@ -32,12 +39,13 @@ public struct FleetStatus: Sendable {
             let (id, contact, cursor, lag, reported) = try row.decode((String, Date?, Int64, Int64, String).self)
             return Vessel(id: id, lastContact: contact, lagEvents: lag, cursor: cursor, reported: reported)
         }
-        return FleetStatus(vessels: vessels, lastPosition: last, prunedBelow: pruned)
+        return FleetStatus(vessels: vessels, lastPosition: last, prunedBelow: pruned, unsequenced: unsequenced)
     }
 
     public var json: JSONValue {
         .object([
             "role": .string("shore"), "last_position": .number(String(lastPosition)), "pruned_below": .number(String(prunedBelow)),
+            "unsequenced_events": .number(String(unsequenced)),
             "vessels": .array(vessels.map { v in
                 .object([
                     "vessel": .string(v.id), "last_contact": v.lastContact.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,

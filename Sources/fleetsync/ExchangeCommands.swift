@@ -161,7 +161,7 @@ struct StatusCommand: AsyncParsableCommand {
         case .shore:
             let status = try await withDatabase(configuration) { try await FleetStatus.read(on: $0) }
             if json { print(status.json.serialized); return }
-            print("shore \(configuration.nodeID): last position \(status.lastPosition), pruned below \(status.prunedBelow)")
+            print("shore \(configuration.nodeID): last position \(status.lastPosition), pruned below \(status.prunedBelow), \(status.unsequenced) event(s) waiting for the next exchange to be sequenced")
             for v in status.vessels {
                 let contact = v.lastContact.map { "\($0)" } ?? "never"
                 let note = v.cursor < status.prunedBelow ? "  MUST RE-BOOTSTRAP" : ""

@@ -252,6 +252,11 @@ final class ExchangeFailureTests: DatabaseTestCase {
         defer { server.stop() }
         let shore = try await connect(fleet.shore.url)
         try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');", url: fleet.shore.url)
+        func unsequenced() throws -> JSONValue? {
+            let status = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath, "--json"])
+            return try JSONParser.parse(status.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue?["unsequenced_events"]
+        }
+        XCTAssertEqual(try unsequenced(), .number("1"), "the shore's status shows the write waiting for an exchange")
         for (i, vessel) in fleet.vessels.enumerated() {
             let result = try fleet.sync(vessel)
             XCTAssertTrue(result.output.contains("received 1"), result.output)
@@ -259,6 +264,7 @@ final class ExchangeFailureTests: DatabaseTestCase {
                 // Sequenced by the first exchange; kept until the last vessel has it.
                 let rows: String = try await shore.scalar("SELECT count(*) || ' for ' || coalesce(string_agg(vessel, ','), '-') FROM fleetsync.outbox")
                 XCTAssertEqual(rows, "1 for *", "one queue entry for the whole fleet")
+                XCTAssertEqual(try unsequenced(), .number("0"))
             }
             XCTAssertTrue(try fleet.sync(vessel).output.contains("received 0"), "received once")
         }
