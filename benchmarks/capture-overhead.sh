@@ -18,6 +18,9 @@
 #   PGBENCH_MODE=simple pgbench query protocol (-M): simple (pgbench's default), extended or prepared;
 #                       prepared takes parse and plan out of each UPDATE, so capture weighs more
 #   SERVER_SETTINGS     extra server settings for the cluster of both databases (e.g. "-c wal_level=logical")
+#   DRAIN_SQL           SQL run on the captured database every DRAIN_INTERVAL seconds (default 0.5)
+#                       during captured runs, to measure capture while its reader drains it
+#                       (benchmarks/capture-variants/drain-*.sql hold the statements used)
 #   CAPTURED_SQL        a SQL file run on the captured database after `fleetsync init`, e.g. to try
 #                       another capture function; psql variable :capture_function names the installed one
 #   FLEETSYNC_BIN       the fleetsync binary (default: .build/release, then .build/debug)
@@ -37,7 +40,7 @@ ROWS=${ROWS:-100000}
 PGBENCH_MODE=${PGBENCH_MODE:-simple}
 pgbin=/usr/lib/postgresql/15/bin
 
-echo "command: ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE${SERVER_SETTINGS:+ SERVER_SETTINGS=\"$SERVER_SETTINGS\"}${CAPTURED_SQL:+ CAPTURED_SQL=$CAPTURED_SQL} benchmarks/capture-overhead.sh"
+echo "command: ${DRAIN_SQL:+DRAIN_SQL=\"$DRAIN_SQL\" }ROUNDS=$ROUNDS SECONDS_PER_RUN=$SECONDS_PER_RUN WARMUP_SECONDS=$WARMUP_SECONDS CLIENTS=$CLIENTS ROWS=$ROWS PGBENCH_MODE=$PGBENCH_MODE${SERVER_SETTINGS:+ SERVER_SETTINGS=\"$SERVER_SETTINGS\"}${CAPTURED_SQL:+ CAPTURED_SQL=$CAPTURED_SQL} benchmarks/capture-overhead.sh"
 
 # --- the fleetsync binary -------------------------------------------------------------------
 bin=${FLEETSYNC_BIN:-}
@@ -162,9 +165,15 @@ echo "==> each run: pgbench ${pgbench_args[*]/#$work\//} -T $SECONDS_PER_RUN <da
 
 run() {  # run DB SECONDS: prints the run's TPS
   psql -d "$1" -c CHECKPOINT
-  local out
+  local out drainer=
+  if [ "$1" = bench_captured ] && [ -n "${DRAIN_SQL:-}" ]; then
+    # Capture is measured with its reader draining it, as an exchange would (its cost counts).
+    ( end=$((SECONDS + $2)); while [ $SECONDS -lt $end ]; do psql -d bench_captured -Atc "$DRAIN_SQL" >/dev/null; sleep "${DRAIN_INTERVAL:-0.5}"; done ) &
+    drainer=$!
+  fi
   out=$(pgbench -h "$work" -p "$port" -U postgres "${pgbench_args[@]}" -T "$2" "$1" 2>&1) \
     || { echo "pgbench failed on $1:" >&2; echo "$out" >&2; exit 1; }
+  [ -z "$drainer" ] || wait "$drainer"
   awk '/^tps = / { print $3; exit }' <<<"$out"
 }
 outbox() { psql -d bench_captured -Atc "SELECT count(*) || ' rows, ' || pg_size_pretty(pg_total_relation_size('fleetsync.capture_log')) FROM fleetsync.capture_log"; }

@@ -12,3 +12,4 @@ BEGIN
 END $b$$f$, :'capture_function') \gexec
 SELECT format('ALTER FUNCTION %s() RESET ALL', :'capture_function') \gexec
 SELECT format('CREATE TRIGGER zz_fleetsync_version BEFORE UPDATE ON bench_item FOR EACH ROW EXECUTE FUNCTION %s()', :'capture_function') \gexec
+CREATE PUBLICATION fleetsync_bench FOR TABLE bench_item;

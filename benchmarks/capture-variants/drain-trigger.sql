@@ -1,0 +1,1 @@
+WITH moved AS (DELETE FROM fleetsync.capture_log RETURNING *), queued AS (INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta) SELECT table_name, row_id, op, version, base_version, delta FROM moved ORDER BY seq RETURNING seq) SELECT count(*) FROM queued; DELETE FROM fleetsync.outbox;
