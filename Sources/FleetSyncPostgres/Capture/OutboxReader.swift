@@ -18,22 +18,18 @@ public struct OutboxReader: Sendable {
 
     public init(session: DatabaseSession) { self.session = session }
 
-    /// Gives positions to up to `limit` committed events that have none, and on the shore the
-    /// vessel each goes to (by the row's routing at this moment); returns how many.
+    /// Moves every committed event of the capture log into the outbox with its position and, on
+    /// the shore, the vessel it goes to (by the row's routing at this moment); returns how many.
+    /// Outbox rows left without a position by a version before the capture log (up to `limit`)
+    /// are numbered first.
     @discardableResult
     public func sequence(limit: Int = 100_000) async throws -> Int {
         try await session.transaction { db in
             try await db.execute("SELECT pg_advisory_xact_lock(hashtext('fleetsync.outbox.sequencer'))", context: "locking the outbox sequencer")
-            // A fresh statement after the lock: its snapshot sees every capture committed until now.
-            try await db.execute("""
-                WITH moved AS (DELETE FROM fleetsync.capture_log RETURNING *)
-                INSERT INTO fleetsync.outbox (table_name, row_id, op, version, base_version, delta, clocks, origin, vessel)
-                SELECT table_name, row_id, op, version, base_version, delta, clocks, origin, vessel FROM moved ORDER BY seq
-                """, context: "moving captured changes into the outbox")
             var binds = PostgresBindings()
             binds.append(Int64(limit))
-            // Another fresh statement: it sees what was just moved and every other committed event.
-            let rows = try await db.rows("""
+            // Each statement after the lock takes a fresh snapshot: it sees every event committed until now.
+            let earlier = try await db.rows("""
                 WITH pending AS (
                   SELECT seq, row_number() OVER (ORDER BY seq) AS rn
                   FROM fleetsync.outbox WHERE pos IS NULL ORDER BY seq LIMIT $1
@@ -47,7 +43,25 @@ public struct OutboxReader: Sendable {
                 )
                 SELECT count(*) FROM numbered
                 """, binds, context: "sequencing the outbox")
-            return Int(try rows[0].value(0, as: Int64.self))
+            // Moved and numbered in one statement: each event is written to the outbox once.
+            let moved = try await db.rows("""
+                WITH moved AS (
+                  DELETE FROM fleetsync.capture_log RETURNING *
+                ), ordered AS (
+                  SELECT moved.*, row_number() OVER (ORDER BY seq) AS rn FROM moved
+                ), counter AS (
+                  UPDATE fleetsync.outbox_counter SET last_pos = last_pos + (SELECT count(*) FROM moved)
+                  RETURNING last_pos - (SELECT count(*) FROM moved) AS base
+                ), queued AS (
+                  INSERT INTO fleetsync.outbox (pos, table_name, row_id, op, version, base_version, delta, clocks, origin, vessel)
+                  SELECT counter.base + o.rn, o.table_name, o.row_id, o.op, o.version, o.base_version, o.delta, o.clocks, o.origin,
+                    CASE WHEN o.op IN ('B', 'O') THEN o.vessel ELSE fleetsync.route_event(o.table_name, o.row_id) END
+                  FROM ordered o, counter ORDER BY o.rn
+                  RETURNING 1
+                )
+                SELECT count(*) FROM queued
+                """, context: "moving captured changes into the outbox")
+            return Int(try earlier[0].value(0, as: Int64.self)) + Int(try moved[0].value(0, as: Int64.self))
         }
     }
 
