@@ -63,7 +63,7 @@ let package = Package(
             "FleetSyncCore", "FleetSyncPostgres",
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ], path: "Tests/FleetSyncTestSupport"),
-        .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore", "FleetSyncTransport"]),
+        .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore", "FleetSyncTransport", "FleetSyncTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel",
         ]),

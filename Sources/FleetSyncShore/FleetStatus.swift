@@ -22,12 +22,12 @@ public struct FleetStatus: Sendable {
     public var unsequenced: Int64
 
     public static func read(on db: DatabaseSession) async throws -> FleetStatus {
-        let counter = try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position")
-        let (last, pruned) = try counter[0].decode((Int64, Int64).self)
-        let waiting = try await db.rows("""
-            SELECT (SELECT count(*) FROM fleetsync.capture_log) + (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL)
-            """, context: "counting unsequenced events")
-        let unsequenced = try waiting[0].decode(Int64.self)
+        let counter = try await db.rows("""
+            SELECT last_pos, pruned_below,
+                   (SELECT count(*) FROM fleetsync.capture_log) + (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL)
+            FROM fleetsync.outbox_counter
+            """, context: "reading the outbox position")
+        let (last, pruned, unsequenced) = try counter[0].decode((Int64, Int64, Int64).self)
         let rows = try await db.rows("""
             SELECT v.vessel_id, s.last_success, coalesce(s.acknowledged, 0),
                    (SELECT count(*) FROM fleetsync.outbox o WHERE o.pos > coalesce(s.acknowledged, 0)

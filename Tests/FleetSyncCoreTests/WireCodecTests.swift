@@ -1,4 +1,5 @@
 import Foundation
+import FleetSyncTestSupport
 import XCTest
 @testable import FleetSyncCore
 @testable import FleetSyncTransport

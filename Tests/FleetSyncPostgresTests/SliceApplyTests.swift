@@ -7,18 +7,6 @@ import XCTest
 /// Applying a batch slice by slice ends in the same rows as applying it in one slice, and as
 /// applying its events one by one.
 final class SliceApplyTests: DatabaseTestCase {
-    /// A seeded generator, so that a failing case can be replayed.
-    struct Seeded: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     func change(_ table: String, _ id: UUID, _ fields: [String: JSONValue], clock: Int64) -> ChangeEvent {
         ChangeEvent(table: table, rowID: id, fields: fields.mapValues { FieldChange(value: $0, clock: FieldClock(counter: clock, node: "shore")) }, origin: "shore")
     }
@@ -35,7 +23,7 @@ final class SliceApplyTests: DatabaseTestCase {
         var sliced = try await makeApplier(configuration, small)
         sliced.chunkSize = 2
         let unsliced = try await makeApplier(configuration, whole)
-        var rng = Seeded(state: 2026)
+        var rng = SplitMix64(seed: 2026)
         let vessel = UUID(), type = UUID()
         let seafarers = (0..<8).map { _ in UUID() }
         let certificates = (0..<12).map { _ in UUID() }

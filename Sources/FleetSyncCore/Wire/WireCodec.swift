@@ -104,12 +104,9 @@ public enum WireCodec {
         }
     }
 
-    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits, _ body: (ChangeEvent) -> Void) throws(WireError) {
-        try decodeEvents(&r, strings: strings, limits: limits) { (_: Int, event: ChangeEvent) in body(event) }
-    }
-
-    /// Decodes the event list, handing each event with the offset it starts at (for ``decodeEvent(at:)``).
-    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits, _ body: (Int, ChangeEvent) throws(WireError) -> Void) throws(WireError) {
+    /// Decodes the event list into `body`, one event at a time; returns how many there were.
+    @discardableResult
+    static func decodeEvents(_ r: inout WireReader, strings: [String], limits: WireLimits, _ body: (ChangeEvent) -> Void) throws(WireError) -> Int {
         let raw = try r.varint()
         guard raw <= UInt64(limits.maximumEvents) else {
             throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
@@ -118,11 +115,11 @@ public enum WireCodec {
         var previousPosition: Int64 = 0
         var nodes = NodeNames(strings: strings)
         for _ in 0..<Int(raw) {
-            let offset = r.offset
             let event = try decodeEvent(&r, nodes: &nodes, limits: limits, previousPosition: previousPosition)
             previousPosition = event.originPosition
-            try body(offset, event)
+            body(event)
         }
+        return Int(raw)
     }
 
     /// Node ids repeat in every event: each name of the table is checked once.

@@ -1,7 +1,7 @@
 /// The events of an exchange message left in their encoded form: a ``ChangeBatch`` checked whole
 /// when the message is read, whose scan reads each event's row without building its fields, and
-/// whose events are decoded, one at a time, at the byte offset the scan handed out. A 100,000-event batch then costs its encoded bytes in
-/// memory rather than its decoded events.
+/// whose events are decoded, one at a time, at the byte offset the scan handed out. A
+/// 100,000-event batch then costs its encoded bytes in memory rather than its decoded events.
 public struct WireEventBatch: ChangeBatch {
     private let bytes: [UInt8]
     private let strings: [String]
@@ -11,26 +11,16 @@ public struct WireEventBatch: ChangeBatch {
     public let count: Int
 
     private init(bytes: [UInt8], strings: [String], limits: WireLimits, eventsOffset: Int) throws(WireError) {
+        // Every event is checked here by the full decoder (each is built and dropped), so that a
+        // message is refused whole before anything of it reaches the database; later reads of
+        // the same bytes cannot fail.
         var reader = WireReader(bytes, offset: eventsOffset)
-        let raw = try reader.varint()
-        guard raw <= UInt64(limits.maximumEvents) else {
-            throw WireError(.batchTooLarge, "batch of \(raw) events exceeds the limit of \(limits.maximumEvents); send smaller batches")
-        }
-        guard raw <= UInt64(reader.remaining) else { throw WireError(.truncated, "event count \(raw) is more than the \(reader.remaining) bytes left") }
-        // Every event is checked here, as the full decoder checks it (each is built and dropped),
-        // so that a message is refused whole before anything of it reaches the database; later
-        // reads of the same bytes cannot fail.
-        var nodes = WireCodec.NodeNames(strings: strings)
-        var position: Int64 = 0
-        for _ in 0..<Int(raw) {
-            position = try WireCodec.decodeEvent(&reader, nodes: &nodes, limits: limits, previousPosition: position).originPosition
-        }
+        self.count = try WireCodec.decodeEvents(&reader, strings: strings, limits: limits) { _ in }
         guard reader.isAtEnd else { throw WireError(.malformed, "\(reader.remaining) unexpected bytes after the events") }
         self.bytes = bytes
         self.strings = strings
         self.limits = limits
         self.eventsOffset = eventsOffset
-        self.count = Int(raw)
     }
 
     /// Reads a request's header and leaves its events encoded; the request returned has none.

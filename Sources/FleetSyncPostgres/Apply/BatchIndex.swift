@@ -65,15 +65,11 @@ struct BatchIndex: Sendable {
     /// The batch in slices of at most `size` rows: tables in `tableOrder` first, then tables this
     /// node does not have (by name), rows by sequence. A table in `whole` (one that references
     /// itself, whose rows must be ordered parent first among all of them) is one slice.
-    /// Frees what only the first read needed (where each row is) once the slices are made.
+    /// The batch in slices of at most `size` rows: tables in `tableOrder` first, then tables this
+    /// node does not have (by name), rows by sequence. A table in `whole` (one that references
+    /// itself, whose rows must be ordered parent first among all of them) is one slice. Frees
+    /// what only the first read needed (where each row is).
     mutating func takeChunks(tableOrder: [String], whole: Set<String>, size: Int) -> [Chunk] {
-        let made = chunks(tableOrder: tableOrder, whole: whole, size: size)
-        rowSlots = [:]
-        rows = [:]
-        return made
-    }
-
-    func chunks(tableOrder: [String], whole: Set<String>, size: Int) -> [Chunk] {
         let known = Set(tableOrder)
         let order = tableOrder.filter { rows[$0] != nil } + rows.keys.filter { !known.contains($0) }.sorted()
         var chunks: [Chunk] = []
@@ -81,10 +77,11 @@ struct BatchIndex: Sendable {
             let live = rows[table]!.filter { $0.first >= 0 }.sorted { $0.sequence < $1.sequence }
             let step = whole.contains(table) ? max(live.count, 1) : size
             for start in stride(from: 0, to: live.count, by: step) {
-                let slice = live[start..<min(start + step, live.count)]
-                chunks.append(Chunk(table: table, rows: Array(slice)))
+                chunks.append(Chunk(table: table, rows: Array(live[start..<min(start + step, live.count)])))
             }
         }
+        rowSlots = [:]
+        rows = [:]
         return chunks
     }
 

@@ -33,19 +33,22 @@ struct TableWriter {
     /// locked, so that encoding overlaps the database's work on the previous slice; ``write``
     /// uses it when every row is indeed new.
     func prepareCopy(_ groups: [RowGroup]) -> CopyPieces? {
+        copyPieces(groups.map { ($0.rowID, $0.state, $0.state.version) })
+    }
+
+    /// The columns new rows fill (the tombstone travels in `is_deleted`, not as a column of its own).
+    private static func columns(of rows: [(UUID, RowState, Int64)]) -> Set<String> {
         var names: Set<String> = []
-        for group in groups { names.formUnion(group.state.fields.keys) }
+        for row in rows { names.formUnion(row.1.fields.keys) }
         names.remove(ChangeEvent.deletedField)
-        return copyPieces(groups.map { ($0.rowID, $0.state, $0.state.version) }, columns: names)
+        return names
     }
 
     func write(_ groups: [RowGroup], prepared: CopyPieces? = nil, on db: DatabaseSession) async throws -> Outcome {
         var outcome = Outcome()
         let local = try await readLocal(groups.map(\.rowID), on: db)
-        var inserts: [JSONValue] = []
         var newRows: [(UUID, RowState, Int64)] = []
         var updates: [JSONValue] = []
-        var insertColumns: Set<String> = []
         var updateColumns: Set<String> = []
         var relayed: [JSONValue] = []
         for group in groups {
@@ -62,19 +65,19 @@ struct TableWriter {
                 updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version)))
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
             } else {
-                insertColumns.formUnion(group.state.fields.keys.filter { $0 != ChangeEvent.deletedField })
                 newRows.append((group.rowID, group.state, group.state.version))
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: group.state.fields)) }
             }
             outcome.applied += 1
         }
-        if !newRows.isEmpty, let pieces = newRows.count == groups.count ? prepared : nil {
-            try await copy(pieces, on: db)
-        } else if !newRows.isEmpty, let pieces = copyPieces(newRows, columns: insertColumns) {
-            try await copy(pieces, on: db)
-        } else if !newRows.isEmpty {
-            inserts = newRows.map { record(id: $0.0, state: $0.1, version: $0.2) }
-            try await insert(inserts, columns: insertColumns, on: db)
+        if !newRows.isEmpty {
+            if let pieces = newRows.count == groups.count ? prepared : nil {
+                try await copy(pieces, on: db)
+            } else if let pieces = copyPieces(newRows) {
+                try await copy(pieces, on: db)
+            } else {
+                try await insert(newRows.map { record(id: $0.0, state: $0.1, version: $0.2) }, columns: Self.columns(of: newRows), on: db)
+            }
         }
         if !updates.isEmpty { try await update(updates, columns: updateColumns, on: db) }
         if let origin = relayFrom, !relayed.isEmpty { try await relay(relayed, origin: origin, on: db) }
@@ -122,8 +125,8 @@ struct TableWriter {
     }
 
     /// New rows as COPY text in pieces of 500 rows, or nil when a value cannot travel that way.
-    private func copyPieces(_ rows: [(UUID, RowState, Int64)], columns names: Set<String>) -> CopyPieces? {
-        let columns = orderedColumns(names)
+    private func copyPieces(_ rows: [(UUID, RowState, Int64)]) -> CopyPieces? {
+        let columns = orderedColumns(Self.columns(of: rows))
         guard rows.allSatisfy({ row in columns.allSatisfy { CopyEncoder.canEncode(row.1.fields[$0.name]?.value ?? .null, column: $0) } }) else {
             return nil
         }

@@ -99,7 +99,6 @@ public struct CaptureTriggerBuilder: Sendable {
           k jsonb;
           v bigint;
         BEGIN
-          IF current_setting('fleetsync.applying', true) = 'on' THEN RETURN NEW; END IF;
           IF TG_OP = 'INSERT' THEN
             v := nextval('fleetsync.lamport');
             k := jsonb_build_array(v, \(node));
@@ -110,6 +109,8 @@ public struct CaptureTriggerBuilder: Sendable {
               VALUES (v, \(tableName), NEW.id, 'I', v, 0, \(jsonObject(insertDelta)));
             RETURN NEW;
           END IF;
+          -- Inserts by the sync engine are skipped by their trigger's WHEN clause; updates here.
+          IF current_setting('fleetsync.applying', true) = 'on' THEN RETURN NEW; END IF;
           IF NEW.id IS DISTINCT FROM OLD.id THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
               MESSAGE = \(SQL.literal("fleetsync: the id of a row of table \"\(table.name)\" cannot change")),
