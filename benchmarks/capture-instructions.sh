@@ -28,10 +28,6 @@ as_pg $pgbin/pg_ctl -D $work/data -o "-p $port -k $work -c listen_addresses=127.
 psql() { command psql -X -q -v ON_ERROR_STOP=1 -h $work -p $port -U postgres "$@"; }
 psql -d postgres -c "CREATE DATABASE b"
 psql -d b -v rows=100000 -f benchmarks/bench-table.sql
-CREATE TABLE bench_item (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), k integer NOT NULL UNIQUE, code text NOT NULL, title text, quantity integer NOT NULL, hits bigint NOT NULL DEFAULT 0, unit_price numeric(12,2), weight_kg double precision, active boolean NOT NULL, due_on date, created_at timestamptz NOT NULL, updated_at timestamptz);
-INSERT INTO bench_item (k, code, title, quantity, hits, unit_price, weight_kg, active, due_on, created_at, updated_at)
-SELECT i, 'ITEM-' || lpad(i::text, 6, '0'), 'Spare part number ' || i || ' for the main engine', i % 500, 0, (i % 10000) / 100.0, (i % 977) * 0.25, i % 3 <> 0, date '2025-01-01' + (i % 365), timestamptz '2024-01-01 00:00+00' + i * interval '1 minute', NULL FROM generate_series(1, 100000) AS i;
-SQL
 if [ "$mode" = plain ]; then
   psql -d b -c "ALTER TABLE bench_item ADD COLUMN sync_version bigint NOT NULL DEFAULT 0, ADD COLUMN is_deleted boolean NOT NULL DEFAULT false, ADD COLUMN sync_clock jsonb NOT NULL DEFAULT '{}'"
 else
