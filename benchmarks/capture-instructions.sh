@@ -34,7 +34,7 @@ else
   printf '[node]\nrole = "vessel"\nid = "bench"\n[database]\nurl = "postgres://postgres@127.0.0.1:%s/b"\n[vessel]\nshore_url = "http://127.0.0.1:9"\n[[table]]\nname = "bench_item"\nroute = "broadcast"\ndefault_owner = "shared"\n' "$port" > $work/c.toml
   "$bin" init --config $work/c.toml >/dev/null
   if [ -n "$variant" ]; then
-    psql -d b -v capture_function="$(psql -d b -Atc "SELECT 'fleetsync.capture_' || 'bench_item'::regclass::oid")" -f "$variant" >/dev/null
+    psql -d b -v capture_function="$(psql -d b -Atc "SELECT 'fleetsync.capture_update_' || 'bench_item'::regclass::oid")" -f "$variant" >/dev/null
   fi
 fi
 psql -d b -c "UPDATE bench_item SET hits = hits + 1" -c "VACUUM ANALYZE bench_item"

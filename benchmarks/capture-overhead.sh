@@ -114,7 +114,7 @@ default_owner = "shared"
 TOML
 echo "==> $bin init --config bench.toml (on bench_captured)"
 "$bin" init --config "$work/bench.toml" | sed 's/^/    /'
-capture_function=$(psql -d bench_captured -Atc "SELECT 'fleetsync.capture_' || '$table'::regclass::oid")
+capture_function=$(psql -d bench_captured -Atc "SELECT 'fleetsync.capture_update_' || '$table'::regclass::oid")
 if [ -n "${CAPTURED_SQL:-}" ]; then
   echo "==> applying $CAPTURED_SQL to bench_captured (capture function $capture_function)"
   psql -d bench_captured -v capture_function="$capture_function" -f "$CAPTURED_SQL"

@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -179,5 +179,18 @@ extension Migration {
         )
         """,
         "ALTER TABLE fleetsync.capture_log SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000)",
+    ])
+}
+
+extension Migration {
+    static let pinnedJSON = Migration(version: 5, description: "a value's captured JSON under fixed float and interval settings", statements: [
+        // Capture functions call this only when the session's own settings would change a
+        // float's or an interval's text (extra_float_digits <= 0, IntervalStyle other than
+        // postgres): a function-level SET would cost every captured update (docs/CAPTURE.md).
+        """
+        CREATE FUNCTION fleetsync.pinned_jsonb(anyelement) RETURNS jsonb LANGUAGE sql STABLE
+          SET extra_float_digits = 1 SET intervalstyle = 'postgres'
+          AS 'SELECT to_jsonb($1)'
+        """,
     ])
 }

@@ -20,12 +20,14 @@ public struct CaptureTriggerBuilder: Sendable {
 
     var qualifiedTable: String { SQL.qualified(physical.schema, physical.name) }
     var captureFunction: String { "fleetsync." + SQL.identifier("capture_\(physical.oid)") }
+    var updateFunction: String { "fleetsync." + SQL.identifier("capture_update_\(physical.oid)") }
     var deleteFunction: String { "fleetsync." + SQL.identifier("delete_\(physical.oid)") }
 
     /// Every statement that (re)installs capture on the table, in order.
     public func statements() -> [String] {
         [
             captureFunctionSQL(),
+            updateFunctionSQL(),
             deleteFunctionSQL(),
             "DROP TRIGGER IF EXISTS zz_fleetsync_capture ON \(qualifiedTable)",
             // Inserts: the WHEN clause skips the function for the sync engine's own writes without
@@ -36,7 +38,7 @@ public struct CaptureTriggerBuilder: Sendable {
             // Updates: no WHEN clause. Parsing one costs a single-row UPDATE statement more than
             // the whole function does (about 30,000 instructions of 400,000, measured); the
             // function checks the setting itself.
-            "CREATE TRIGGER zz_fleetsync_capture_update BEFORE UPDATE ON \(qualifiedTable) FOR EACH ROW EXECUTE FUNCTION \(captureFunction)()",
+            "CREATE TRIGGER zz_fleetsync_capture_update BEFORE UPDATE ON \(qualifiedTable) FOR EACH ROW EXECUTE FUNCTION \(updateFunction)()",
             "DROP TRIGGER IF EXISTS zz_fleetsync_delete ON \(qualifiedTable)",
             "CREATE TRIGGER zz_fleetsync_delete BEFORE DELETE ON \(qualifiedTable) FOR EACH ROW \(Self.notApplying) EXECUTE FUNCTION \(deleteFunction)()",
             "DROP TRIGGER IF EXISTS zz_fleetsync_truncate ON \(qualifiedTable)",
@@ -62,35 +64,52 @@ public struct CaptureTriggerBuilder: Sendable {
         }
     }
 
-    private func function(_ name: String, body: String, settings: [String] = []) -> String {
+    /// A trigger function. No function-level `SET`: it would cost every call (about 8,000
+    /// instructions); values whose text depends on session settings are pinned one by one
+    /// (`ColumnCodec.captureExpression`).
+    private func function(_ name: String, body: String) -> String {
         let tag = SQL.dollarTag(for: body)
-        let set = settings.isEmpty ? "" : "\n" + settings.joined(separator: "\n")
-        return "CREATE OR REPLACE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql\(set) AS \(tag)\n\(body)\n\(tag)"
+        return "CREATE OR REPLACE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS \(tag)\n\(body)\n\(tag)"
     }
 
-    /// Session settings pinned for the function when a column's JSON text depends on them.
-    private var pinnedSettings: [String] {
-        var settings: [String] = []
-        let types = physical.syncedColumns.map { $0.type.lowercased() }
-        if types.contains(where: { $0.hasPrefix("interval") }) { settings.append("SET intervalstyle = 'postgres'") }
-        if types.contains(where: { $0.hasPrefix("double precision") || $0.hasPrefix("real") }) {
-            settings.append("SET extra_float_digits = 1")
-        }
-        return settings
-    }
-
+    /// The function of the insert trigger: every column of a new row, with this node's clocks.
     func captureFunctionSQL() -> String {
+        let node = SQL.literal(nodeID)
+        let columns = physical.syncedColumns.map(\.name)
+        let creationClock = SQL.literal("[0, \"\(nodeID)\"]") + "::jsonb"
+        let insertClock = columns.map { column in
+            "\(SQL.literal(column)), " + (table.owner(of: column).isWritable(by: role) ? "k" : creationClock)
+        }
+        let insertDelta = physical.syncedColumns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0))" }
+        let body = """
+        DECLARE
+          k jsonb;
+          v bigint;
+        BEGIN
+          -- The sync engine's own inserts are skipped by the trigger's WHEN clause.
+          v := nextval('fleetsync.lamport');
+          k := jsonb_build_array(v, \(node));
+          NEW.sync_version := v;
+          NEW.is_deleted := false;
+          NEW.sync_clock := \(jsonObject(insertClock));
+          INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
+            VALUES (v, \(SQL.literal(table.name)), NEW.id, 'I', v, 0, \(jsonObject(insertDelta)));
+          RETURN NEW;
+        END
+        """
+        return function(captureFunction, body: body)
+    }
+
+    /// The function of the update trigger: only the columns whose value changed, each with the
+    /// write's clock; an update that changes nothing writes nothing. Separate from the insert
+    /// function so that an update evaluates no `TG_OP` test: in single-statement transactions
+    /// PL/pgSQL prepares each statement it runs again, a few thousand instructions each.
+    func updateFunctionSQL() -> String {
         let node = SQL.literal(nodeID)
         let tableName = SQL.literal(table.name)
         let columns = physical.syncedColumns.map(\.name)
         let owned = columns.filter { table.owner(of: $0).isWritable(by: role) }
         let foreign = columns.filter { !table.owner(of: $0).isWritable(by: role) }
-
-        let creationClock = SQL.literal("[0, \"\(nodeID)\"]") + "::jsonb"
-        let insertClock = columns.map { column in
-            "\(SQL.literal(column)), " + (owned.contains(column) ? "k" : creationClock)
-        }
-        let insertDelta = physical.syncedColumns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0))" }
 
         var body = """
         DECLARE
@@ -99,17 +118,6 @@ public struct CaptureTriggerBuilder: Sendable {
           k jsonb;
           v bigint;
         BEGIN
-          IF TG_OP = 'INSERT' THEN
-            v := nextval('fleetsync.lamport');
-            k := jsonb_build_array(v, \(node));
-            NEW.sync_version := v;
-            NEW.is_deleted := false;
-            NEW.sync_clock := \(jsonObject(insertClock));
-            INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
-              VALUES (v, \(tableName), NEW.id, 'I', v, 0, \(jsonObject(insertDelta)));
-            RETURN NEW;
-          END IF;
-          -- Inserts by the sync engine are skipped by their trigger's WHEN clause; updates here.
           IF current_setting('fleetsync.applying', true) = 'on' THEN RETURN NEW; END IF;
           IF NEW.id IS DISTINCT FROM OLD.id THEN
             RAISE EXCEPTION USING ERRCODE = '42501',
@@ -173,7 +181,7 @@ public struct CaptureTriggerBuilder: Sendable {
           RETURN NEW;
         END
         """
-        return function(captureFunction, body: body, settings: pinnedSettings)
+        return function(updateFunction, body: body)
     }
 
     func deleteFunctionSQL() -> String {

@@ -6,14 +6,34 @@ import FleetSyncCore
 /// Most types round-trip through `to_jsonb` and `jsonb_populate_record` as they are. `json` and
 /// `jsonb` do not: a JSON `null` inside the column and an SQL NULL would both become `null`. Their
 /// values are therefore wrapped in a one-element array (`[value]`), and SQL NULL stays `null`.
+/// The text of floating-point and interval values depends on session settings
+/// (`extra_float_digits`, `IntervalStyle`); when the writing session's settings would lose
+/// digits or change the text, the value is converted by `fleetsync.pinned_jsonb`, which fixes them.
 public enum ColumnCodec {
     static func isJSON(_ type: String) -> Bool { type == "jsonb" || type == "json" }
+
+    /// The session setting whose value changes the column's captured text, with the condition
+    /// under which the session's own value is safe; nil when no setting matters.
+    static func settingGuard(_ type: String) -> String? {
+        var base = Substring(type.lowercased())
+        while base.hasSuffix("[]") { base = base.dropLast(2) }
+        if base == "double precision" || base == "real" {
+            return "current_setting('extra_float_digits')::integer > 0"
+        }
+        if base == "interval" || base.hasPrefix("interval(") || base.hasPrefix("interval ") {
+            return "current_setting('intervalstyle') = 'postgres'"
+        }
+        return nil
+    }
 
     /// The SQL expression that captures `NEW.column` (or any row alias) as JSONB.
     public static func captureExpression(_ column: PhysicalColumn, row: String = "NEW") -> String {
         let value = "\(row).\(SQL.identifier(column.name))"
         if isJSON(column.type) {
             return "CASE WHEN \(value) IS NULL THEN NULL ELSE jsonb_build_array(\(value)) END"
+        }
+        if let safe = settingGuard(column.type) {
+            return "CASE WHEN \(safe) THEN to_jsonb(\(value)) ELSE fleetsync.pinned_jsonb(\(value)) END"
         }
         return value
     }
