@@ -112,6 +112,6 @@ public struct ShoreExchange: Sendable {
         try await OutboxReader(session: db).sequence()
         let batch = try await VesselQueue(configuration: configuration, session: db)
             .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
-        return ExchangeResponse(acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more)
+        return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more)
     }
 }

@@ -100,7 +100,8 @@ public struct VesselSync: Sendable {
             try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos <= $1", binds, context: "dropping acknowledged events")
             try await tx.execute("UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $1) WHERE peer = $2", binds, context: "recording the acknowledgement")
         }
-        let applier = Applier(schema: schema, session: session, telemetry: telemetry)
+        var applier = Applier(schema: schema, session: session, telemetry: telemetry)
+        applier.shoreNode = response.shore
         let report = try await applier.apply(batch: received, from: Self.peer, cursor: response.cursor)
         var success = PostgresBindings()
         success.append(Self.peer)

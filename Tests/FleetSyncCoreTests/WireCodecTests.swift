@@ -20,7 +20,7 @@ final class WireCodecTests: XCTestCase {
     func testRequestAndResponseRoundTrip() throws {
         let request = ExchangeRequest(vesselID: "aurora", cursor: 77, events: sampleEvents(50), upTo: 149, status: ["pending": .number("3")])
         XCTAssertEqual(try MessageFraming.decodeRequest(MessageFraming.encode(request)), request)
-        let response = ExchangeResponse(acknowledged: 149, events: sampleEvents(20, seed: 2), cursor: 900, more: true)
+        let response = ExchangeResponse(shore: "hq", acknowledged: 149, events: sampleEvents(20, seed: 2), cursor: 900, more: true)
         XCTAssertEqual(try MessageFraming.decodeResponse(MessageFraming.encode(response)), response)
         let error = WireError(.unknownVessel, "vessel nobody is not enrolled")
         XCTAssertThrowsError(try MessageFraming.decodeResponse(MessageFraming.encode(error))) { XCTAssertEqual($0 as? WireError, error) }
@@ -49,7 +49,14 @@ final class WireCodecTests: XCTestCase {
         var lying = good
         lying[15] = lying[15] &+ 1
         XCTAssertEqual(code(lying), .malformed)
-        XCTAssertEqual(code(MessageFraming.encode(ExchangeResponse(acknowledged: 0, events: [], cursor: 0, more: false))), .malformed)
+        XCTAssertEqual(code(MessageFraming.encode(ExchangeResponse(shore: "hq", acknowledged: 0, events: [], cursor: 0, more: false))), .malformed)
+        // A response names its shore with a valid node id.
+        func responseCode(_ response: ExchangeResponse) -> WireError.Code? {
+            do { _ = try MessageFraming.decodeResponse(MessageFraming.encode(response)); return nil } catch { return error.code }
+        }
+        XCTAssertNil(responseCode(ExchangeResponse(shore: "hq", acknowledged: 0, events: [], cursor: 0, more: false)))
+        XCTAssertEqual(responseCode(ExchangeResponse(shore: "HQ!", acknowledged: 0, events: [], cursor: 0, more: false)), .malformed)
+        XCTAssertEqual(responseCode(ExchangeResponse(shore: String(repeating: "s", count: 64), acknowledged: 0, events: [], cursor: 0, more: false)), .tooLarge)
     }
 
     /// A batch left encoded gives, event by event at the offsets its scan handed out, the events
@@ -57,8 +64,9 @@ final class WireCodecTests: XCTestCase {
     /// large, followed by stray bytes, or holds text that is not UTF-8.
     func testEncodedBatchDecodesEventsAtScannedOffsets() throws {
         let events = sampleEvents(40, seed: 3)
-        let response = ExchangeResponse(acknowledged: 5, events: events, cursor: 600, more: true)
+        let response = ExchangeResponse(shore: "hq", acknowledged: 5, events: events, cursor: 600, more: true)
         let (header, batch) = try MessageFraming.decodeResponseBatch(MessageFraming.encode(response))
+        XCTAssertEqual(header.shore, "hq")
         XCTAssertEqual(header.acknowledged, 5)
         XCTAssertEqual(header.cursor, 600)
         XCTAssertTrue(header.more)

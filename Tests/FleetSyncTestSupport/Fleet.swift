@@ -58,7 +58,8 @@ public struct Fleet: Sendable {
     public var vessels: [FleetNode]
     public var httpPort: Int
 
-    public static func make(vessels ids: [String], limits: String = "", retentionDays: Int = 30) async throws -> Fleet {
+    /// - Parameter shoreID: the shore's node id (any valid id: vessels learn it from responses).
+    public static func make(vessels ids: [String], shoreID: String = "shore", limits: String = "", retentionDays: Int = 30) async throws -> Fleet {
         let port = try FreePort.find()
         func node(_ role: String, _ id: String) async throws -> FleetNode {
             let cluster = try TestCluster.start()
@@ -76,7 +77,7 @@ public struct Fleet: Sendable {
             guard result.status == 0 else { throw TestClusterError("init \(id) failed: \(result.error)") }
             return FleetNode(id: id, url: url, configPath: path, configuration: try ConfigurationLoader.load(text: text))
         }
-        let shore = try await node("shore", "shore")
+        let shore = try await node("shore", shoreID)
         var vessels: [FleetNode] = []
         for id in ids {
             vessels.append(try await node("vessel", id))

@@ -26,6 +26,9 @@ public struct ExchangeRequest: Sendable, Equatable {
 
 /// What the shore answers: the acknowledgement and the vessel's pending shore events.
 public struct ExchangeResponse: Sendable, Equatable {
+    /// The shore's node id: the writer its own changes' clocks name, which the vessel needs to
+    /// check the ownership of shore-owned fields.
+    public var shore: String
     /// Vessel outbox positions up to this one are applied on the shore.
     public var acknowledged: Int64
     /// Shore events after the vessel's cursor, bounded by count and bytes.
@@ -35,7 +38,8 @@ public struct ExchangeResponse: Sendable, Equatable {
     /// More events wait after `cursor`.
     public var more: Bool
 
-    public init(acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool) {
+    public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool) {
+        self.shore = shore
         self.acknowledged = acknowledged
         self.events = events
         self.cursor = cursor

@@ -54,6 +54,7 @@ public enum WireCodec {
     public static func encode(_ response: ExchangeResponse) -> [UInt8] {
         var strings = StringTable()
         var body = WireWriter()
+        body.string(response.shore)
         body.signed(response.acknowledged)
         body.signed(response.cursor)
         body.byte(response.more ? 1 : 0)
@@ -72,12 +73,14 @@ public enum WireCodec {
 
     /// A response's fields before its events; the response returned has no events.
     static func decodeResponseHeader(_ reader: inout WireReader) throws(WireError) -> ExchangeResponse {
+        let shore = try reader.string(limit: 63, what: "shore id")
+        guard Identifiers.isValidNodeID(shore) else { throw WireError(.malformed, "shore id \"\(shore.prefix(64))\" is not a valid node id") }
         let acknowledged = try reader.signed()
         let cursor = try reader.signed()
         guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
         guard more <= 1 else { throw WireError(.malformed, "more flag is \(more)") }
-        return ExchangeResponse(acknowledged: acknowledged, events: [], cursor: cursor, more: more == 1)
+        return ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more == 1)
     }
 
     // MARK: events

@@ -25,6 +25,10 @@ public struct Applier: Sendable {
     public var telemetry: TelemetryWriter
     /// Rows per set-based statement; bounds the memory of one statement.
     public var chunkSize = 3_000
+    /// On a vessel: the shore's node id, which its own writes' clocks name (the shore sends it in
+    /// every response). Shore-owned fields are accepted only from that writer. Nil on the shore,
+    /// which is the shore itself, and where the sender is the shore's id.
+    public var shoreNode: String?
     /// Largest batch accepted; a larger one is refused whole, with nothing applied.
     public static let maximumBatchEvents = 1_000_000
 
@@ -171,7 +175,7 @@ public struct Applier: Sendable {
 
     /// Decodes one slice's events and runs them through intake.
     func prepareChunk(_ chunk: BatchIndex.Chunk, index: BatchIndex, batch: some ChangeBatch, sender: String, routes: [UUID: String]) throws -> PreparedChunk {
-        var intake = Intake(schema: schema, sender: sender)
+        var intake = Intake(schema: schema, sender: sender, shore: shoreNode)
         intake.routes = routes
         for row in chunk.rows {
             try index.forEachToken(of: row) { token in intake.add(try batch.event(at: token)) }

@@ -20,10 +20,12 @@ struct Intake {
     private var nameValidity: [String: Bool] = [:]
     private var nodeValidity: [String: Bool] = [:]
 
-    init(schema: LocalSchema, sender: String) {
+    /// - Parameter shore: on a vessel, the shore's node id (the sender is then the shore);
+    ///   nil means the sender's name is the shore's id.
+    init(schema: LocalSchema, sender: String, shore: String? = nil) {
         self.schema = schema
-        self.sender = sender
-        let shoreID = schema.configuration.role == .shore ? schema.configuration.nodeID : sender
+        self.sender = shore ?? sender
+        let shoreID = schema.configuration.role == .shore ? schema.configuration.nodeID : (shore ?? sender)
         var policies: [String: OwnershipPolicy] = [:]
         for table in schema.configuration.tables { policies[table.name] = OwnershipPolicy(table: table, shoreID: shoreID) }
         self.policies = policies
