@@ -37,6 +37,33 @@ final class CaptureTests: DatabaseTestCase {
         XCTAssertEqual(FieldClock(json: parsed["contact_number"]!), FieldClock(counter: events[2].version, node: "aurora"))
     }
 
+    /// `INSERT ... ON CONFLICT` runs BEFORE INSERT triggers for rows it does not insert: only
+    /// what is written may be captured (an insert event for them would make other nodes overwrite
+    /// or invent rows).
+    func testUpsertCapturesOnlyWhatItWrites() async throws {
+        let (_, db) = try await self.installedNode()
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
+        let id = "0193a000-0000-7000-8000-0000000000a1"
+        try await db.execute("INSERT INTO seafarer (id, vessel_code, full_name, notes) VALUES ('\(id)', 'aurora', 'Ana Lima', 'a')")
+        let inserted = try await outbox(db)
+        XCTAssertEqual(inserted.map(\.op), ["I", "I"])
+        let version: Int64 = try await db.scalar("SELECT sync_version FROM seafarer")
+        XCTAssertEqual(inserted[1].version, version, "the insert event carries the version the row got")
+
+        try await db.execute("INSERT INTO seafarer (id, vessel_code, full_name, notes) VALUES ('\(id)', 'aurora', 'Ana Lima', 'b') ON CONFLICT (id) DO NOTHING")
+        let afterNothing = try await outbox(db)
+        XCTAssertEqual(afterNothing.count, 2, "an upsert that inserts nothing captures nothing")
+        let notes: String = try await db.scalar("SELECT notes FROM seafarer")
+        XCTAssertEqual(notes, "a")
+
+        try await db.execute("INSERT INTO seafarer (id, vessel_code, full_name, notes) VALUES ('\(id)', 'aurora', 'Ana Lima', 'c') ON CONFLICT (id) DO UPDATE SET notes = EXCLUDED.notes")
+        let afterUpdate = try await outbox(db)
+        XCTAssertEqual(afterUpdate.map(\.op), ["I", "I", "U"], "an upsert that updates captures the update only")
+        XCTAssertEqual(afterUpdate[2].delta, ["notes": .string("c")])
+        let updatedVersion: Int64 = try await db.scalar("SELECT sync_version FROM seafarer")
+        XCTAssertEqual(afterUpdate[2].version, updatedVersion)
+    }
+
     func testUpdateThatChangesNothingWritesNothing() async throws {
         let (_, db) = try await self.installedNode()
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")

@@ -13,7 +13,7 @@ final class InstallerTests: DatabaseTestCase {
         XCTAssertEqual(first.toVersion, Migration.latestVersion)
         XCTAssertTrue(first.addedColumns.contains("seafarer.sync_clock"))
         let triggers: Int64 = try await db.scalar("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zz_fleetsync_%'")
-        XCTAssertEqual(triggers, 16, "four per table: insert and update capture, delete, truncate")
+        XCTAssertEqual(triggers, 20, "five per table: insert (version, then event) and update capture, delete, truncate")
 
         let snapshot = "SELECT string_agg(format('%s.%s %s', attrelid::regclass, attname, format_type(atttypid, atttypmod)), ',' ORDER BY 1) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped AND attrelid::regclass::text IN ('vessel', 'seafarer', 'certificate', 'certificate_type')"
         let columnsBefore: String = try await db.scalar(snapshot)

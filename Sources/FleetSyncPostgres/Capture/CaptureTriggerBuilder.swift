@@ -20,6 +20,7 @@ public struct CaptureTriggerBuilder: Sendable {
 
     var qualifiedTable: String { SQL.qualified(physical.schema, physical.name) }
     var captureFunction: String { "fleetsync." + SQL.identifier("capture_\(physical.oid)") }
+    var insertLogFunction: String { "fleetsync." + SQL.identifier("capture_insert_\(physical.oid)") }
     var updateFunction: String { "fleetsync." + SQL.identifier("capture_update_\(physical.oid)") }
     var deleteFunction: String { "fleetsync." + SQL.identifier("delete_\(physical.oid)") }
 
@@ -27,6 +28,7 @@ public struct CaptureTriggerBuilder: Sendable {
     public func statements() -> [String] {
         [
             captureFunctionSQL(),
+            insertLogFunctionSQL(),
             updateFunctionSQL(),
             deleteFunctionSQL(),
             "DROP TRIGGER IF EXISTS zz_fleetsync_capture ON \(qualifiedTable)",
@@ -34,6 +36,11 @@ public struct CaptureTriggerBuilder: Sendable {
             // entering PL/pgSQL. PostgreSQL parses a WHEN clause once per statement, which a COPY
             // of many applied rows pays once.
             "CREATE TRIGGER zz_fleetsync_capture BEFORE INSERT ON \(qualifiedTable) FOR EACH ROW \(Self.notApplying) EXECUTE FUNCTION \(captureFunction)()",
+            // The insert's event is written AFTER the row is: an INSERT ... ON CONFLICT runs BEFORE
+            // INSERT triggers for rows it then does not insert (DO NOTHING, or DO UPDATE, whose
+            // update the update trigger captures), and what they wrote elsewhere would stay.
+            "DROP TRIGGER IF EXISTS zz_fleetsync_capture_insert ON \(qualifiedTable)",
+            "CREATE TRIGGER zz_fleetsync_capture_insert AFTER INSERT ON \(qualifiedTable) FOR EACH ROW \(Self.notApplying) EXECUTE FUNCTION \(insertLogFunction)()",
             "DROP TRIGGER IF EXISTS zz_fleetsync_capture_update ON \(qualifiedTable)",
             // Updates: no WHEN clause. Parsing one costs a single-row UPDATE statement more than
             // the whole function does (about 30,000 instructions of 400,000, measured); the
@@ -51,7 +58,7 @@ public struct CaptureTriggerBuilder: Sendable {
     /// Statements that remove capture from the table, leaving its data and columns alone.
     public static func removalStatements(schema: String, name: String) -> [String] {
         let qualified = SQL.qualified(schema, name)
-        return ["zz_fleetsync_capture", "zz_fleetsync_capture_update", "zz_fleetsync_delete", "zz_fleetsync_truncate", "zz_fleetsync_saga"].map {
+        return ["zz_fleetsync_capture", "zz_fleetsync_capture_insert", "zz_fleetsync_capture_update", "zz_fleetsync_delete", "zz_fleetsync_truncate", "zz_fleetsync_saga"].map {
             "DROP TRIGGER IF EXISTS \($0) ON \(qualified)"
         }
     }
@@ -72,7 +79,7 @@ public struct CaptureTriggerBuilder: Sendable {
         return "CREATE OR REPLACE FUNCTION \(name)() RETURNS trigger LANGUAGE plpgsql AS \(tag)\n\(body)\n\(tag)"
     }
 
-    /// The function of the insert trigger: every column of a new row, with this node's clocks.
+    /// The function of the BEFORE INSERT trigger: a new row's version and this node's clocks.
     func captureFunctionSQL() -> String {
         let node = SQL.literal(nodeID)
         let columns = physical.syncedColumns.map(\.name)
@@ -80,7 +87,6 @@ public struct CaptureTriggerBuilder: Sendable {
         let insertClock = columns.map { column in
             "\(SQL.literal(column)), " + (table.owner(of: column).isWritable(by: role) ? "k" : creationClock)
         }
-        let insertDelta = physical.syncedColumns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0))" }
         let body = """
         DECLARE
           k jsonb;
@@ -92,12 +98,24 @@ public struct CaptureTriggerBuilder: Sendable {
           NEW.sync_version := v;
           NEW.is_deleted := false;
           NEW.sync_clock := \(jsonObject(insertClock));
-          INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
-            VALUES (v, \(SQL.literal(table.name)), NEW.id, 'I', v, 0, \(jsonObject(insertDelta)));
           RETURN NEW;
         END
         """
         return function(captureFunction, body: body)
+    }
+
+    /// The function of the AFTER INSERT trigger: every column of the row as inserted, into the
+    /// capture log, at the version the BEFORE trigger gave it.
+    func insertLogFunctionSQL() -> String {
+        let insertDelta = physical.syncedColumns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0))" }
+        let body = """
+        BEGIN
+          INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
+            VALUES (NEW.sync_version, \(SQL.literal(table.name)), NEW.id, 'I', NEW.sync_version, 0, \(jsonObject(insertDelta)));
+          RETURN NULL;
+        END
+        """
+        return function(insertLogFunction, body: body)
     }
 
     /// The function of the update trigger: only the columns whose value changed, each with the
