@@ -64,6 +64,38 @@ final class CaptureTests: DatabaseTestCase {
         XCTAssertEqual(afterUpdate[2].version, updatedVersion)
     }
 
+    /// Where updates revive (`tombstone = "revive"`), a local write to a deleted row brings it back
+    /// locally, as the receivers' merge does (a field clock later than the tombstone), and says so
+    /// in its event.
+    func testUpdateOfADeletedRowBringsItBackWhereUpdatesRevive() async throws {
+        var tables = Fixtures.exampleTables()
+        let vessel = tables.firstIndex { $0.name == "vessel" }!
+        tables[vessel].tombstone = .revive
+        let (_, db) = try await self.installedNode(role: .shore, nodeID: "shore", tables: tables)
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
+        try await db.execute("DELETE FROM vessel WHERE code = 'aurora'")
+        let deleted: Bool = try await db.scalar("SELECT is_deleted FROM vessel")
+        XCTAssertTrue(deleted)
+        try await db.execute("UPDATE vessel SET name = 'MV Aurora II'")
+        let revived: Bool = try await db.scalar("SELECT is_deleted FROM vessel")
+        XCTAssertFalse(revived, "the write brings the row back here too")
+        let events = try await outbox(db)
+        XCTAssertEqual(events.last?.delta, ["name": .string("MV Aurora II"), "is_deleted": .bool(false)])
+        // The row's clocks and the event's agree with what a receiver merges.
+        let clocks = try JSONParser.parse(try await db.scalar("SELECT sync_clock::text FROM vessel") as String).objectValue!
+        var state = RowState()
+        for event in events {
+            _ = state.merge(event.delta.mapValues { FieldChange(value: $0, clock: FieldClock(counter: event.version, node: "shore")) })
+        }
+        XCTAssertFalse(state.isDeleted(.revive))
+        XCTAssertEqual(FieldClock(json: clocks["is_deleted"]!), state.fields[ChangeEvent.deletedField]?.clock)
+        XCTAssertEqual(FieldClock(json: clocks["name"]!), state.fields["name"]?.clock)
+        // A delete after that deletes again.
+        try await db.execute("DELETE FROM vessel")
+        let deletedAgain: Bool = try await db.scalar("SELECT is_deleted FROM vessel")
+        XCTAssertTrue(deletedAgain)
+    }
+
     func testUpdateThatChangesNothingWritesNothing() async throws {
         let (_, db) = try await self.installedNode()
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")

@@ -181,13 +181,25 @@ public struct CaptureTriggerBuilder: Sendable {
 
               """
             : ""
+        // Where updates revive (tombstone = "revive"), a write to a deleted row brings it back here
+        // as it does on every node that receives it: sent as is_deleted = false with the write's
+        // clock, so that all nodes hold the same field.
+        let revive = table.tombstone == .revive
+            ? """
+              IF OLD.is_deleted AND NEW.is_deleted AND d <> '{}'::jsonb THEN
+                NEW.is_deleted := false;
+                d := d || jsonb_build_object('is_deleted', false); c := c || jsonb_build_object('is_deleted', k);
+              END IF;
+
+            """
+            : ""
         body += """
           IF NEW.is_deleted IS DISTINCT FROM OLD.is_deleted THEN
             IF NEW.is_deleted IS NULL THEN NEW.is_deleted := OLD.is_deleted; ELSE
         \(undelete)      d := d || jsonb_build_object('is_deleted', NEW.is_deleted); c := c || jsonb_build_object('is_deleted', k);
             END IF;
           END IF;
-          IF d = '{}'::jsonb THEN
+        \(revive)  IF d = '{}'::jsonb THEN
             NEW.sync_version := OLD.sync_version;
             NEW.sync_clock := OLD.sync_clock;
             RETURN NEW;
