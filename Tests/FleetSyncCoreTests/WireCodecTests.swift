@@ -62,6 +62,22 @@ final class WireCodecTests: XCTestCase {
     /// A batch left encoded gives, event by event at the offsets its scan handed out, the events
     /// the full decoder gives (positions aside); reading it refuses, whole, what is cut off, too
     /// large, followed by stray bytes, or holds text that is not UTF-8.
+    /// A number value must be a bare JSON number: its text is written into COPY as it is.
+    func testNumberWithWhitespaceIsRefused() throws {
+        func event(_ number: String) -> ChangeEvent {
+            ChangeEvent(table: "t", rowID: UUID(), fields: ["n": FieldChange(value: .number(number), clock: FieldClock(counter: 1, node: "aurora"))],
+                        origin: "aurora", originPosition: 1, baseVersion: 0)
+        }
+        func code(_ number: String) -> WireError.Code? {
+            let bytes = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [event(number)], upTo: 1))
+            do { _ = try MessageFraming.decodeRequest(bytes); return nil } catch { return error.code }
+        }
+        XCTAssertNil(code("-12.5e3"))
+        for bad in ["5\t", "5\n", " 5", "5 ", "\r5", "five"] {
+            XCTAssertEqual(code(bad), .malformed, "number text \(bad.debugDescription)")
+        }
+    }
+
     func testEncodedBatchDecodesEventsAtScannedOffsets() throws {
         let events = sampleEvents(40, seed: 3)
         let response = ExchangeResponse(shore: "hq", acknowledged: 5, events: events, cursor: 600, more: true)

@@ -249,7 +249,10 @@ public enum WireCodec {
         case .true: return .bool(true)
         case .number:
             let text = try r.string(limit: 1_024, what: "number")
-            guard case .number = try? JSONParser.parse(text) else { throw WireError(.malformed, "\"\(text.prefix(32))\" is not a JSON number") }
+            // Whitespace around a number would parse, but the number's text travels on as it is
+            // (into COPY text, where a tab or a newline splits the row).
+            guard !text.utf8.contains(where: { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }),
+                  case .number = try? JSONParser.parse(text) else { throw WireError(.malformed, "\"\(text.prefix(32))\" is not a JSON number") }
             return .number(text)
         case .string: return .string(try r.string(limit: limits.maximumStringBytes, what: "string value"))
         case .array:
