@@ -338,6 +338,46 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(again.unchangedRows, 21)
     }
 
+    /// A row that left the vessel's partition but cannot be deleted (a local row the shore
+    /// rejected still references it) goes to the dead-letter queue; the batch and the cursor go
+    /// on, and a retry deletes it once nothing references it.
+    func testOffboardingThatCannotDeleteIsDeadLetteredAndTheStreamGoesOn() async throws {
+        let (configuration, db) = try await installedNode()
+        let applier = try await makeApplier(configuration, db)
+        let seafarer = UUID(), type = UUID(), certificate = UUID(), vessel = UUID()
+        let first0 = try await applier.apply([
+            event("vessel", UUID(), ["code": .string("aurora"), "name": .string("MV Aurora")], clock: 1),
+            event("certificate_type", type, ["code": .string("BST"), "title": .string("Basic safety")], clock: 1),
+            event("seafarer", seafarer, ["full_name": .string("Ana"), "vessel_code": .string("aurora")], clock: 2),
+        ], from: "shore", cursor: 10)
+        XCTAssertEqual(first0.appliedRows, 3)
+        // A certificate made on board that the shore never accepted.
+        try await db.execute("INSERT INTO certificate (id, seafarer_id, certificate_type_id, number) VALUES ('\(certificate)', '\(seafarer)', '\(type)', 'local')")
+
+        let report = try await applier.apply([
+            ChangeEvent(table: "seafarer", rowID: seafarer, fields: [:], origin: "shore", offboard: true),
+            event("vessel", vessel, ["code": .string("borealis"), "name": .string("MV Borealis")], clock: 3),
+        ], from: "shore", cursor: 11)
+        XCTAssertEqual(report.deadLettered, 1)
+        XCTAssertEqual(report.offboardedRows, 0)
+        XCTAssertEqual(report.appliedRows, 1, "the rest of the batch applies")
+        let cursor: Int64 = try await db.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
+        XCTAssertEqual(cursor, 11, "the stream goes on")
+        let kept: Int64 = try await db.scalar("SELECT count(*) FROM seafarer")
+        XCTAssertEqual(kept, 1)
+        let state: String = try await db.scalar("SELECT sql_state FROM fleetsync.dead_letter")
+        XCTAssertEqual(state, "23503")
+
+        // While the certificate references it, a retry fails again; once the certificate is gone, it succeeds.
+        let first = try await DeadLetterQueue.retry(ids: nil, applier: applier)
+        XCTAssertEqual(first.failed, 1)
+        _ = try await applier.apply([ChangeEvent(table: "certificate", rowID: certificate, fields: [:], origin: "shore", offboard: true)], from: "shore", cursor: 12)
+        let second = try await DeadLetterQueue.retry(ids: nil, applier: applier)
+        XCTAssertEqual(second.applied, 1)
+        let left: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM seafarer) + (SELECT count(*) FROM fleetsync.dead_letter)")
+        XCTAssertEqual(left, 0)
+    }
+
     /// Only the shore offboards rows: an offboard flag from a vessel is refused with a reason and
     /// the shore keeps the row; an offboarding that names no valid table is refused too.
     func testShoreRefusesOffboardingsFromVessels() async throws {

@@ -2,18 +2,21 @@ import Foundation
 
 /// The JSON form of a change event, used where events rest in the database (dead-letter queue)
 /// or are written by hand in tests: `{"table", "row_id", "origin", "position", "base_version",
-/// "fields": {"column": {"v": value, "c": [counter, "node"]}}}`.
+/// "fields": {"column": {"v": value, "c": [counter, "node"]}}}`, and `"offboard": true` on an
+/// offboarding.
 extension ChangeEvent {
     public var json: JSONValue {
         var fieldObject: [String: JSONValue] = [:]
         for (name, change) in fields {
             fieldObject[name] = .object(["v": change.value, "c": change.clock.json])
         }
-        return .object([
+        var object: [String: JSONValue] = [
             "table": .string(table), "row_id": .string(rowID.lowercasedText), "origin": .string(origin),
             "position": .number(String(originPosition)), "base_version": .number(String(baseVersion)),
             "fields": .object(fieldObject),
-        ])
+        ]
+        if offboard { object["offboard"] = .bool(true) }
+        return .object(object)
     }
 
     /// Reads the JSON form; the error says which part is wrong.
@@ -36,9 +39,16 @@ extension ChangeEvent {
             }
             fields[name] = FieldChange(value: value, clock: clock)
         }
+        let offboard: Bool
+        switch object["offboard"] {
+        case nil, .bool(false)?: offboard = false
+        case .bool(true)?: offboard = true
+        default: throw EventDecodingError("event for \(table) has an offboard flag that is not a boolean")
+        }
         self.init(
             table: table, rowID: rowID, fields: fields, origin: origin,
-            originPosition: object["position"]?.int64Value ?? 0, baseVersion: object["base_version"]?.int64Value ?? 0)
+            originPosition: object["position"]?.int64Value ?? 0, baseVersion: object["base_version"]?.int64Value ?? 0,
+            offboard: offboard)
     }
 }
 

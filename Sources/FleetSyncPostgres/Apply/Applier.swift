@@ -121,12 +121,12 @@ public struct Applier: Sendable {
     /// transaction, the next slice prepared while the current one is written. Returns the rejections.
     private func applyInOneTransaction(_ prepare: SlicePreparer, offboards: [(table: String, ids: [UUID])], sender: String, cursor: Int64?, report: inout ApplyReport) async throws -> [JSONValue] {
         let schema = self.schema
-        let (outcome, quarantine, rejected) = try await session.transaction { db in
+        let (outcome, quarantine, rejected, deadLettered) = try await session.transaction { db in
             var total = TableWriter.Outcome()
             var quarantine: [QuarantineEntry] = []
             var rejected = ApplyReport.Rejections()
             try await Self.markApplying(on: db)
-            try await Self.removeOffboarded(offboards, schema: schema, on: db)
+            let deadLettered = try await Self.removeOffboarded(offboards, schema: schema, sender: sender, on: db)
             var current = try prepare(0)
             var i = 0
             while let chunk = current {
@@ -142,8 +142,10 @@ public struct Applier: Sendable {
             try await Self.advanceClock(past: total.highestCounter, on: db)
             try await QuarantineVault.store(quarantine, on: db)
             if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
-            return (total, quarantine, rejected)
+            return (total, quarantine, rejected, deadLettered)
         }
+        report.offboardedRows -= deadLettered
+        report.deadLettered += deadLettered
         report.add(outcome)
         report.quarantinedFields += quarantine.reduce(0) { $0 + $1.state.fields.count }
         report.add(rejected)
@@ -154,7 +156,9 @@ public struct Applier: Sendable {
     /// (``isolate(_:quarantine:report:)``); then the quarantine and the cursor. Returns the rejections.
     private func applyIsolating(_ prepare: SlicePreparer, count: Int, offboards: [(table: String, ids: [UUID])], sender: String, cursor: Int64?, report: inout ApplyReport) async throws -> [JSONValue] {
         let schema = self.schema
-        try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, on: db) }
+        let deadLettered = try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, sender: sender, on: db) }
+        report.offboardedRows -= deadLettered
+        report.deadLettered += deadLettered
         var quarantine: [QuarantineEntry] = []
         var rejected = ApplyReport.Rejections()
         for i in 0..<count {
@@ -308,15 +312,46 @@ public struct Applier: Sendable {
         }
     }
 
-    /// Deletes the local copies of rows that left this vessel's partition, children first.
-    static func removeOffboarded(_ offboards: [(table: String, ids: [UUID])], schema: LocalSchema, on db: DatabaseSession) async throws {
-        guard !offboards.isEmpty else { return }
+    /// Deletes the local copies of rows that left this vessel's partition, children first. A row
+    /// that cannot be deleted (a local row the shore does not know still references it, say)
+    /// stays and goes to the dead-letter queue with the error, so that the batch and every later
+    /// one still apply: a failing offboarding must not stop the vessel's stream. Returns how many
+    /// were dead-lettered.
+    @discardableResult
+    static func removeOffboarded(_ offboards: [(table: String, ids: [UUID])], schema: LocalSchema, sender: String, on db: DatabaseSession) async throws -> Int {
+        guard !offboards.isEmpty else { return 0 }
         try await db.execute("SET LOCAL fleetsync.applying = 'on'", context: "marking the transaction as the sync engine's")
+        var failed = 0
         for (table, ids) in offboards {
             guard let physical = schema.tables[table] else { continue }
+            let delete = "DELETE FROM \(SQL.qualified(physical.schema, physical.name)) WHERE id = ANY($1::uuid[])"
             var binds = PostgresBindings()
             binds.append(ids)
-            try await db.execute("DELETE FROM \(SQL.qualified(physical.schema, physical.name)) WHERE id = ANY($1::uuid[])", binds, context: "removing rows of \(table) that left this vessel")
+            if try await attempt(delete, binds, context: "removing rows of \(table) that left this vessel", on: db) == nil { continue }
+            // One by one, to keep the rows that cannot go and delete the others.
+            for id in ids {
+                var one = PostgresBindings()
+                one.append([id])
+                guard let error = try await attempt(delete, one, context: "removing row \(id.lowercasedText) of \(table) that left this vessel", on: db) else { continue }
+                let event = ChangeEvent(table: table, rowID: id, fields: [:], origin: sender, offboard: true)
+                try await DeadLetterQueue.add(event, sender: sender, error: error, on: db)
+                failed += 1
+            }
+        }
+        return failed
+    }
+
+    /// Runs `sql` in a savepoint; a row error rolls back to it and is returned, others are thrown.
+    private static func attempt(_ sql: String, _ binds: PostgresBindings, context: String, on db: DatabaseSession) async throws -> DatabaseError? {
+        try await db.execute("SAVEPOINT fleetsync_offboard", context: context)
+        do {
+            try await db.execute(sql, binds, context: context)
+            try await db.execute("RELEASE SAVEPOINT fleetsync_offboard", context: context)
+            return nil
+        } catch {
+            guard let rowError = error as? DatabaseError, isRowError(rowError) else { throw error }
+            try await db.execute("ROLLBACK TO SAVEPOINT fleetsync_offboard", context: context)
+            return rowError
         }
     }
 

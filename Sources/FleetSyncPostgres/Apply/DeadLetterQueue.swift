@@ -52,16 +52,25 @@ public enum DeadLetterQueue {
         var failed = 0
         for entry in try await list(on: applier.session) where ids == nil || ids!.contains(entry.id) {
             let event = try ChangeEvent(json: try JSONParser.parse(entry.event))
-            var report = ApplyReport()
-            var quarantine: [QuarantineEntry] = []
-            var intake = Intake(schema: applier.schema, sender: entry.sender ?? event.origin)
-            intake.add(event)
-            quarantine = intake.quarantine
+            let sender = entry.sender ?? event.origin
             let before = try await count(on: applier.session)
-            try await applier.isolate(intake.orderedGroups(), quarantine: &quarantine, report: &report)
-            if !quarantine.isEmpty {
-                let pending = quarantine
-                try await applier.session.transaction { db in try await QuarantineVault.store(pending, on: db) }
+            if event.offboard {
+                // An offboarding that failed: delete the row again (it fails again, and is
+                // dead-lettered again, while a local row still references it).
+                let schema = applier.schema
+                try await applier.session.transaction { db in
+                    try await Applier.removeOffboarded([(event.table, [event.rowID])], schema: schema, sender: sender, on: db)
+                }
+            } else {
+                var report = ApplyReport()
+                var intake = Intake(schema: applier.schema, sender: sender)
+                intake.add(event)
+                var quarantine = intake.quarantine
+                try await applier.isolate(intake.orderedGroups(), quarantine: &quarantine, report: &report)
+                if !quarantine.isEmpty {
+                    let pending = quarantine
+                    try await applier.session.transaction { db in try await QuarantineVault.store(pending, on: db) }
+                }
             }
             let after = try await count(on: applier.session)
             var binds = PostgresBindings()
