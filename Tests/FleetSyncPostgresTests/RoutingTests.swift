@@ -40,4 +40,42 @@ final class RoutingTests: DatabaseTestCase {
         let baseline: String = try await shore.scalar("SELECT delta->>'note' FROM fleetsync.outbox WHERE op = 'B' AND table_name = 'endorsement'")
         XCTAssertEqual(baseline, "tanker", "the baseline carries the full row")
     }
+
+    /// A row routed through a parent that is moved to a parent on another vessel is transferred
+    /// with the rows routed through it; moved to a parent on the same vessel, it is not.
+    func testRowMovedToAParentOnAnotherVesselIsTransferred() async throws {
+        let (configuration, shore) = try await installedNode(role: .shore, nodeID: "shore", tables: tables(), schema: Self.endorsement)
+        try Fixtures.runScript("""
+            INSERT INTO vessel (code, name) VALUES ('aurora', 'A'), ('borealis', 'B');
+            INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');
+            INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Ana'), ('aurora', 'Cy'), ('borealis', 'Bo');
+            INSERT INTO certificate (seafarer_id, certificate_type_id, number) SELECT s.id, t.id, 'C1' FROM seafarer s, certificate_type t WHERE s.full_name = 'Ana';
+            INSERT INTO endorsement (certificate_id, note) SELECT id, 'tanker' FROM certificate;
+            """, url: configuration.databaseURL)
+        func saga() async throws -> String {
+            _ = try await OutboxReader(session: shore).sequence()
+            return try await shore.scalar("SELECT coalesce(string_agg(op::text || ':' || table_name || '>' || vessel, ',' ORDER BY pos), '') FROM fleetsync.outbox WHERE op IN ('O', 'B')")
+        }
+        try await shore.execute("UPDATE certificate SET seafarer_id = (SELECT id FROM seafarer WHERE full_name = 'Cy')")
+        let sameVessel = try await saga()
+        XCTAssertEqual(sameVessel, "", "another parent on the same vessel: no transfer")
+        try await shore.execute("UPDATE certificate SET seafarer_id = (SELECT id FROM seafarer WHERE full_name = 'Bo')")
+        let moved = try await saga()
+        XCTAssertEqual(moved, "O:endorsement>aurora,O:certificate>aurora,B:certificate>borealis,B:endorsement>borealis")
+        let baseline: String = try await shore.scalar("SELECT delta->>'number' FROM fleetsync.outbox WHERE op = 'B' AND table_name = 'certificate'")
+        XCTAssertEqual(baseline, "C1", "the baseline carries the full row")
+    }
+
+    /// A table that is no longer routed by a column loses its transfer trigger when init runs again.
+    func testRerouteDropsTheOldTransferTrigger() async throws {
+        let (configuration, shore) = try await installedNode(role: .shore, nodeID: "shore", tables: tables(), schema: Self.endorsement)
+        let before: Int64 = try await shore.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'seafarer'::regclass AND tgname = 'zz_fleetsync_saga'")
+        XCTAssertEqual(before, 1)
+        var rerouted = configuration
+        let index = rerouted.tables.firstIndex { $0.name == "seafarer" }!
+        rerouted.tables[index].route = .broadcast
+        _ = try await Installer(configuration: rerouted).install(on: shore)
+        let after: Int64 = try await shore.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'seafarer'::regclass AND tgname = 'zz_fleetsync_saga'")
+        XCTAssertEqual(after, 0)
+    }
 }

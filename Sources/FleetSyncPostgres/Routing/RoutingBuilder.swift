@@ -76,12 +76,32 @@ public struct RoutingBuilder: Sendable {
         return result
     }
 
-    /// Statements installing the transfer saga on every table routed by a column.
+    /// Statements installing the transfer saga on every table routed by a column, and on every
+    /// table routed through a parent, for a change of the column that names the parent: when the
+    /// row's vessel changes, the old vessel gets offboardings and the new one a full baseline of
+    /// the row and of every row routed through it. Tables routed otherwise lose any saga trigger
+    /// an earlier configuration gave them.
     public func sagaStatements() -> [String] {
         guard configuration.role == .shore else { return [] }
         var statements: [String] = []
         for table in configuration.tables {
-            guard case .column(let column) = table.route, let p = physical[table.name] else { continue }
+            guard let p = physical[table.name] else { continue }
+            statements.append("DROP TRIGGER IF EXISTS zz_fleetsync_saga ON \(qualified(table.name))")
+            // The column whose change can move the row, and the row's vessel before and after.
+            let column: String, oldVessel: String, newVessel: String
+            switch table.route {
+            case .broadcast:
+                continue
+            case .column(let routing):
+                column = routing
+                oldVessel = "OLD.\(SQL.identifier(routing))::text"
+                newVessel = "NEW.\(SQL.identifier(routing))::text"
+            case .parent(let parent, let via):
+                guard let parentTable = configuration.table(named: parent) else { continue }
+                column = via
+                oldVessel = vesselExpression(parentTable, id: "OLD.\(SQL.identifier(via))")
+                newVessel = vesselExpression(parentTable, id: "NEW.\(SQL.identifier(via))")
+            }
             let function = "fleetsync." + SQL.identifier("saga_\(p.oid)")
             let members = [(table, "FROM (SELECT NEW.*) r")] + family(table)
             var offboard: [String] = []
@@ -93,16 +113,21 @@ public struct RoutingBuilder: Sendable {
                 let delta = stride(from: 0, to: pairs.count, by: 45).map { "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")" }.joined(separator: " || ")
                     + " || CASE WHEN r.sync_clock ? 'is_deleted' THEN jsonb_build_object('is_deleted', r.is_deleted) ELSE '{}'::jsonb END"
                 let name = SQL.literal(member.name)
-                offboard.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'O', r.sync_version, 0, '{}', OLD.\(SQL.identifier(column))::text \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")
-                baseline.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, NEW.\(SQL.identifier(column))::text \(from);")
+                offboard.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'O', r.sync_version, 0, '{}', old_vessel \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")
+                baseline.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, new_vessel \(from);")
             }
-            // Offboarding removes children before parents; the baseline brings parents first.
+            // Offboarding removes children before parents; the baseline brings parents first. A
+            // row moved to another parent on the same vessel needs neither.
             let body = """
+            DECLARE
+              old_vessel text := \(oldVessel);
+              new_vessel text := \(newVessel);
             BEGIN
-              IF OLD.\(SQL.identifier(column)) IS NOT NULL THEN
+              IF old_vessel IS NOT DISTINCT FROM new_vessel THEN RETURN NULL; END IF;
+              IF old_vessel IS NOT NULL THEN
                 \(offboard.reversed().joined(separator: "\n    "))
               END IF;
-              IF NEW.\(SQL.identifier(column)) IS NOT NULL THEN
+              IF new_vessel IS NOT NULL THEN
                 \(baseline.joined(separator: "\n    "))
               END IF;
               RETURN NULL;
@@ -110,7 +135,6 @@ public struct RoutingBuilder: Sendable {
             """
             let tag = SQL.dollarTag(for: body)
             statements.append("CREATE OR REPLACE FUNCTION \(function)() RETURNS trigger LANGUAGE plpgsql AS \(tag)\n\(body)\n\(tag)")
-            statements.append("DROP TRIGGER IF EXISTS zz_fleetsync_saga ON \(qualified(table.name))")
             statements.append("""
                 CREATE TRIGGER zz_fleetsync_saga AFTER UPDATE OF \(SQL.identifier(column)) ON \(qualified(table.name)) FOR EACH ROW
                 WHEN (OLD.\(SQL.identifier(column)) IS DISTINCT FROM NEW.\(SQL.identifier(column))) EXECUTE FUNCTION \(function)()
