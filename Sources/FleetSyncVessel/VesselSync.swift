@@ -78,8 +78,22 @@ public struct VesselSync: Sendable {
         return try rows[0].decode((Int64, Int64).self)
     }
 
-    /// One request/response with the shore.
+    /// One request/response with the shore. Exchanges of one vessel run one at a time (the
+    /// daemon and a manual `fleetsync sync --once` may both try): a response applied after another
+    /// exchange has moved past it could bring back a row an offboarding removed.
     public func exchangeOnce() async throws -> ExchangeOutcome {
+        try await session.execute("SELECT pg_advisory_lock(hashtext('fleetsync.exchange'))", context: "waiting for this vessel's other exchange to end")
+        do {
+            let outcome = try await exchangeHoldingTheLock()
+            try await session.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.exchange'))", context: "ending the exchange")
+            return outcome
+        } catch {
+            try? await session.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.exchange'))", context: "ending the exchange")
+            throw error
+        }
+    }
+
+    private func exchangeHoldingTheLock() async throws -> ExchangeOutcome {
         let (cursor, acknowledged) = try await state()
         let pending = try await pendingEvents(after: acknowledged)
         let status = try await VesselStatus.read(on: session)

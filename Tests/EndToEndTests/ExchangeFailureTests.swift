@@ -54,6 +54,28 @@ final class ExchangeFailureTests: DatabaseTestCase {
         return VesselSync(configuration: node.configuration, schema: schema, session: db, telemetry: telemetry(node.url), transport: transport, logger: Fixtures.logger)
     }
 
+    /// Two exchanges of one vessel never overlap: the second waits until the first has ended.
+    func testExchangesOfOneVesselRunOneAtATime() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let vessel = try await connect(fleet.vessels[0].url)
+        let sync = try await vesselSync(fleet.vessels[0], http(fleet))
+        // Another exchange holds the vessel: this one waits.
+        let other = try await connect(fleet.vessels[0].url)
+        try await other.execute("SELECT pg_advisory_lock(hashtext('fleetsync.exchange'))")
+        let exchange = Task { try await sync.exchangeOnce() }
+        try await Task.sleep(nanoseconds: 1_000_000_000)
+        let during: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.sync_state WHERE last_success IS NOT NULL")
+        XCTAssertEqual(during, 0, "the exchange waited for the other one")
+        try await other.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.exchange'))")
+        _ = try await exchange.value
+        let after: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.sync_state WHERE last_success IS NOT NULL")
+        XCTAssertEqual(after, 1, "then it ran")
+        // And it let go: the next exchange does not wait.
+        _ = try await sync.exchangeOnce()
+    }
+
     func testLostResponsesAndDuplicatedRequestsLoseNothingAndApplyNothingTwice() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"])
         let server = try fleet.serve()
