@@ -110,8 +110,20 @@ public struct ShoreExchange: Sendable {
             """, state, context: "recording contact with \(vessel)")
         let acknowledged: Int64 = try await db.rows("SELECT cursor FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")[0].value(0)
         try await OutboxReader(session: db).sequence()
-        let batch = try await VesselQueue(configuration: configuration, session: db)
-            .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+        // Another vessel's exchange may have pruned since the check above (this vessel, silent
+        // past retention, did not hold the horizon back until its contact was recorded): the
+        // queue is read in one snapshot with the pruning mark, so that it never skips what was
+        // pruned after this vessel's cursor.
+        let configuration = self.configuration
+        let batch = try await db.transaction { tx in
+            try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(vessel)'s queue in one snapshot")
+            let prunedBelow: Int64 = try await tx.rows("SELECT pruned_below FROM fleetsync.outbox_counter", context: "reading the pruning mark")[0].value(0)
+            guard request.cursor >= prunedBelow else {
+                throw WireError(.mustRebootstrap, "events after position \(request.cursor) were pruned (retention \(configuration.shore?.retentionDays ?? 0) days); re-bootstrap this vessel from a snapshot")
+            }
+            return try await VesselQueue(configuration: configuration, session: tx)
+                .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+        }
         return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more)
     }
 }

@@ -231,6 +231,37 @@ final class ExchangeFailureTests: DatabaseTestCase {
         XCTAssertTrue(vesselStatus.output.contains("must_rebootstrap"), vesselStatus.output)
     }
 
+    /// Events pruned by another exchange while this one runs (after its first check) are not
+    /// skipped: the vessel is told to re-bootstrap instead of moving its cursor past them.
+    func testEventsPrunedDuringAnExchangeAreNotSkipped() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');", url: fleet.shore.url)
+        _ = try await OutboxReader(session: shore).sequence()
+        // Pruning that lands while aurora's exchange runs: when its contact is recorded.
+        try Fixtures.runScript("""
+            CREATE FUNCTION prune_now() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              DELETE FROM fleetsync.outbox WHERE pos <= (SELECT last_pos FROM fleetsync.outbox_counter);
+              UPDATE fleetsync.outbox_counter SET pruned_below = last_pos;
+              RETURN NULL;
+            END $$;
+            CREATE TRIGGER prune_now AFTER UPDATE ON fleetsync.sync_state FOR EACH ROW
+              WHEN (NEW.peer = 'aurora' AND NEW.last_success IS DISTINCT FROM OLD.last_success) EXECUTE FUNCTION prune_now();
+            """, url: fleet.shore.url)
+        let result = try fleet.sync(fleet.vessels[0])
+        XCTAssertNotEqual(result.status, 0, "the exchange must not succeed past pruned events")
+        XCTAssertTrue(result.error.contains("must_rebootstrap"), result.error)
+        let vessel = try await connect(fleet.vessels[0].url)
+        let cursor: Int64 = try await vessel.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
+        let prunedBelow: Int64 = try await shore.scalar("SELECT pruned_below FROM fleetsync.outbox_counter")
+        XCTAssertLessThan(cursor, prunedBelow, "the vessel's cursor did not move past what it never received")
+    }
+
     func testDaemonSyncsBacksOffWhileShoreIsDownAndStopsOnSIGTERM() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"])
         let vessel = try await connect(fleet.vessels[0].url)
