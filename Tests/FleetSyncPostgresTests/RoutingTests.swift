@@ -78,4 +78,26 @@ final class RoutingTests: DatabaseTestCase {
         let after: Int64 = try await shore.scalar("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'seafarer'::regclass AND tgname = 'zz_fleetsync_saga'")
         XCTAssertEqual(after, 0)
     }
+
+    /// The queue stops at its byte budget in the database: rows behind it are not fetched, and
+    /// the first row goes whatever its size.
+    func testQueueFetchesNoRowsPastItsByteBudget() async throws {
+        let (configuration, shore) = try await installedNode(role: .shore, nodeID: "shore", tables: tables(), schema: Self.endorsement)
+        try Fixtures.runScript("""
+            INSERT INTO certificate_type (code, title) SELECT 'T' || i, repeat('x', 10000) FROM generate_series(1, 20) i;
+            """, url: configuration.databaseURL)
+        _ = try await OutboxReader(session: shore).sequence()
+        let queue = VesselQueue(configuration: configuration, session: shore)
+        let three = try await queue.read(vessel: "aurora", after: 0, limit: 1_000, byteBudget: 35_000)
+        XCTAssertEqual(three.events.count, 3)
+        XCTAssertTrue(three.more)
+        XCTAssertEqual(three.fetched, 4, "one row past the batch, not the other seventeen")
+        let one = try await queue.read(vessel: "aurora", after: 0, limit: 1_000, byteBudget: 5_000)
+        XCTAssertEqual(one.events.count, 1, "a row larger than the budget still goes, alone")
+        XCTAssertTrue(one.more)
+        XCTAssertEqual(one.fetched, 2)
+        let rest = try await queue.read(vessel: "aurora", after: three.cursor, limit: 1_000, byteBudget: 1_000_000)
+        XCTAssertEqual(rest.events.count, 17)
+        XCTAssertFalse(rest.more)
+    }
 }

@@ -19,6 +19,9 @@ public struct VesselQueue: Sendable {
         /// The position the vessel has seen everything up to, once it applies `events`.
         public var cursor: Int64
         public var more: Bool
+        /// Rows the database sent to make the batch: at most one more than the batch holds,
+        /// however large the rows behind the budget.
+        public var fetched = 0
     }
 
     /// The highest position given so far.
@@ -34,11 +37,22 @@ public struct VesselQueue: Sendable {
         binds.append(last)
         binds.append(vessel)
         binds.append(Int64(limit + 1))
+        binds.append(Int64(byteBudget))
+        // The byte budget is applied in the query too (the same count as below: the delta's text
+        // and 48 bytes), so that rows past it are never sent here: a row is fetched while the
+        // rows before it fit, and the first two always (the first goes whatever its size, the
+        // next tells whether more waits).
         let rows = try await session.rows("""
-            SELECT pos, table_name, row_id, op::text, version, base_version, delta::text, clocks::text, origin
-            FROM fleetsync.outbox
-            WHERE pos > $1 AND pos <= $2 AND vessel IN ($3, '*') AND origin IS DISTINCT FROM $3
-            ORDER BY pos LIMIT $4
+            SELECT pos, table_name, row_id, op, version, base_version, delta, clocks, origin FROM (
+              SELECT pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin,
+                     row_number() OVER w AS n, sum(octet_length(delta::text) + 48) OVER w - (octet_length(delta::text) + 48) AS before
+              FROM fleetsync.outbox
+              WHERE pos > $1 AND pos <= $2 AND vessel IN ($3, '*') AND origin IS DISTINCT FROM $3
+              WINDOW w AS (ORDER BY pos)
+              ORDER BY pos LIMIT $4
+            ) q
+            WHERE n <= 2 OR before <= $5
+            ORDER BY pos
             """, binds, context: "reading the queue of vessel \(vessel)")
         var events: [ChangeEvent] = []
         var bytes = 0
@@ -83,6 +97,6 @@ public struct VesselQueue: Sendable {
         // was full, stop at the last row looked at rather than jump past unread ones.
         if !more && rows.count > limit { more = true }
         if !more { reached = max(reached, last) }
-        return Batch(events: events, cursor: reached, more: more)
+        return Batch(events: events, cursor: reached, more: more, fetched: rows.count)
     }
 }
