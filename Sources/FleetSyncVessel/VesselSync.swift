@@ -126,16 +126,17 @@ public struct VesselSync: Sendable {
         return ExchangeOutcome(sent: pending.events.count, received: received.count, pending: pending.more || response.more)
     }
 
-    /// Exchanges until nothing is pending on either side (or `maximumRounds`).
-    public func syncUntilIdle(maximumRounds: Int = 10_000) async throws -> (sent: Int, received: Int) {
+    /// Exchanges until nothing is pending on either side, or `maximumRounds` exchanges; `pending`
+    /// says whether work was left when it stopped.
+    public func syncUntilIdle(maximumRounds: Int = 10_000) async throws -> (sent: Int, received: Int, pending: Bool) {
         var sent = 0, received = 0
         for _ in 0..<maximumRounds {
             let outcome = try await exchangeOnce()
             sent += outcome.sent
             received += outcome.received
-            if !outcome.pending { break }
+            if !outcome.pending { return (sent, received, false) }
         }
-        return (sent, received)
+        return (sent, received, true)
     }
 
     /// Records a failed exchange for status.

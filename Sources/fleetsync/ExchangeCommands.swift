@@ -122,19 +122,28 @@ struct SyncCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "sync", abstract: "(vessel) Exchange until nothing is pending, then exit 0.")
     @OptionGroup var options: ConfigOption
     @Flag(help: "Exchange until nothing is pending on either side, then exit (the only mode).") var once = false
+    @Option(name: .customLong("max-exchanges"), help: "Stop after this many exchanges (1 to 1000000); exits 3 if changes are still pending then.")
+    var maxExchanges = 10_000
 
     func run() async throws {
         guard once else { throw ValidationError("use fleetsync sync --once (or fleetsync run for the daemon)") }
+        guard (1...1_000_000).contains(maxExchanges) else {
+            throw ValidationError("--max-exchanges \(maxExchanges) is out of range: give 1 to 1000000")
+        }
         let configuration = try options.load()
         try requireRole(configuration, .vessel, "sync")
         await drainQuarantineAtBoot(configuration, logger: makeLogger("fleetsync.vessel"))
         let result = try await withVesselSync(configuration, logLevel: .warning) { sync in
             do {
-                return try await sync.syncUntilIdle()
+                return try await sync.syncUntilIdle(maximumRounds: maxExchanges)
             } catch {
                 await sync.recordFailure(error)
                 throw error
             }
+        }
+        guard !result.pending else {
+            print("sync stopped after \(maxExchanges) exchange(s): sent \(result.sent) event(s), received \(result.received); changes are still pending, run it again")
+            throw ExitCode(3)
         }
         print("sync done: sent \(result.sent) event(s), received \(result.received); nothing pending")
     }

@@ -164,6 +164,23 @@ final class ExchangeFailureTests: DatabaseTestCase {
         XCTAssertEqual(pending, 0)
     }
 
+    /// `sync --once` that stops with changes still pending says so and exits 3, not 0.
+    func testSyncOnceThatStopsEarlySaysWorkIsPending() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 5\nbatch_bytes = 20000")
+        let server = try fleet.serve()
+        defer { server.stop() }
+        try Fixtures.runScript("INSERT INTO certificate_type (code, title) SELECT 'T' || i, 't' FROM generate_series(1, 12) i;", url: fleet.shore.url)
+        let early = try FleetSyncBinary.run(["sync", "--once", "--max-exchanges", "1", "--config", fleet.vessels[0].configPath])
+        XCTAssertEqual(early.status, 3, early.output + early.error)
+        XCTAssertTrue(early.output.contains("still pending"), early.output)
+        let rest = try FleetSyncBinary.run(["sync", "--once", "--config", fleet.vessels[0].configPath])
+        XCTAssertEqual(rest.status, 0, rest.error)
+        XCTAssertTrue(rest.output.contains("nothing pending"), rest.output)
+        let bad = try FleetSyncBinary.run(["sync", "--once", "--max-exchanges", "0", "--config", fleet.vessels[0].configPath])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.error.contains("--max-exchanges 0 is out of range"), bad.error)
+    }
+
     func testBadMessagesGetClearCodesChangeNothingAndTheServerKeepsServing() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 5\nbatch_bytes = 20000")
         let server = try fleet.serve()
