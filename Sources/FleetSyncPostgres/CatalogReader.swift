@@ -23,7 +23,8 @@ public struct CatalogReader: Sendable {
         oidBind.append(oid)
 
         let columnRows = try await session.rows("""
-            SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef
+            SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
+                   a.attgenerated <> '', a.attidentity = 'a'
             FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped
             ORDER BY a.attnum
             """, oidBind, context: context)
@@ -31,7 +32,8 @@ public struct CatalogReader: Sendable {
         for r in columnRows {
             columns.append(PhysicalColumn(
                 name: try r.value(0, context: context), type: try r.value(1, context: context),
-                notNull: try r.value(2, context: context), hasDefault: try r.value(3, context: context)))
+                notNull: try r.value(2, context: context), hasDefault: try r.value(3, context: context),
+                generated: try r.value(4, context: context), identityAlways: try r.value(5, context: context)))
         }
 
         let pkRows = try await session.rows("""

@@ -147,6 +147,22 @@ public struct Installer: Sendable {
                     try await removeCapture(db, schema: try row.value(0), name: try row.value(1))
                 }
             }
+            // Dropping the schema drops every default that calls fleetsync.uuidv7(): the id
+            // columns init gave one keep a default of their own, so that inserts still work.
+            let defaults = try await db.rows("""
+                SELECT n.nspname::text, c.relname::text, a.attname::text
+                FROM pg_attrdef d
+                JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid
+                  AND dep.refclassid = 'pg_proc'::regclass AND dep.refobjid = to_regprocedure('fleetsync.uuidv7()')
+                JOIN pg_class c ON c.oid = d.adrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                WHERE n.nspname <> 'fleetsync'
+                """, context: "finding defaults that call fleetsync.uuidv7()")
+            for row in defaults {
+                let (schema, table, column) = try row.decode((String, String, String).self)
+                try await db.execute("ALTER TABLE \(SQL.qualified(schema, table)) ALTER COLUMN \(SQL.identifier(column)) SET DEFAULT gen_random_uuid()",
+                                     context: "keeping a default for \(schema).\(table).\(column)")
+            }
             try await db.execute("DROP SCHEMA IF EXISTS fleetsync CASCADE", context: "dropping the fleetsync schema")
         }
     }

@@ -63,6 +63,43 @@ final class InstallerTests: DatabaseTestCase {
         // UUIDv7 values sort by creation time.
         let ordered: Bool = try await db.scalar("WITH u AS (SELECT fleetsync.uuidv7() AS a, pg_sleep(0.002), fleetsync.uuidv7() AS b) SELECT a < b FROM u")
         XCTAssertTrue(ordered)
+        // Uninstalled, the id column init added keeps a default: inserts that do not name it work.
+        try await Installer(configuration: configuration).uninstall(on: db)
+        try await db.execute("INSERT INTO port_call (port) VALUES ('Callao')")
+        let ids: Int64 = try await db.scalar("SELECT count(DISTINCT id) FROM port_call")
+        XCTAssertEqual(ids, 4)
+    }
+
+    /// A stored generated column is computed on every node and never synced; an identity column
+    /// that refuses given values, or a nullable tracking column, is refused with the database
+    /// untouched.
+    func testGeneratedIdentityAndNullableTrackingColumns() async throws {
+        let url = try await Fixtures.database(schema: """
+            CREATE TABLE order_line (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), qty int, price numeric,
+              total numeric GENERATED ALWAYS AS (qty * price) STORED);
+            CREATE TABLE ticket (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), number int GENERATED ALWAYS AS IDENTITY);
+            CREATE TABLE note (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), body text, is_deleted boolean);
+            """, exampleSchema: false)
+        let db = try await self.connect(url)
+        let generated = Fixtures.configuration(role: .shore, nodeID: "shore", url: url, tables: [TableConfiguration(name: "order_line", route: .broadcast)])
+        _ = try await Installer(configuration: generated).install(on: db)
+        try await db.execute("INSERT INTO order_line (qty, price) VALUES (3, 2.5)")
+        let delta: String = try await db.scalar("SELECT delta::text FROM fleetsync.capture_log")
+        XCTAssertFalse(delta.contains("total"), delta)
+        XCTAssertTrue(delta.contains("qty"), delta)
+        try await Installer(configuration: generated).uninstall(on: db)
+
+        for (table, expected) in [("ticket", "GENERATED ALWAYS AS IDENTITY"), ("note", "allows NULL")] {
+            let configuration = Fixtures.configuration(role: .shore, nodeID: "shore", url: url, tables: [TableConfiguration(name: table, route: .broadcast)])
+            do {
+                _ = try await Installer(configuration: configuration).install(on: db)
+                XCTFail("\(table) must be refused")
+            } catch {
+                XCTAssertTrue("\(error)".contains(expected), "\(error)")
+            }
+            let installed: Bool = try await db.scalar("SELECT to_regnamespace('fleetsync') IS NOT NULL")
+            XCTAssertFalse(installed, "a refused init changes nothing")
+        }
     }
 
     func testBadConfigurationIsRejectedAndChangesNothing() async throws {

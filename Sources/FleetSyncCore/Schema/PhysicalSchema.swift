@@ -5,12 +5,18 @@ public struct PhysicalColumn: Sendable, Hashable {
     public var type: String
     public var notNull: Bool
     public var hasDefault: Bool
+    /// `GENERATED ALWAYS AS (...) STORED`: every node computes it, so it is never synced.
+    public var generated: Bool
+    /// `GENERATED ALWAYS AS IDENTITY`: each database numbers it and refuses values from elsewhere.
+    public var identityAlways: Bool
 
-    public init(name: String, type: String, notNull: Bool = false, hasDefault: Bool = false) {
+    public init(name: String, type: String, notNull: Bool = false, hasDefault: Bool = false, generated: Bool = false, identityAlways: Bool = false) {
         self.name = name
         self.type = type
         self.notNull = notNull
         self.hasDefault = hasDefault
+        self.generated = generated
+        self.identityAlways = identityAlways
     }
 }
 
@@ -53,6 +59,6 @@ public struct PhysicalTable: Sendable, Hashable {
 
     /// The columns that carry business data: every column except FleetSync's tracking columns.
     public var syncedColumns: [PhysicalColumn] {
-        columns.filter { !FleetSyncConfiguration.trackingColumns.contains($0.name) }
+        columns.filter { !FleetSyncConfiguration.trackingColumns.contains($0.name) && !$0.generated }
     }
 }
