@@ -47,7 +47,26 @@ public final class HTTPExchangeTransport: ExchangeTransport {
         self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
+    /// Sends the request and reads the whole answer within `timeout`: the deadline covers the
+    /// body too, not only the wait for the response head (a shore or a middlebox that sends the
+    /// head and then a byte now and then would otherwise hold the exchange for hours).
     public func send(_ request: [UInt8]) async throws -> [UInt8] {
+        let timeout = self.timeout
+        return try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
+            group.addTask { try await self.exchange(request) }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let bytes = first else {
+                throw TransportError("the shore at \(self.endpoint) did not answer in full within \(timeout.nanoseconds / 1_000_000_000) s (request_timeout_seconds)")
+            }
+            return bytes
+        }
+    }
+
+    private func exchange(_ request: [UInt8]) async throws -> [UInt8] {
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/octet-stream")
