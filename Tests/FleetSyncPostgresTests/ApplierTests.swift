@@ -338,6 +338,23 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(again.unchangedRows, 21)
     }
 
+    /// A new row that does not carry a column gets the column's DEFAULT, whatever other rows
+    /// share its batch: a column list made for other rows must not give it NULL.
+    func testNewRowWithoutAColumnGetsItsDefaultInAnyBatch() async throws {
+        let tables = Fixtures.exampleTables() + [TableConfiguration(name: "memo", route: .broadcast, defaultOwner: .shared)]
+        let (configuration, db) = try await installedNode(tables: tables, schema: "CREATE TABLE memo (id uuid PRIMARY KEY, title text, notes text DEFAULT 'none');")
+        let applier = try await makeApplier(configuration, db)
+        let alone = UUID(), full = UUID(), partial = UUID(), last = UUID()
+        _ = try await applier.apply([event("memo", alone, ["title": .string("alone")], clock: 1)], from: "shore")
+        _ = try await applier.apply([
+            event("memo", full, ["title": .string("full"), "notes": .string("x")], clock: 2),
+            event("memo", partial, ["title": .string("partial")], clock: 3),
+            event("memo", last, ["title": .string("last"), "notes": .null], clock: 4),
+        ], from: "shore")
+        let rows: String = try await db.scalar("SELECT string_agg(title || '=' || coalesce(notes, 'NULL'), ',' ORDER BY title) FROM memo")
+        XCTAssertEqual(rows, "alone=none,full=x,last=NULL,partial=none")
+    }
+
     /// A row that left the vessel's partition but cannot be deleted (a local row the shore
     /// rejected still references it) goes to the dead-letter queue; the batch and the cursor go
     /// on, and a retry deletes it once nothing references it.

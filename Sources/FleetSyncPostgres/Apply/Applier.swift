@@ -349,9 +349,9 @@ public struct Applier: Sendable {
             try await db.execute("RELEASE SAVEPOINT fleetsync_offboard", context: context)
             return nil
         } catch {
-            guard let rowError = error as? DatabaseError, isRowError(rowError) else { throw error }
+            guard isRowError(error) else { throw error }
             try await db.execute("ROLLBACK TO SAVEPOINT fleetsync_offboard", context: context)
-            return rowError
+            return error
         }
     }
 

@@ -23,10 +23,15 @@ struct TableWriter {
     private var qualified: String { SQL.qualified(physical.schema, physical.name) }
 
     /// New rows as COPY text in pieces, with the columns they fill; nil when a value cannot travel
-    /// that way (then rows are inserted from JSON records).
+    /// that way (then rows are inserted from JSON records). Rows are copied in runs that fill the
+    /// same columns, so that a column a row does not carry gets its DEFAULT, as it does when the
+    /// row arrives alone, not the NULL of a column list made for other rows.
     struct CopyPieces: Sendable {
-        var columns: [PhysicalColumn]
-        var pieces: [ByteBuffer]
+        struct Run: Sendable {
+            var columns: [PhysicalColumn]
+            var pieces: [ByteBuffer]
+        }
+        var runs: [Run]
     }
 
     /// COPY text for `groups` as if every row were new, built before the rows are read and
@@ -36,12 +41,29 @@ struct TableWriter {
         copyPieces(groups.map { ($0.rowID, $0.state, $0.state.version) })
     }
 
-    /// The columns new rows fill (the tombstone travels in `is_deleted`, not as a column of its own).
-    private static func columns(of rows: [(UUID, RowState, Int64)]) -> Set<String> {
-        var names: Set<String> = []
-        for row in rows { names.formUnion(row.1.fields.keys) }
+    /// The columns a new row fills (the tombstone travels in `is_deleted`, not as a column of its own).
+    private static func columns(of row: (UUID, RowState, Int64)) -> Set<String> {
+        var names = Set(row.1.fields.keys)
         names.remove(ChangeEvent.deletedField)
         return names
+    }
+
+    /// Consecutive rows that fill the same columns, in order (a table that references itself
+    /// comes parents first).
+    private static func runs(_ rows: [(UUID, RowState, Int64)]) -> [(columns: Set<String>, rows: ArraySlice<(UUID, RowState, Int64)>)] {
+        var runs: [(Set<String>, ArraySlice<(UUID, RowState, Int64)>)] = []
+        var start = rows.startIndex
+        var current: Set<String>? = nil
+        for index in rows.indices {
+            let names = columns(of: rows[index])
+            if let current, current != names {
+                runs.append((current, rows[start..<index]))
+                start = index
+            }
+            current = names
+        }
+        if let current { runs.append((current, rows[start..<rows.endIndex])) }
+        return runs
     }
 
     func write(_ groups: [RowGroup], prepared: CopyPieces? = nil, on db: DatabaseSession) async throws -> Outcome {
@@ -76,7 +98,9 @@ struct TableWriter {
             } else if let pieces = copyPieces(newRows) {
                 try await copy(pieces, on: db)
             } else {
-                try await insert(newRows.map { record(id: $0.0, state: $0.1, version: $0.2) }, columns: Self.columns(of: newRows), on: db)
+                for run in Self.runs(newRows) {
+                    try await insert(run.rows.map { record(id: $0.0, state: $0.1, version: $0.2) }, columns: run.columns, on: db)
+                }
             }
         }
         if !updates.isEmpty { try await update(updates, columns: updateColumns, on: db) }
@@ -126,16 +150,24 @@ struct TableWriter {
 
     /// New rows as COPY text in pieces of 500 rows, or nil when a value cannot travel that way.
     private func copyPieces(_ rows: [(UUID, RowState, Int64)]) -> CopyPieces? {
-        let columns = orderedColumns(Self.columns(of: rows))
+        var runs: [CopyPieces.Run] = []
+        for run in Self.runs(rows) {
+            guard let pieces = copyRun(run.rows, columns: orderedColumns(run.columns)) else { return nil }
+            runs.append(pieces)
+        }
+        return CopyPieces(runs: runs)
+    }
+
+    private func copyRun(_ rows: ArraySlice<(UUID, RowState, Int64)>, columns: [PhysicalColumn]) -> CopyPieces.Run? {
         guard rows.allSatisfy({ row in columns.allSatisfy { CopyEncoder.canEncode(row.1.fields[$0.name]?.value ?? .null, column: $0) } }) else {
             return nil
         }
         var pieces: [ByteBuffer] = []
         var text = ""
         var clocks = ""
-        for start in stride(from: 0, to: rows.count, by: 500) {
+        for start in stride(from: rows.startIndex, to: rows.endIndex, by: 500) {
             text.removeAll(keepingCapacity: true)
-            for (id, state, version) in rows[start..<min(start + 500, rows.count)] {
+            for (id, state, version) in rows[start..<min(start + 500, rows.endIndex)] {
                 text += id.lowercasedText
                 for column in columns {
                     text += "\t"
@@ -151,22 +183,24 @@ struct TableWriter {
             }
             pieces.append(ByteBuffer(string: text))
         }
-        return CopyPieces(columns: columns, pieces: pieces)
+        return CopyPieces.Run(columns: columns, pieces: pieces)
     }
 
-    /// Copies new rows, piece by piece.
+    /// Copies new rows, run by run, piece by piece.
     private func copy(_ copy: CopyPieces, on db: DatabaseSession) async throws {
         // postgres-nio wraps the table and each column in double quotes itself; pass the names
         // with inner quotes doubled, and the schema joined so that the result is "schema"."table".
         func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
-        let columns = (["id"] + copy.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
-        do {
-            try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
-                for piece in copy.pieces { try await writer.write(piece) }
+        for run in copy.runs {
+            let columns = (["id"] + run.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
+            do {
+                try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
+                    for piece in run.pieces { try await writer.write(piece) }
+                }
+            } catch {
+                throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
             }
-        } catch {
-            throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
         }
     }
 
