@@ -51,33 +51,31 @@ public final class HTTPExchangeTransport: ExchangeTransport {
     /// body too, not only the wait for the response head (a shore or a middlebox that sends the
     /// head and then a byte now and then would otherwise hold the exchange for hours).
     public func send(_ request: [UInt8]) async throws -> [UInt8] {
-        let timeout = self.timeout
-        return try await withThrowingTaskGroup(of: [UInt8]?.self) { group in
-            group.addTask { try await self.exchange(request) }
-            group.addTask {
-                try await Task.sleep(nanoseconds: UInt64(max(0, timeout.nanoseconds)))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let bytes = first else {
-                throw TransportError("the shore at \(self.endpoint) did not answer in full within \(timeout.nanoseconds / 1_000_000_000) s (request_timeout_seconds)")
-            }
-            return bytes
-        }
-    }
-
-    private func exchange(_ request: [UInt8]) async throws -> [UInt8] {
+        let deadline = NIODeadline.now() + timeout
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/octet-stream")
         http.body = .bytes(ByteBuffer(bytes: request))
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(http, timeout: timeout)
+            response = try await client.execute(http, deadline: deadline)
         } catch {
             throw TransportError("cannot reach the shore at \(endpoint): \(error)")
         }
-        let body = try await response.body.collect(upTo: maximumResponseBytes)
+        let limit = maximumResponseBytes
+        let remaining = max(0, (deadline - NIODeadline.now()).nanoseconds)
+        let body = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await response.body.collect(upTo: limit) }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(remaining))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let body = first else {
+                throw TransportError("the shore at \(endpoint) did not answer in full within \(timeout.nanoseconds / 1_000_000_000) s (request_timeout_seconds)")
+            }
+            return body
+        }
         guard body.readableBytes >= WireEnvelope.headerSize else {
             throw TransportError("the shore answered HTTP \(response.status.code) without a FleetSync message")
         }
