@@ -338,6 +338,38 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(again.unchangedRows, 21)
     }
 
+    /// Two transactions quarantining values of the same new row keep the newest clock, whichever
+    /// commits first; a drain removes only what it applied, not a newer value stored since.
+    func testQuarantineKeepsTheNewestValueUnderConcurrency() async throws {
+        let (configuration, db) = try await installedNode(role: .shore, nodeID: "shore")
+        let other = try await connect(configuration.databaseURL)
+        let row = UUID()
+        func entry(_ counter: Int64, _ node: String, _ value: String) -> QuarantineEntry {
+            QuarantineEntry(table: "voyage", rowID: row, state: RowState(fields: ["eta": FieldChange(value: .string(value), clock: FieldClock(counter: counter, node: node))]))
+        }
+        try await db.execute("BEGIN")
+        try await QuarantineVault.store([entry(10, "aurora", "newer")], on: db)
+        let racing = Task { try await other.transaction { tx in try await QuarantineVault.store([entry(8, "borealis", "older")], on: tx) } }
+        try await Task.sleep(nanoseconds: 500_000_000)
+        try await db.execute("COMMIT")
+        try await racing.value
+        let kept: String = try await db.scalar("SELECT fields->>'eta' FROM fleetsync.schema_quarantine")
+        XCTAssertEqual(kept, "newer", "the older value, stored second, must not overwrite the newer one")
+
+        // A drain that applied eta@10 while eta@12 was stored keeps eta@12.
+        try await db.transaction { tx in try await QuarantineVault.store([entry(12, "borealis", "newest")], on: tx) }
+        try await db.transaction { tx in
+            try await QuarantineVault.remove(table: "voyage", rowID: row, drained: ["eta": FieldClock(counter: 10, node: "aurora")], on: tx)
+        }
+        let left: String = try await db.scalar("SELECT fields->>'eta' FROM fleetsync.schema_quarantine")
+        XCTAssertEqual(left, "newest")
+        try await db.transaction { tx in
+            try await QuarantineVault.remove(table: "voyage", rowID: row, drained: ["eta": FieldClock(counter: 12, node: "borealis")], on: tx)
+        }
+        let gone: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.schema_quarantine")
+        XCTAssertEqual(gone, 0)
+    }
+
     /// A new row that does not carry a column gets the column's DEFAULT, whatever other rows
     /// share its batch: a column list made for other rows must not give it NULL.
     func testNewRowWithoutAColumnGetsItsDefaultInAnyBatch() async throws {

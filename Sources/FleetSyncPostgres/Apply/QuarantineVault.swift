@@ -14,11 +14,17 @@ struct QuarantineEntry: Sendable {
 /// `fleetsync.schema_quarantine`: one row per table and row id, merged with JSONB `||` where the
 /// incoming clock is newer, so nothing is ever lost and the newest value is kept.
 public enum QuarantineVault {
+    /// Stores entries, keeping per field the value with the newest clock. Two transactions storing
+    /// values of one row (exchanges of two vessels, or a drain) run one after the other: the row
+    /// lock of the read below does not exist before the row does.
     static func store(_ entries: [QuarantineEntry], on db: DatabaseSession) async throws {
-        for entry in entries where !entry.state.fields.isEmpty {
+        // Sorted, so that transactions storing several rows take their locks in one order.
+        let ordered = entries.filter { !$0.state.fields.isEmpty }.sorted { ($0.table, $0.rowID.lowercasedText) < ($1.table, $1.rowID.lowercasedText) }
+        for entry in ordered {
             var binds = PostgresBindings()
             binds.append(entry.table)
             binds.append(entry.rowID)
+            try await lock(table: entry.table, rowID: entry.rowID, on: db)
             let existing = try await db.rows("SELECT clocks::text FROM fleetsync.schema_quarantine WHERE table_name = $1 AND row_id = $2 FOR UPDATE", binds, context: "reading the quarantine")
             var known: [String: FieldClock] = [:]
             if let row = existing.first {
@@ -90,10 +96,12 @@ extension QuarantineVault {
             group.merge(fields, base: 0)
             while !group.state.fields.isEmpty {
                 let keys = Array(group.state.fields.keys)
+                let drainedClocks = group.state.fields.mapValues(\.clock)
                 do {
                     try await db.transaction { tx in
+                        try await lock(table: table, rowID: rowID, on: tx)
                         _ = try await applier.write([group], on: tx)
-                        try await remove(table: table, rowID: rowID, keys: keys, on: tx)
+                        try await remove(table: table, rowID: rowID, drained: drainedClocks, on: tx)
                     }
                     drained += keys.count
                     break
@@ -122,13 +130,25 @@ extension QuarantineVault {
         return (drained, Int(remaining))
     }
 
-    static func remove(table: String, rowID: UUID, keys: [String], on db: DatabaseSession) async throws {
+    /// Serializes the transactions that store or drain values of one quarantined row.
+    static func lock(table: String, rowID: UUID, on db: DatabaseSession) async throws {
+        var binds = PostgresBindings()
+        binds.append("fleetsync.quarantine:" + table + ":" + rowID.lowercasedText)
+        try await db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", binds, context: "locking a quarantined row")
+    }
+
+    /// Removes drained fields: only those still stored with the clock that was drained (a newer
+    /// value stored since stays for the next drain).
+    static func remove(table: String, rowID: UUID, drained clocks: [String: FieldClock], on db: DatabaseSession) async throws {
         var binds = PostgresBindings()
         binds.append(table)
         binds.append(rowID)
-        binds.append(keys)
+        binds.append(JSONValue.object(clocks.mapValues(\.json)).serialized)
         try await db.execute("""
-            UPDATE fleetsync.schema_quarantine SET fields = fields - $3::text[], clocks = clocks - $3::text[], reasons = reasons - $3::text[]
+            UPDATE fleetsync.schema_quarantine q
+            SET fields = q.fields - ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE q.clocks -> d.k = d.c),
+                clocks = q.clocks - ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE q.clocks -> d.k = d.c),
+                reasons = q.reasons - ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE q.clocks -> d.k = d.c)
             WHERE table_name = $1 AND row_id = $2
             """, binds, context: "emptying drained quarantine entries")
         var key = PostgresBindings()
