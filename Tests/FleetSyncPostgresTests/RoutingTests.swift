@@ -39,6 +39,12 @@ final class RoutingTests: DatabaseTestCase {
         XCTAssertEqual(saga, "O:endorsement>aurora,O:certificate>aurora,O:seafarer>aurora,B:seafarer>borealis,B:certificate>borealis,B:endorsement>borealis")
         let baseline: String = try await shore.scalar("SELECT delta->>'note' FROM fleetsync.outbox WHERE op = 'B' AND table_name = 'endorsement'")
         XCTAssertEqual(baseline, "tanker", "the baseline carries the full row")
+        // The update that moved the row does not travel ahead of the baseline as a partial row.
+        let moveEvents: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.outbox WHERE op = 'U' AND table_name = 'seafarer'")
+        XCTAssertEqual(moveEvents, 0)
+        let version: Int64 = try await shore.scalar("SELECT sync_version FROM seafarer")
+        let baselineVersion: Int64 = try await shore.scalar("SELECT version FROM fleetsync.outbox WHERE op = 'B' AND table_name = 'seafarer'")
+        XCTAssertEqual(baselineVersion, version, "the baseline carries the moved row's version")
     }
 
     /// A row routed through a parent that is moved to a parent on another vessel is transferred

@@ -117,13 +117,17 @@ public struct RoutingBuilder: Sendable {
                 baseline.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, new_vessel \(from);")
             }
             // Offboarding removes children before parents; the baseline brings parents first. A
-            // row moved to another parent on the same vessel needs neither.
+            // row moved to another parent on the same vessel needs neither. The update that moved
+            // the row is dropped from the capture log: it would reach the new vessel one position
+            // before the baseline, as a partial row where a batch ends between them, and the
+            // baseline carries its values and clocks.
             let body = """
             DECLARE
               old_vessel text := \(oldVessel);
               new_vessel text := \(newVessel);
             BEGIN
               IF old_vessel IS NOT DISTINCT FROM new_vessel THEN RETURN NULL; END IF;
+              DELETE FROM fleetsync.capture_log WHERE op = 'U' AND table_name = \(SQL.literal(table.name)) AND row_id = NEW.id AND version = NEW.sync_version;
               IF old_vessel IS NOT NULL THEN
                 \(offboard.reversed().joined(separator: "\n    "))
               END IF;
