@@ -39,14 +39,13 @@ public struct VesselSync: Sendable {
         let reader = OutboxReader(session: session)
         try await reader.sequence()
         let limit = configuration.limits.batchEvents
-        let changes = try await reader.read(after: acknowledged, limit: limit)
+        let changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
         var byRow: [String: [UUID: ChangeEvent]] = [:]
         var order: [(String, UUID)] = []
         var bytes = 0
         var upTo = acknowledged
         var stoppedEarly = false
-        for change in changes {
-            let size = change.delta.reduce(32) { $0 + $1.key.utf8.count + $1.value.serialized.utf8.count }
+        for (change, size) in changes {
             if upTo > acknowledged && bytes + size > configuration.limits.batchBytes {
                 stoppedEarly = true
                 break

@@ -105,4 +105,21 @@ final class OutboxReaderTests: DatabaseTestCase {
         XCTAssertEqual(events[0].fields["full_name"]?.clock.counter, 0)
         XCTAssertEqual(events[1].fields["contact_number"]?.clock, FieldClock(counter: changes.last!.version, node: "aurora"))
     }
+
+    /// With a byte budget the outbox sends no rows past it (large local rows stay in the
+    /// database), and the first row goes whatever its size.
+    func testReadStopsAtItsByteBudget() async throws {
+        let (_, db) = try await self.installedNode(role: .shore, nodeID: "shore")
+        try await db.execute("INSERT INTO certificate_type (code, title) SELECT 'T' || i, repeat('x', 10000) FROM generate_series(1, 20) i")
+        let reader = OutboxReader(session: db)
+        try await reader.sequence()
+        let three = try await reader.read(after: 0, limit: 1_000, byteBudget: 35_000)
+        XCTAssertEqual(three.count, 4, "three rows within the budget and the one that tells more waits")
+        XCTAssertEqual(three.prefix(3).reduce(0) { $0 + $1.bytes } <= 35_000, true)
+        XCTAssertGreaterThan(three.reduce(0) { $0 + $1.bytes }, 35_000)
+        let one = try await reader.read(after: 0, limit: 1_000, byteBudget: 5_000)
+        XCTAssertEqual(one.count, 2)
+        let all = try await reader.read(after: 0, limit: 1_000)
+        XCTAssertEqual(all.count, 20)
+    }
 }

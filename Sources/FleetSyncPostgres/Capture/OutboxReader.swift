@@ -67,12 +67,30 @@ public struct OutboxReader: Sendable {
 
     /// Up to `limit` sequenced events after position `after`, in position order.
     public func read(after: Int64, limit: Int) async throws -> [CapturedChange] {
+        try await read(after: after, limit: limit, byteBudget: nil).map(\.change)
+    }
+
+    /// Up to `limit` sequenced events after position `after`, in position order, each with its
+    /// size (its delta's text and 32 bytes). With a `byteBudget`, the database stops sending rows
+    /// once the rows before them exceed it (the first two always come: the first goes whatever
+    /// its size, the next tells that more waits), so that large rows past the budget are never
+    /// held here.
+    public func read(after: Int64, limit: Int, byteBudget: Int?) async throws -> [(change: CapturedChange, bytes: Int)] {
         var binds = PostgresBindings()
         binds.append(after)
         binds.append(Int64(limit))
+        binds.append(Int64(byteBudget ?? Int.max))
         let rows = try await session.rows("""
-            SELECT pos, table_name, row_id, op::text, version, base_version, delta::text
-            FROM fleetsync.outbox WHERE pos > $1 ORDER BY pos LIMIT $2
+            SELECT pos, table_name, row_id, op, version, base_version, delta, bytes FROM (
+              SELECT pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta,
+                     octet_length(delta::text) + 32 AS bytes, row_number() OVER w AS n,
+                     sum(octet_length(delta::text) + 32) OVER w - (octet_length(delta::text) + 32) AS before
+              FROM fleetsync.outbox WHERE pos > $1
+              WINDOW w AS (ORDER BY pos)
+              ORDER BY pos LIMIT $2
+            ) q
+            WHERE n <= 2 OR before <= $3
+            ORDER BY pos
             """, binds, context: "reading the outbox")
         return try rows.map { row in
             let context = "decoding an outbox entry"
@@ -84,11 +102,12 @@ public struct OutboxReader: Sendable {
             guard let operation = CapturedChange.Operation(rawValue: op) else {
                 throw DatabaseError(context: context, message: "unknown operation \(op)")
             }
-            return CapturedChange(
+            let change = CapturedChange(
                 position: try row.value(0, context: context), table: try row.value(1, context: context),
                 rowID: try row.value(2, as: UUID.self, context: context), operation: operation,
                 version: try row.value(4, context: context), baseVersion: try row.value(5, context: context),
                 delta: delta)
+            return (change, Int(try row.value(7, as: Int32.self, context: context)))
         }
     }
 
