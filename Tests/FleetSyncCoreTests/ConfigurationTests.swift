@@ -84,6 +84,15 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertTrue(found.first!.problem.contains("\"contact_number\" is given two owners"), found.first!.problem)
     }
 
+    /// Only the shore decides which vessel receives a row: a routing column or a column naming
+    /// the parent that a vessel (or anyone) may write is refused.
+    func testRoutingColumnsMustBeShoreOwned() {
+        let column = errors(Self.valid.replacingOccurrences(of: "vessel = [\"contact_number\"]", with: "vessel = [\"contact_number\", \"vessel_code\"]"))
+        XCTAssertTrue(column.contains { $0.key == "table[1].owners" && $0.problem.contains("routing column \"vessel_code\"") && $0.problem.contains("owned by vessel") }, "\(column)")
+        let via = errors(Self.valid.replacingOccurrences(of: "tombstone = \"revive\"", with: "tombstone = \"revive\"\ndefault_owner = \"shared\""))
+        XCTAssertTrue(via.contains { $0.key == "table[2].owners" && $0.problem.contains("column naming the parent \"seafarer_id\"") && $0.fix.contains("shore = [...]") }, "\(via)")
+    }
+
     func testUnknownRoutingRuleIsRejected() {
         let found = errors(Self.valid.replacingOccurrences(of: "route = \"broadcast\"", with: "route = \"multicast\""))
         XCTAssertEqual(found.first?.key, "table[0].route")
