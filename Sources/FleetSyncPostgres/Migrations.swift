@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -192,5 +192,11 @@ extension Migration {
           SET extra_float_digits = 1 SET intervalstyle = 'postgres'
           AS 'SELECT to_jsonb($1)'
         """,
+    ])
+}
+
+extension Migration {
+    static let shoreIdentity = Migration(version: 6, description: "a vessel remembers the node id of the shore it syncs with", statements: [
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN node_id text",
     ])
 }

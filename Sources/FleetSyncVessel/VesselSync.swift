@@ -5,6 +5,11 @@ import Foundation
 import Logging
 import PostgresNIO
 
+/// The shore answered with another node id than the one this vessel has synced with.
+public struct ShoreMismatch: Error, Sendable, CustomStringConvertible {
+    public var description: String
+}
+
 /// What one exchange did.
 public struct ExchangeOutcome: Sendable {
     public var sent: Int
@@ -104,6 +109,17 @@ public struct VesselSync: Sendable {
         let (response, received) = try MessageFraming.decodeResponseBatch(responseBytes)
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
+        }
+        // The first shore to answer is this vessel's shore for life: another one (a wrong
+        // shore_url, another fleet's shore) is refused before anything is dropped or applied.
+        var pin = PostgresBindings()
+        pin.append(Self.peer)
+        pin.append(response.shore)
+        let pinned: String = try await session.rows(
+            "UPDATE fleetsync.sync_state SET node_id = coalesce(node_id, $2) WHERE peer = $1 RETURNING node_id", pin,
+            context: "recording the shore's node id")[0].value(0)
+        guard pinned == response.shore else {
+            throw ShoreMismatch(description: "the shore at \(configuration.vessel?.shoreURL ?? "?") answers as node \"\(response.shore)\", but this vessel syncs with shore \"\(pinned)\"; refusing the exchange (check [vessel] shore_url)")
         }
         // Acknowledged events leave the outbox only now.
         var binds = PostgresBindings()

@@ -54,6 +54,26 @@ final class ExchangeFailureTests: DatabaseTestCase {
         return VesselSync(configuration: node.configuration, schema: schema, session: db, telemetry: telemetry(node.url), transport: transport, logger: Fixtures.logger)
     }
 
+    /// A vessel keeps the shore it first synced with: an answer from a shore with another node id
+    /// is refused before anything is dropped or applied.
+    func testAVesselRefusesAnotherShore() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], shoreID: "hq")
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let vessel = try await connect(fleet.vessels[0].url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        let pinned: String = try await vessel.scalar("SELECT node_id FROM fleetsync.sync_state WHERE peer = 'shore'")
+        XCTAssertEqual(pinned, "hq")
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
+        // As if shore_url now led to another fleet's shore.
+        try await vessel.execute("UPDATE fleetsync.sync_state SET node_id = 'other-hq' WHERE peer = 'shore'")
+        let result = try fleet.sync(fleet.vessels[0])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("answers as node \"hq\", but this vessel syncs with shore \"other-hq\""), result.error)
+        let applied: Int64 = try await vessel.scalar("SELECT count(*) FROM vessel")
+        XCTAssertEqual(applied, 0, "nothing from the other shore was applied")
+    }
+
     /// Two exchanges of one vessel never overlap: the second waits until the first has ended.
     func testExchangesOfOneVesselRunOneAtATime() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"])
