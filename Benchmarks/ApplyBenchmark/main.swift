@@ -136,7 +136,9 @@ final = [:]
 rows = []
 events = []
 let batchFile = "\(copyDirectory)/batch"
-FileManager.default.createFile(atPath: batchFile, contents: Data(batchBytes))
+guard FileManager.default.createFile(atPath: batchFile, contents: Data(batchBytes)) else {
+    fatalError("cannot write the encoded batch to \(batchFile)")
+}
 let copies: [(String, String?)] = [("bench_a", nil), ("bench_b", "a_id"), ("bench_c", "b_id")]
 
 let cluster = try TestCluster.start()

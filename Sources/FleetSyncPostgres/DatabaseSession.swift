@@ -100,6 +100,30 @@ public final class DatabaseSession: Sendable {
             throw error
         }
     }
+
+    /// Runs `body` holding the session-level advisory lock named `key` (waiting for it), and
+    /// releases it however `body` ends: one holder at a time across the database's sessions.
+    public func withLock<T: Sendable>(_ key: String, context: @autoclosure () -> String, _ body: () async throws -> T) async throws -> T {
+        var binds = PostgresBindings()
+        binds.append(key)
+        try await execute("SELECT pg_advisory_lock(hashtext($1))", binds, context: context())
+        do {
+            let value = try await body()
+            try await execute("SELECT pg_advisory_unlock(hashtext($1))", binds, context: context())
+            return value
+        } catch {
+            try? await execute("SELECT pg_advisory_unlock(hashtext($1))", binds, context: context())
+            throw error
+        }
+    }
+
+    /// Takes the transaction-level advisory lock named `key` (waiting for it); it is released
+    /// when the transaction ends.
+    public func lockForTransaction(_ key: String, context: @autoclosure () -> String) async throws(DatabaseError) {
+        var binds = PostgresBindings()
+        binds.append(key)
+        try await execute("SELECT pg_advisory_xact_lock(hashtext($1))", binds, context: context())
+    }
 }
 
 extension PostgresRow {

@@ -34,7 +34,7 @@ public struct Installer: Sendable {
     /// Installs or upgrades everything; running it again changes nothing.
     public func install(on session: DatabaseSession) async throws -> InstallReport {
         try await session.transaction { db in
-            try await db.execute("SELECT pg_advisory_xact_lock(hashtext('fleetsync.install'))", context: "locking the installation")
+            try await db.lockForTransaction("fleetsync.install", context: "locking the installation")
             let from = try await migrate(db)
             var report = InstallReport(fromVersion: from, toVersion: migrations.last?.version ?? from)
             try await recordNode(db)

@@ -17,6 +17,15 @@ public enum SQL {
         "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
     }
 
+    /// A JSONB object from `key, value` argument pairs. `jsonb_build_object` takes at most 100
+    /// arguments; longer lists are built in chunks and concatenated.
+    public static func jsonObject(_ pairs: [String]) -> String {
+        if pairs.isEmpty { return "'{}'::jsonb" }
+        return stride(from: 0, to: pairs.count, by: 45).map {
+            "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")"
+        }.joined(separator: " || ")
+    }
+
     /// A dollar-quote tag that does not occur in `body`.
     public static func dollarTag(for body: String) -> String {
         var n = 0

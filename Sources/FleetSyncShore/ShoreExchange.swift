@@ -61,14 +61,8 @@ public struct ShoreExchange: Sendable {
         guard !(try await db.rows("SELECT 1 FROM fleetsync.vessel WHERE vessel_id = $1", binds, context: "looking up vessel \(vessel)")).isEmpty else {
             throw WireError(.unknownVessel, "vessel \(vessel) is not enrolled on this shore (fleetsync enroll --vessel \(vessel))")
         }
-        try await db.execute("SELECT pg_advisory_lock(hashtext('fleetsync.vessel:' || $1))", binds, context: "serializing exchanges of \(vessel)")
-        do {
-            let response = try await exchangeLocked(request, db: db, telemetry: telemetry)
-            try await db.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.vessel:' || $1))", binds, context: "releasing \(vessel)")
-            return response
-        } catch {
-            try? await db.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.vessel:' || $1))", binds, context: "releasing \(vessel)")
-            throw error
+        return try await db.withLock("fleetsync.vessel:" + vessel, context: "serializing exchanges of \(vessel)") {
+            try await exchangeLocked(request, db: db, telemetry: telemetry)
         }
     }
 

@@ -74,31 +74,27 @@ public struct VesselSync: Sendable {
         return (events, upTo, stoppedEarly || changes.count == limit)
     }
 
-    func state() async throws -> (cursor: Int64, acknowledged: Int64) {
+    /// The vessel's cursor, what the shore acknowledged, and the shore's node id once known.
+    func state() async throws -> (cursor: Int64, acknowledged: Int64, shore: String?) {
         var binds = PostgresBindings()
         binds.append(Self.peer)
         try await session.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering the shore")
-        let rows = try await session.rows("SELECT cursor, acknowledged FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading the sync state")
-        return try rows[0].decode((Int64, Int64).self)
+        let rows = try await session.rows("SELECT cursor, acknowledged, node_id FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading the sync state")
+        return try rows[0].decode((Int64, Int64, String?).self)
     }
 
     /// One request/response with the shore. Exchanges of one vessel run one at a time (the
     /// daemon and a manual `fleetsync sync --once` may both try): a response applied after another
     /// exchange has moved past it could bring back a row an offboarding removed.
     public func exchangeOnce() async throws -> ExchangeOutcome {
-        try await session.execute("SELECT pg_advisory_lock(hashtext('fleetsync.exchange'))", context: "waiting for this vessel's other exchange to end")
-        do {
-            let outcome = try await exchangeHoldingTheLock()
-            try await session.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.exchange'))", context: "ending the exchange")
-            return outcome
-        } catch {
-            try? await session.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.exchange'))", context: "ending the exchange")
-            throw error
-        }
+        try await session.withLock(Self.exchangeLock, context: "holding this vessel's exchange lock") { try await exchangeHoldingTheLock() }
     }
 
+    /// The advisory lock one exchange of the vessel holds.
+    public static let exchangeLock = "fleetsync.exchange"
+
     private func exchangeHoldingTheLock() async throws -> ExchangeOutcome {
-        let (cursor, acknowledged) = try await state()
+        let (cursor, acknowledged, knownShore) = try await state()
         let pending = try await pendingEvents(after: acknowledged)
         let status = try await VesselStatus.read(on: session)
         let request = ExchangeRequest(
@@ -112,14 +108,13 @@ public struct VesselSync: Sendable {
         }
         // The first shore to answer is this vessel's shore for life: another one (a wrong
         // shore_url, another fleet's shore) is refused before anything is dropped or applied.
-        var pin = PostgresBindings()
-        pin.append(Self.peer)
-        pin.append(response.shore)
-        let pinned: String = try await session.rows(
-            "UPDATE fleetsync.sync_state SET node_id = coalesce(node_id, $2) WHERE peer = $1 RETURNING node_id", pin,
-            context: "recording the shore's node id")[0].value(0)
-        guard pinned == response.shore else {
-            throw ShoreMismatch(description: "the shore at \(configuration.vessel?.shoreURL ?? "?") answers as node \"\(response.shore)\", but this vessel syncs with shore \"\(pinned)\"; refusing the exchange (check [vessel] shore_url)")
+        if let knownShore, knownShore != response.shore {
+            throw ShoreMismatch(description: "the shore at \(configuration.vessel?.shoreURL ?? "?") answers as node \"\(response.shore)\", but this vessel syncs with shore \"\(knownShore)\"; refusing the exchange (check [vessel] shore_url)")
+        } else if knownShore == nil {
+            var pin = PostgresBindings()
+            pin.append(Self.peer)
+            pin.append(response.shore)
+            try await session.execute("UPDATE fleetsync.sync_state SET node_id = $2 WHERE peer = $1", pin, context: "recording the shore's node id")
         }
         // Acknowledged events leave the outbox only now.
         var binds = PostgresBindings()

@@ -83,12 +83,12 @@ final class ExchangeFailureTests: DatabaseTestCase {
         let sync = try await vesselSync(fleet.vessels[0], http(fleet))
         // Another exchange holds the vessel: this one waits.
         let other = try await connect(fleet.vessels[0].url)
-        try await other.execute("SELECT pg_advisory_lock(hashtext('fleetsync.exchange'))")
+        try await other.execute("SELECT pg_advisory_lock(hashtext('\(VesselSync.exchangeLock)'))")
         let exchange = Task { try await sync.exchangeOnce() }
         try await Task.sleep(nanoseconds: 1_000_000_000)
         let during: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.sync_state WHERE last_success IS NOT NULL")
         XCTAssertEqual(during, 0, "the exchange waited for the other one")
-        try await other.execute("SELECT pg_advisory_unlock(hashtext('fleetsync.exchange'))")
+        try await other.execute("SELECT pg_advisory_unlock(hashtext('\(VesselSync.exchangeLock)'))")
         _ = try await exchange.value
         let after: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.sync_state WHERE last_success IS NOT NULL")
         XCTAssertEqual(after, 1, "then it ran")

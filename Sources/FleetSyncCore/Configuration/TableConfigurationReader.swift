@@ -126,15 +126,14 @@ extension ConfigurationReader {
             }
             // The column that decides which vessel receives a row is the shore's: written by a
             // vessel, it would move rows into another vessel's partition.
-            switch table.route {
-            case .column(let column), .parent(_, let column):
-                if table.owner(of: column) != .shore {
-                    let routing = table.route == .column(column) ? "routing column" : "column naming the parent"
-                    fail("\(path).owners", "the \(routing) \"\(column)\" of table \"\(table.name)\" is owned by \(table.owner(of: column).rawValue), but only the shore may decide which vessel receives a row",
-                         table.owners[column] == nil ? "list \"\(column)\" under shore = [...] in [table.owners]" : "move \"\(column)\" to shore = [...] in [table.owners]")
-                }
-            case .broadcast:
-                break
+            let routing: (column: String, role: String)? = switch table.route {
+            case .column(let column): (column, "routing column")
+            case .parent(_, let via): (via, "column naming the parent")
+            case .broadcast: nil
+            }
+            if let (column, role) = routing, table.owner(of: column) != .shore {
+                fail("\(path).owners", "the \(role) \"\(column)\" of table \"\(table.name)\" is owned by \(table.owner(of: column).rawValue), but only the shore may decide which vessel receives a row",
+                     table.owners[column] == nil ? "list \"\(column)\" under shore = [...] in [table.owners]" : "move \"\(column)\" to shore = [...] in [table.owners]")
             }
             switch table.route {
             case .parent(let parent, _):

@@ -121,12 +121,12 @@ public struct Applier: Sendable {
     /// transaction, the next slice prepared while the current one is written. Returns the rejections.
     private func applyInOneTransaction(_ prepare: SlicePreparer, offboards: [(table: String, ids: [UUID])], sender: String, cursor: Int64?, report: inout ApplyReport) async throws -> [JSONValue] {
         let schema = self.schema
-        let (outcome, quarantine, rejected, deadLettered) = try await session.transaction { db in
+        let (outcome, quarantine, rejected, failedOffboards) = try await session.transaction { db in
             var total = TableWriter.Outcome()
             var quarantine: [QuarantineEntry] = []
             var rejected = ApplyReport.Rejections()
             try await Self.markApplying(on: db)
-            let deadLettered = try await Self.removeOffboarded(offboards, schema: schema, sender: sender, on: db)
+            let failedOffboards = try await Self.removeOffboarded(offboards, schema: schema, sender: sender, on: db)
             var current = try prepare(0)
             var i = 0
             while let chunk = current {
@@ -142,10 +142,9 @@ public struct Applier: Sendable {
             try await Self.advanceClock(past: total.highestCounter, on: db)
             try await QuarantineVault.store(quarantine, on: db)
             if let cursor { try await Self.advance(peer: sender, cursor: cursor, on: db) }
-            return (total, quarantine, rejected, deadLettered)
+            return (total, quarantine, rejected, failedOffboards)
         }
-        report.offboardedRows -= deadLettered
-        report.deadLettered += deadLettered
+        await recordDeadLettered(offboardings: failedOffboards, report: &report)
         report.add(outcome)
         report.quarantinedFields += quarantine.reduce(0) { $0 + $1.state.fields.count }
         report.add(rejected)
@@ -156,9 +155,8 @@ public struct Applier: Sendable {
     /// (``isolate(_:quarantine:report:)``); then the quarantine and the cursor. Returns the rejections.
     private func applyIsolating(_ prepare: SlicePreparer, count: Int, offboards: [(table: String, ids: [UUID])], sender: String, cursor: Int64?, report: inout ApplyReport) async throws -> [JSONValue] {
         let schema = self.schema
-        let deadLettered = try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, sender: sender, on: db) }
-        report.offboardedRows -= deadLettered
-        report.deadLettered += deadLettered
+        let failedOffboards = try await session.transaction { db in try await Self.removeOffboarded(offboards, schema: schema, sender: sender, on: db) }
+        await recordDeadLettered(offboardings: failedOffboards, report: &report)
         var quarantine: [QuarantineEntry] = []
         var rejected = ApplyReport.Rejections()
         for i in 0..<count {
@@ -203,13 +201,25 @@ public struct Applier: Sendable {
                 continue
             }
             try await DeadLetterQueue.add(group.event, sender: group.sender, error: error, on: session)
-            await telemetry.record(kind: "apply_failure", detail: .object([
-                "event": group.event.json, "table": .string(group.table), "row_id": .string(group.rowID.lowercasedText),
-                "constraint": error.constraint.map(JSONValue.string) ?? .null, "sql_state": error.sqlState.map(JSONValue.string) ?? .null,
-                "message": .string(error.message),
-            ]))
+            await recordApplyFailure(group.event, error)
             report.deadLettered += 1
         }
+    }
+
+    /// Telemetry for an event that went to the dead-letter queue.
+    private func recordApplyFailure(_ event: ChangeEvent, _ error: DatabaseError) async {
+        await telemetry.record(kind: "apply_failure", detail: .object([
+            "event": event.json, "table": .string(event.table), "row_id": .string(event.rowID.lowercasedText),
+            "constraint": error.constraint.map(JSONValue.string) ?? .null, "sql_state": error.sqlState.map(JSONValue.string) ?? .null,
+            "message": .string(error.message),
+        ]))
+    }
+
+    /// Offboardings that went to the dead-letter queue: counted as such, not as offboarded rows.
+    private func recordDeadLettered(offboardings failed: [(event: ChangeEvent, error: DatabaseError)], report: inout ApplyReport) async {
+        report.offboardedRows -= failed.count
+        report.deadLettered += failed.count
+        for (event, error) in failed { await recordApplyFailure(event, error) }
     }
 
     /// Offboarded rows by table, children's tables first (the order to delete them in).
@@ -315,13 +325,13 @@ public struct Applier: Sendable {
     /// Deletes the local copies of rows that left this vessel's partition, children first. A row
     /// that cannot be deleted (a local row the shore does not know still references it, say)
     /// stays and goes to the dead-letter queue with the error, so that the batch and every later
-    /// one still apply: a failing offboarding must not stop the vessel's stream. Returns how many
-    /// were dead-lettered.
+    /// one still apply: a failing offboarding must not stop the vessel's stream. Returns the
+    /// offboardings dead-lettered, with their errors.
     @discardableResult
-    static func removeOffboarded(_ offboards: [(table: String, ids: [UUID])], schema: LocalSchema, sender: String, on db: DatabaseSession) async throws -> Int {
-        guard !offboards.isEmpty else { return 0 }
-        try await db.execute("SET LOCAL fleetsync.applying = 'on'", context: "marking the transaction as the sync engine's")
-        var failed = 0
+    static func removeOffboarded(_ offboards: [(table: String, ids: [UUID])], schema: LocalSchema, sender: String, on db: DatabaseSession) async throws -> [(event: ChangeEvent, error: DatabaseError)] {
+        guard !offboards.isEmpty else { return [] }
+        try await markApplying(on: db)
+        var failed: [(event: ChangeEvent, error: DatabaseError)] = []
         for (table, ids) in offboards {
             guard let physical = schema.tables[table] else { continue }
             let delete = "DELETE FROM \(SQL.qualified(physical.schema, physical.name)) WHERE id = ANY($1::uuid[])"
@@ -335,7 +345,7 @@ public struct Applier: Sendable {
                 guard let error = try await attempt(delete, one, context: "removing row \(id.lowercasedText) of \(table) that left this vessel", on: db) else { continue }
                 let event = ChangeEvent(table: table, rowID: id, fields: [:], origin: sender, offboard: true)
                 try await DeadLetterQueue.add(event, sender: sender, error: error, on: db)
-                failed += 1
+                failed.append((event, error))
             }
         }
         return failed

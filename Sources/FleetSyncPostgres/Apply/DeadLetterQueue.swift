@@ -58,7 +58,7 @@ public enum DeadLetterQueue {
                 // An offboarding that failed: delete the row again (it fails again, and is
                 // dead-lettered again, while a local row still references it).
                 let schema = applier.schema
-                try await applier.session.transaction { db in
+                _ = try await applier.session.transaction { db in
                     try await Applier.removeOffboarded([(event.table, [event.rowID])], schema: schema, sender: sender, on: db)
                 }
             } else {

@@ -25,7 +25,7 @@ struct Intake {
     init(schema: LocalSchema, sender: String, shore: String? = nil) {
         self.schema = schema
         self.sender = shore ?? sender
-        let shoreID = schema.configuration.role == .shore ? schema.configuration.nodeID : (shore ?? sender)
+        let shoreID = schema.configuration.role == .shore ? schema.configuration.nodeID : self.sender
         var policies: [String: OwnershipPolicy] = [:]
         for table in schema.configuration.tables { policies[table.name] = OwnershipPolicy(table: table, shoreID: shoreID) }
         self.policies = policies

@@ -132,9 +132,7 @@ extension QuarantineVault {
 
     /// Serializes the transactions that store or drain values of one quarantined row.
     static func lock(table: String, rowID: UUID, on db: DatabaseSession) async throws {
-        var binds = PostgresBindings()
-        binds.append("fleetsync.quarantine:" + table + ":" + rowID.lowercasedText)
-        try await db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", binds, context: "locking a quarantined row")
+        try await db.lockForTransaction("fleetsync.quarantine:" + table + ":" + rowID.lowercasedText, context: "locking a quarantined row")
     }
 
     /// Removes drained fields: only those still stored with the clock that was drained (a newer
@@ -146,10 +144,10 @@ extension QuarantineVault {
         binds.append(JSONValue.object(clocks.mapValues(\.json)).serialized)
         try await db.execute("""
             UPDATE fleetsync.schema_quarantine q
-            SET fields = q.fields - ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE q.clocks -> d.k = d.c),
-                clocks = q.clocks - ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE q.clocks -> d.k = d.c),
-                reasons = q.reasons - ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE q.clocks -> d.k = d.c)
-            WHERE table_name = $1 AND row_id = $2
+            SET fields = q.fields - g.keys, clocks = q.clocks - g.keys, reasons = q.reasons - g.keys
+            FROM (SELECT ARRAY(SELECT d.k FROM jsonb_each($3::jsonb) d(k, c) WHERE s.clocks -> d.k = d.c) AS keys
+                  FROM fleetsync.schema_quarantine s WHERE s.table_name = $1 AND s.row_id = $2) g
+            WHERE q.table_name = $1 AND q.row_id = $2
             """, binds, context: "emptying drained quarantine entries")
         var key = PostgresBindings()
         key.append(table)

@@ -34,24 +34,17 @@ struct TableWriter {
         var runs: [Run]
     }
 
-    /// COPY text for `groups` as if every row were new, built before the rows are read and
-    /// locked, so that encoding overlaps the database's work on the previous slice; ``write``
-    /// uses it when every row is indeed new.
-    func prepareCopy(_ groups: [RowGroup]) -> CopyPieces? {
-        copyPieces(groups.map { ($0.rowID, $0.state, $0.state.version) })
-    }
-
     /// The columns a new row fills (the tombstone travels in `is_deleted`, not as a column of its own).
-    private static func columns(of row: (UUID, RowState, Int64)) -> Set<String> {
-        var names = Set(row.1.fields.keys)
+    private static func columns(of row: RowGroup) -> Set<String> {
+        var names = Set(row.state.fields.keys)
         names.remove(ChangeEvent.deletedField)
         return names
     }
 
-    /// Consecutive rows that fill the same columns, in order (a table that references itself
+    /// Consecutive new rows that fill the same columns, in order (a table that references itself
     /// comes parents first).
-    private static func runs(_ rows: [(UUID, RowState, Int64)]) -> [(columns: Set<String>, rows: ArraySlice<(UUID, RowState, Int64)>)] {
-        var runs: [(Set<String>, ArraySlice<(UUID, RowState, Int64)>)] = []
+    private static func runs(_ rows: [RowGroup]) -> [(columns: Set<String>, rows: ArraySlice<RowGroup>)] {
+        var runs: [(Set<String>, ArraySlice<RowGroup>)] = []
         var start = rows.startIndex
         var current: Set<String>? = nil
         for index in rows.indices {
@@ -69,7 +62,7 @@ struct TableWriter {
     func write(_ groups: [RowGroup], prepared: CopyPieces? = nil, on db: DatabaseSession) async throws -> Outcome {
         var outcome = Outcome()
         let local = try await readLocal(groups.map(\.rowID), on: db)
-        var newRows: [(UUID, RowState, Int64)] = []
+        var newRows: [RowGroup] = []
         var updates: [JSONValue] = []
         var updateColumns: Set<String> = []
         var relayed: [JSONValue] = []
@@ -87,7 +80,7 @@ struct TableWriter {
                 updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version)))
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
             } else {
-                newRows.append((group.rowID, group.state, group.state.version))
+                newRows.append(group)
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: group.state.fields)) }
             }
             outcome.applied += 1
@@ -95,11 +88,11 @@ struct TableWriter {
         if !newRows.isEmpty {
             if let pieces = newRows.count == groups.count ? prepared : nil {
                 try await copy(pieces, on: db)
-            } else if let pieces = copyPieces(newRows) {
+            } else if let pieces = prepareCopy(newRows) {
                 try await copy(pieces, on: db)
             } else {
                 for run in Self.runs(newRows) {
-                    try await insert(run.rows.map { record(id: $0.0, state: $0.1, version: $0.2) }, columns: run.columns, on: db)
+                    try await insert(run.rows.map { record(id: $0.rowID, state: $0.state, version: $0.state.version) }, columns: run.columns, on: db)
                 }
             }
         }
@@ -148,8 +141,11 @@ struct TableWriter {
             """, binds, context: "queueing \(configuration.name) changes for the fleet")
     }
 
-    /// New rows as COPY text in pieces of 500 rows, or nil when a value cannot travel that way.
-    private func copyPieces(_ rows: [(UUID, RowState, Int64)]) -> CopyPieces? {
+    /// COPY text for `rows` as if every row were new, in pieces of 500 rows; nil when a value
+    /// cannot travel that way. The applier builds it before the rows are read and locked, so that
+    /// encoding overlaps the database's work on the previous slice; ``write`` uses it when every
+    /// row is indeed new.
+    func prepareCopy(_ rows: [RowGroup]) -> CopyPieces? {
         var runs: [CopyPieces.Run] = []
         for run in Self.runs(rows) {
             guard let pieces = copyRun(run.rows, columns: orderedColumns(run.columns)) else { return nil }
@@ -158,8 +154,8 @@ struct TableWriter {
         return CopyPieces(runs: runs)
     }
 
-    private func copyRun(_ rows: ArraySlice<(UUID, RowState, Int64)>, columns: [PhysicalColumn]) -> CopyPieces.Run? {
-        guard rows.allSatisfy({ row in columns.allSatisfy { CopyEncoder.canEncode(row.1.fields[$0.name]?.value ?? .null, column: $0) } }) else {
+    private func copyRun(_ rows: ArraySlice<RowGroup>, columns: [PhysicalColumn]) -> CopyPieces.Run? {
+        guard rows.allSatisfy({ row in columns.allSatisfy { CopyEncoder.canEncode(row.state.fields[$0.name]?.value ?? .null, column: $0) } }) else {
             return nil
         }
         var pieces: [ByteBuffer] = []
@@ -167,14 +163,15 @@ struct TableWriter {
         var clocks = ""
         for start in stride(from: rows.startIndex, to: rows.endIndex, by: 500) {
             text.removeAll(keepingCapacity: true)
-            for (id, state, version) in rows[start..<min(start + 500, rows.endIndex)] {
-                text += id.lowercasedText
+            for row in rows[start..<min(start + 500, rows.endIndex)] {
+                let state = row.state
+                text += row.rowID.lowercasedText
                 for column in columns {
                     text += "\t"
                     _ = CopyEncoder.append(state.fields[column.name]?.value ?? .null, column: column, to: &text)
                 }
                 text += "\t"
-                text += String(version)
+                text += String(state.version)
                 text += state.isDeleted(configuration.tombstone) ? "\tt\t" : "\tf\t"
                 clocks.removeAll(keepingCapacity: true)
                 state.writeClocks(to: &clocks)
@@ -211,11 +208,7 @@ struct TableWriter {
 
     /// Reads and locks the local rows among `ids`, values in the capture encoding.
     private func readLocal(_ ids: [UUID], on db: DatabaseSession) async throws -> [UUID: LocalRow] {
-        let synced = physical.syncedColumns
-        let pairs = synced.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0, row: "t"))" }
-        let values = pairs.isEmpty ? "'{}'::jsonb" : stride(from: 0, to: pairs.count, by: 45).map {
-            "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")"
-        }.joined(separator: " || ")
+        let values = ColumnCodec.captureObject(physical.syncedColumns, row: "t")
         var binds = PostgresBindings()
         binds.append(ids)
         let rows = try await db.rows("""

@@ -97,7 +97,7 @@ public struct CaptureTriggerBuilder: Sendable {
           k := jsonb_build_array(v, \(node));
           NEW.sync_version := v;
           NEW.is_deleted := false;
-          NEW.sync_clock := \(jsonObject(insertClock));
+          NEW.sync_clock := \(SQL.jsonObject(insertClock));
           RETURN NEW;
         END
         """
@@ -107,11 +107,10 @@ public struct CaptureTriggerBuilder: Sendable {
     /// The function of the AFTER INSERT trigger: every column of the row as inserted, into the
     /// capture log, at the version the BEFORE trigger gave it.
     func insertLogFunctionSQL() -> String {
-        let insertDelta = physical.syncedColumns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0))" }
         let body = """
         BEGIN
           INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta)
-            VALUES (NEW.sync_version, \(SQL.literal(table.name)), NEW.id, 'I', NEW.sync_version, 0, \(jsonObject(insertDelta)));
+            VALUES (NEW.sync_version, \(SQL.literal(table.name)), NEW.id, 'I', NEW.sync_version, 0, \(ColumnCodec.captureObject(physical.syncedColumns)));
           RETURN NULL;
         END
         """
@@ -235,14 +234,5 @@ public struct CaptureTriggerBuilder: Sendable {
         END
         """
         return function(deleteFunction, body: body)
-    }
-
-    /// `jsonb_build_object` takes at most 100 arguments; longer lists are concatenated in chunks.
-    private func jsonObject(_ pairs: [String]) -> String {
-        if pairs.isEmpty { return "'{}'::jsonb" }
-        let chunks = stride(from: 0, to: pairs.count, by: 45).map {
-            "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")"
-        }
-        return chunks.joined(separator: " || ")
     }
 }

@@ -38,6 +38,11 @@ public enum ColumnCodec {
         return value
     }
 
+    /// Every one of `columns` of the row `row` as one JSONB object in the capture encoding.
+    public static func captureObject(_ columns: [PhysicalColumn], row: String = "NEW") -> String {
+        SQL.jsonObject(columns.map { "\(SQL.literal($0.name)), \(captureExpression($0, row: row))" })
+    }
+
     /// The SQL expression that reads the column back from a record produced by
     /// `jsonb_populate_record(set)` with alias `record`.
     public static func applyExpression(_ column: PhysicalColumn, record: String) -> String {

@@ -25,7 +25,7 @@ public struct OutboxReader: Sendable {
     @discardableResult
     public func sequence(limit: Int = 100_000) async throws -> Int {
         try await session.transaction { db in
-            try await db.execute("SELECT pg_advisory_xact_lock(hashtext('fleetsync.outbox.sequencer'))", context: "locking the outbox sequencer")
+            try await db.lockForTransaction("fleetsync.outbox.sequencer", context: "locking the outbox sequencer")
             var binds = PostgresBindings()
             binds.append(Int64(limit))
             // Each statement after the lock takes a fresh snapshot: it sees every event committed until now.
@@ -80,18 +80,9 @@ public struct OutboxReader: Sendable {
         binds.append(after)
         binds.append(Int64(limit))
         binds.append(Int64(byteBudget ?? Int.max))
-        let rows = try await session.rows("""
-            SELECT pos, table_name, row_id, op, version, base_version, delta, bytes FROM (
-              SELECT pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta,
-                     octet_length(delta::text) + 32 AS bytes, row_number() OVER w AS n,
-                     sum(octet_length(delta::text) + 32) OVER w - (octet_length(delta::text) + 32) AS before
-              FROM fleetsync.outbox WHERE pos > $1
-              WINDOW w AS (ORDER BY pos)
-              ORDER BY pos LIMIT $2
-            ) q
-            WHERE n <= 2 OR before <= $3
-            ORDER BY pos
-            """, binds, context: "reading the outbox")
+        let rows = try await session.rows(Self.page(
+            columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta",
+            where: "pos > $1", limit: "$2", budget: "$3", overhead: 32), binds, context: "reading the outbox")
         return try rows.map { row in
             let context = "decoding an outbox entry"
             let deltaText: String = try row.value(6, context: context)
@@ -109,6 +100,25 @@ public struct OutboxReader: Sendable {
                 delta: delta)
             return (change, Int(try row.value(7, as: Int32.self, context: context)))
         }
+    }
+
+    /// A page of outbox rows in position order: `columns`, then `bytes` (the size of the row's
+    /// delta text and `overhead`), then two bookkeeping columns. At most `limit` rows; past the byte
+    /// `budget` the database stops sending rows: a row comes while the rows before it fit, and
+    /// the first two always (the first goes whatever its size, the next tells that more waits),
+    /// so that large rows behind the budget are never held by the reader.
+    static func page(columns: String, where condition: String, limit: String, budget: String, overhead: Int) -> String {
+        let size = "(octet_length(delta::text) + \(overhead))"
+        return """
+            SELECT * FROM (
+              SELECT \(columns), \(size) AS bytes, row_number() OVER w AS n, sum\(size) OVER w - \(size) AS before
+              FROM fleetsync.outbox WHERE \(condition)
+              WINDOW w AS (ORDER BY pos)
+              ORDER BY pos LIMIT \(limit)
+            ) q
+            WHERE n <= 2 OR before <= \(budget)
+            ORDER BY pos
+            """
     }
 
     /// Sequences what has committed, then reads after `after`.

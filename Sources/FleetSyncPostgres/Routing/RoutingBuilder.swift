@@ -107,10 +107,8 @@ public struct RoutingBuilder: Sendable {
             var offboard: [String] = []
             var baseline: [String] = []
             for (member, from) in members {
-                let columns = physical[member.name]!.syncedColumns
-                let pairs = columns.map { "\(SQL.literal($0.name)), \(ColumnCodec.captureExpression($0, row: "r"))" }
                 // The tombstone travels only when the row has one, with its clock.
-                let delta = stride(from: 0, to: pairs.count, by: 45).map { "jsonb_build_object(" + pairs[$0..<min($0 + 45, pairs.count)].joined(separator: ", ") + ")" }.joined(separator: " || ")
+                let delta = ColumnCodec.captureObject(physical[member.name]!.syncedColumns, row: "r")
                     + " || CASE WHEN r.sync_clock ? 'is_deleted' THEN jsonb_build_object('is_deleted', r.is_deleted) ELSE '{}'::jsonb END"
                 let name = SQL.literal(member.name)
                 offboard.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'O', r.sync_version, 0, '{}', old_vessel \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")

@@ -38,22 +38,11 @@ public struct VesselQueue: Sendable {
         binds.append(vessel)
         binds.append(Int64(limit + 1))
         binds.append(Int64(byteBudget))
-        // The byte budget is applied in the query too (the same count as below: the delta's text
-        // and 48 bytes), so that rows past it are never sent here: a row is fetched while the
-        // rows before it fit, and the first two always (the first goes whatever its size, the
-        // next tells whether more waits).
-        let rows = try await session.rows("""
-            SELECT pos, table_name, row_id, op, version, base_version, delta, clocks, origin FROM (
-              SELECT pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin,
-                     row_number() OVER w AS n, sum(octet_length(delta::text) + 48) OVER w - (octet_length(delta::text) + 48) AS before
-              FROM fleetsync.outbox
-              WHERE pos > $1 AND pos <= $2 AND vessel IN ($3, '*') AND origin IS DISTINCT FROM $3
-              WINDOW w AS (ORDER BY pos)
-              ORDER BY pos LIMIT $4
-            ) q
-            WHERE n <= 2 OR before <= $5
-            ORDER BY pos
-            """, binds, context: "reading the queue of vessel \(vessel)")
+        // The byte budget is applied by the query (``OutboxReader/page``): rows past it are never sent here.
+        let rows = try await session.rows(OutboxReader.page(
+            columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin",
+            where: "pos > $1 AND pos <= $2 AND vessel IN ($3, '*') AND origin IS DISTINCT FROM $3",
+            limit: "$4", budget: "$5", overhead: 48), binds, context: "reading the queue of vessel \(vessel)")
         var events: [ChangeEvent] = []
         var bytes = 0
         var reached = cursor
@@ -61,7 +50,8 @@ public struct VesselQueue: Sendable {
         for row in rows {
             let context = "decoding a queued event"
             let delta: String = try row.value(6, context: context)
-            if events.count == limit || (!events.isEmpty && bytes + delta.utf8.count + 48 > byteBudget) {
+            let size = Int(try row.value(9, as: Int32.self, context: context))
+            if events.count == limit || (!events.isEmpty && bytes + size > byteBudget) {
                 more = true
                 break
             }
@@ -69,7 +59,7 @@ public struct VesselQueue: Sendable {
             let table: String = try row.value(1, context: context)
             let op: String = try row.value(3, context: context)
             let rowID: UUID = try row.value(2, context: context)
-            bytes += delta.utf8.count + 48
+            bytes += size
             reached = position
             guard let tableConfiguration = configuration.table(named: table) else { continue }
             let values = try JSONParser.parse(delta).objectValue ?? [:]
