@@ -90,8 +90,10 @@ public struct Applier: Sendable {
         let offboards = Self.orderedOffboards(index.offboards, schema: schema)
         var report = ApplyReport()
         report.offboardedRows = offboards.reduce(0) { $0 + $1.ids.count }
+        // A received clock may move the local one only so far (``ClockBound``).
+        let clockCeiling = try await ClockBound.ceiling(on: session)
         let prepare: @Sendable (Int) throws -> PreparedChunk? = { [self, index] i in
-            i < chunks.count ? try prepareChunk(chunks[i], index: index, batch: batch, sender: sender, routes: routes) : nil
+            i < chunks.count ? try prepareChunk(chunks[i], index: index, batch: batch, sender: sender, routes: routes, clockCeiling: clockCeiling) : nil
         }
         var rejected: [JSONValue]
         do {
@@ -176,9 +178,10 @@ public struct Applier: Sendable {
     }
 
     /// Decodes one slice's events and runs them through intake.
-    func prepareChunk(_ chunk: BatchIndex.Chunk, index: BatchIndex, batch: some ChangeBatch, sender: String, routes: [UUID: String]) throws -> PreparedChunk {
+    func prepareChunk(_ chunk: BatchIndex.Chunk, index: BatchIndex, batch: some ChangeBatch, sender: String, routes: [UUID: String], clockCeiling: Int64 = ClockBound.hardCeiling) throws -> PreparedChunk {
         var intake = Intake(schema: schema, sender: sender, shore: shoreNode)
         intake.routes = routes
+        intake.clockCeiling = clockCeiling
         for row in chunk.rows {
             try index.forEachToken(of: row) { token in intake.add(try batch.event(at: token)) }
         }

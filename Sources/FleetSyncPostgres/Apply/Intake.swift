@@ -1,6 +1,36 @@
 import FleetSyncCore
 import Foundation
 
+/// How far a clock received from another node may move this node's Lamport clock
+/// (`fleetsync.lamport`, a bigint sequence that every local write and every applied change
+/// advances). Without a bound, one field clock of 2^63-1 would set the sequence to its maximum:
+/// every later insert into a synced table would fail, and so would every update of that row.
+///
+/// A received counter may be at most the local clock plus ``maximumAdvance`` (2^40, about 10^12
+/// writes ahead of what this node has seen), and never above ``hardCeiling`` (2^62), which
+/// leaves the local clock 2^62 values of headroom. An event with a field clock beyond the bound
+/// is refused whole and reported (telemetry `rejected_change`); the local clock does not move.
+public enum ClockBound {
+    public static let maximumAdvance: Int64 = 1 << 40
+    public static let hardCeiling: Int64 = 1 << 62
+
+    /// The highest counter accepted when the local clock's last value is `local`.
+    public static func ceiling(local: Int64) -> Int64 {
+        let (advanced, overflow) = max(local, 0).addingReportingOverflow(maximumAdvance)
+        return overflow ? hardCeiling : min(advanced, hardCeiling)
+    }
+
+    /// The highest counter accepted now, from the local clock's last value (read once per batch).
+    static func ceiling(on db: DatabaseSession) async throws -> Int64 {
+        let rows = try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "reading the logical clock")
+        return ceiling(local: try rows[0].value(0, context: "reading the logical clock"))
+    }
+
+    static func refusal(counter: Int64, ceiling: Int64) -> String {
+        "field clock \(counter) is beyond the bound \(ceiling) (this node's clock + 2^40, at most 2^62); the event is refused so that this node's clock keeps its headroom"
+    }
+}
+
 /// Sorts the events of a slice of rows: rejects what is malformed or not allowed, sets aside what
 /// this node's schema lacks, and compacts the rest into one group per row. It runs for the next
 /// slice while the current one is written.
@@ -12,6 +42,9 @@ struct Intake {
     let columnsByTable: [String: [String: PhysicalColumn]]
     /// The vessel each row is routed to, where the caller knows it (the shore).
     var routes: [UUID: String] = [:]
+    /// The highest clock counter a received field may carry (``ClockBound``); an event with a
+    /// higher one is refused whole, so that applying it cannot exhaust this node's clock.
+    var clockCeiling: Int64 = ClockBound.hardCeiling
     private(set) var groups: [String: [UUID: RowGroup]] = [:]
     private(set) var quarantineByRow: [String: [UUID: QuarantineEntry]] = [:]
     private(set) var rejectedEvents: [JSONValue] = []
@@ -57,6 +90,9 @@ struct Intake {
         }
         // Offboardings are the applier's (``BatchIndex``): they never reach intake.
         guard !event.offboard else { return }
+        if let highest = event.fields.values.lazy.map(\.clock.counter).max(), highest > clockCeiling {
+            return rejectEvent(event, ClockBound.refusal(counter: highest, ceiling: clockCeiling))
+        }
         // Most events are clean: check each field, and copy the fields only when one is dropped.
         var fields = event.fields
         for (name, change) in event.fields {
