@@ -20,8 +20,8 @@ final class JSONTests: XCTestCase {
         for bad in ["", "{", "[1,]", "{\"a\" 1}", "01", "1.", "\"\\ud800\"", "tru", "{\"a\":1,\"a\":2}", "[1] x", "\"a\u{01}\""] {
             XCTAssertThrowsError(try JSONParser.parse(bad), bad)
         }
-        let deep = String(repeating: "[", count: 100) + String(repeating: "]", count: 100)
-        XCTAssertThrowsError(try JSONParser.parse(deep)) { error in
+        let deep = String(repeating: "[", count: JSONLimits.maximumDepth + 1) + String(repeating: "]", count: JSONLimits.maximumDepth + 1)
+        XCTAssertThrowsError(try JSONParser.parse(deep, valuesAt: JSONLimits.Envelope.value)) { error in
             XCTAssertTrue("\(error)".contains("nesting"))
         }
     }

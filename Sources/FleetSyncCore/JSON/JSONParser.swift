@@ -5,29 +5,42 @@ public struct JSONParseError: Error, Sendable, CustomStringConvertible, Equatabl
     public var description: String { "invalid JSON at byte \(offset): \(reason)" }
 }
 
-/// A strict RFC 8259 parser that keeps numbers as text and bounds nesting depth.
+/// A strict RFC 8259 parser that keeps numbers as text and bounds nesting depth and number
+/// length (``JSONLimits``). It is iterative: a value nested to the limit costs heap, not stack.
 public struct JSONParser {
-    /// Deepest nesting of arrays and objects accepted; deeper input is rejected, not recursed into.
-    public static let maximumDepth = 64
+    /// Deepest nesting of arrays and objects in one value (``JSONLimits/maximumDepth``).
+    public static let maximumDepth = JSONLimits.maximumDepth
 
     private let bytes: [UInt8]
     private var index = 0
 
     private init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    /// Parses one JSON value that must span the whole text.
-    public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
-        try parse(bytes: Array(text.utf8))
+    /// Parses one JSON value that must span the whole text. `valuesAt` is the depth at which the
+    /// document holds the values that ``JSONLimits/maximumDepth`` bounds (see
+    /// ``JSONLimits/Envelope``): the document may be that much deeper than the limit. The default
+    /// fits every stored form; readers that hand values on to another node pass their exact
+    /// envelope, so that they accept exactly what the wire decoder accepts.
+    public static func parse(_ text: String, valuesAt: Int = JSONLimits.Envelope.event) throws(JSONParseError) -> JSONValue {
+        try parse(bytes: Array(text.utf8), valuesAt: valuesAt)
     }
 
-    /// Parses one JSON value that must span all of `bytes`.
-    public static func parse(bytes: [UInt8]) throws(JSONParseError) -> JSONValue {
+    /// Parses one JSON value that must span all of `bytes` (see ``parse(_:valuesAt:)``).
+    public static func parse(bytes: [UInt8], valuesAt: Int = JSONLimits.Envelope.event) throws(JSONParseError) -> JSONValue {
         var parser = JSONParser(bytes)
         parser.skipWhitespace()
-        let value = try parser.parseValue(depth: 0)
+        let value = try parser.parseValue(maximumDepth: JSONLimits.maximumDepth + max(0, valuesAt))
         parser.skipWhitespace()
         guard parser.index == parser.bytes.count else { throw parser.error("unexpected trailing characters") }
         return value
+    }
+
+    /// Whether `text` is exactly one JSON number (no whitespace) of at most
+    /// ``JSONLimits/maximumNumberBytes``.
+    public static func isNumber(_ text: String) -> Bool {
+        var parser = JSONParser(Array(text.utf8))
+        guard (try? parser.parseNumber()) != nil else { return false }
+        return parser.index == parser.bytes.count
     }
 
     private func error(_ reason: String) -> JSONParseError { JSONParseError(offset: index, reason: reason) }
@@ -38,18 +51,102 @@ public struct JSONParser {
         }
     }
 
-    private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
-        guard depth <= JSONParser.maximumDepth else { throw error("nesting deeper than \(JSONParser.maximumDepth)") }
-        guard index < bytes.count else { throw error("unexpected end of input") }
-        switch bytes[index] {
-        case UInt8(ascii: "{"): return try parseObject(depth: depth)
-        case UInt8(ascii: "["): return try parseArray(depth: depth)
-        case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try expectWord("true"); return .bool(true)
-        case UInt8(ascii: "f"): try expectWord("false"); return .bool(false)
-        case UInt8(ascii: "n"): try expectWord("null"); return .null
-        default: return .number(try parseNumber())
+    /// An array or object being read: its items so far and, in an object, the key whose value
+    /// is being read.
+    private enum Open {
+        case array([JSONValue])
+        case object([String: JSONValue], key: String)
+    }
+
+    /// Reads one value with an explicit stack of the arrays and objects open around the current
+    /// position (no recursion).
+    private mutating func parseValue(maximumDepth: Int) throws(JSONParseError) -> JSONValue {
+        var open: [Open] = []
+        while true {
+            // Read a value: a scalar, an empty container, or the start of a container whose
+            // first item is read next.
+            guard index < bytes.count else { throw error("unexpected end of input") }
+            var value: JSONValue
+            switch bytes[index] {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                let isObject = bytes[index] == UInt8(ascii: "{")
+                guard open.count < maximumDepth else {
+                    throw error("nesting deeper than \(maximumDepth) levels: a value nested deeper than \(JSONLimits.maximumDepth) (JSONLimits.maximumDepth)")
+                }
+                index += 1
+                skipWhitespace()
+                if isObject {
+                    if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+                        index += 1
+                        value = .object([:])
+                    } else {
+                        open.append(.object([:], key: try parseKey()))
+                        continue
+                    }
+                } else {
+                    if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+                        index += 1
+                        value = .array([])
+                    } else {
+                        open.append(.array([]))
+                        continue
+                    }
+                }
+            case UInt8(ascii: "\""): value = .string(try parseString())
+            case UInt8(ascii: "t"): try expectWord("true"); value = .bool(true)
+            case UInt8(ascii: "f"): try expectWord("false"); value = .bool(false)
+            case UInt8(ascii: "n"): try expectWord("null"); value = .null
+            default: value = .number(try parseNumber())
+            }
+            // Hand the value to the innermost open container; close containers that end here.
+            while true {
+                guard let top = open.popLast() else { return value }
+                skipWhitespace()
+                guard index < bytes.count else { throw error("unexpected end of input") }
+                switch top {
+                case .array(var items):
+                    items.append(value)
+                    if bytes[index] == UInt8(ascii: ",") {
+                        index += 1
+                        skipWhitespace()
+                        open.append(.array(items))
+                    } else if bytes[index] == UInt8(ascii: "]") {
+                        index += 1
+                        value = .array(items)
+                        continue
+                    } else {
+                        throw error("expected ',' or ']'")
+                    }
+                case .object(var members, let key):
+                    members[key] = value
+                    if bytes[index] == UInt8(ascii: ",") {
+                        index += 1
+                        skipWhitespace()
+                        let next = try parseKey()
+                        guard members[next] == nil else { throw error("duplicate key \"\(next.prefix(64))\"") }
+                        open.append(.object(members, key: next))
+                    } else if bytes[index] == UInt8(ascii: "}") {
+                        index += 1
+                        value = .object(members)
+                        continue
+                    } else {
+                        throw error("expected ',' or '}'")
+                    }
+                }
+                break
+            }
         }
+    }
+
+    /// Reads `"key" :` and the whitespace after it.
+    private mutating func parseKey() throws(JSONParseError) -> String {
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
+        let key = try parseString()
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
+        index += 1
+        skipWhitespace()
+        return key
     }
 
     private mutating func expectWord(_ word: String) throws(JSONParseError) {
@@ -57,45 +154,6 @@ public struct JSONParser {
         guard index + expected.count <= bytes.count else { throw error("unexpected end of input") }
         for i in 0..<expected.count where bytes[index + i] != expected[i] { throw error("invalid literal") }
         index += expected.count
-    }
-
-    private mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
-        index += 1
-        var members: [String: JSONValue] = [:]
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
-        while true {
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
-            let key = try parseString()
-            skipWhitespace()
-            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
-            index += 1
-            skipWhitespace()
-            guard members[key] == nil else { throw error("duplicate key \"\(key.prefix(64))\"") }
-            members[key] = try parseValue(depth: depth + 1)
-            skipWhitespace()
-            guard index < bytes.count else { throw error("unexpected end of input") }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-            if bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
-            throw error("expected ',' or '}'")
-        }
-    }
-
-    private mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {
-        index += 1
-        var items: [JSONValue] = []
-        skipWhitespace()
-        if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
-        while true {
-            skipWhitespace()
-            items.append(try parseValue(depth: depth + 1))
-            skipWhitespace()
-            guard index < bytes.count else { throw error("unexpected end of input") }
-            if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
-            if bytes[index] == UInt8(ascii: "]") { index += 1; return .array(items) }
-            throw error("expected ',' or ']'")
-        }
     }
 
     private mutating func parseNumber() throws(JSONParseError) -> String {
@@ -117,6 +175,9 @@ public struct JSONParser {
             if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
             guard index < bytes.count, isDigit(bytes[index]) else { throw error("expected a digit in exponent") }
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+        }
+        guard index - start <= JSONLimits.maximumNumberBytes else {
+            throw JSONParseError(offset: start, reason: "number of \(index - start) bytes exceeds the limit of \(JSONLimits.maximumNumberBytes) (the longest PostgreSQL numeric)")
         }
         return String(decoding: bytes[start..<index], as: UTF8.self)
     }

@@ -2,7 +2,7 @@
 ///
 /// PostgreSQL `numeric` values can carry more digits than a `Double` holds; captured values travel
 /// as JSON and must come back into their column unchanged, so a number is never converted.
-public enum JSONValue: Sendable, Hashable {
+public enum JSONValue: Sendable {
     case null
     case bool(Bool)
     /// The number exactly as written in the source text (validated JSON number syntax).
@@ -63,29 +63,46 @@ extension JSONValue {
         return out
     }
 
-    /// Appends the compact JSON text of the value to `out`.
+    /// Appends the compact JSON text of the value to `out`, iteratively (any depth, no recursion).
     public func write(to out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .number(let n): out += n
-        case .string(let s): JSONValue.writeString(s, to: &out)
-        case .array(let items):
-            out += "["
-            for (i, item) in items.enumerated() {
-                if i > 0 { out += "," }
-                item.write(to: &out)
+        /// What remains to write of an open array or object; `started` once an item is written.
+        enum Open {
+            case array(ArraySlice<JSONValue>, started: Bool)
+            case object([String: JSONValue], keys: ArraySlice<String>, started: Bool)
+        }
+        var open: [Open] = []
+        var next: JSONValue? = self
+        while true {
+            if let value = next {
+                next = nil
+                switch value {
+                case .null: out += "null"
+                case .bool(let b): out += b ? "true" : "false"
+                case .number(let n): out += n
+                case .string(let s): JSONValue.writeString(s, to: &out)
+                case .array(let items):
+                    out += "["
+                    open.append(.array(items[...], started: false))
+                case .object(let members):
+                    out += "{"
+                    open.append(.object(members, keys: members.keys.sorted()[...], started: false))
+                }
             }
-            out += "]"
-        case .object(let members):
-            out += "{"
-            for (i, key) in members.keys.sorted().enumerated() {
-                if i > 0 { out += "," }
+            guard let top = open.popLast() else { return }
+            switch top {
+            case .array(var rest, let started):
+                guard let item = rest.popFirst() else { out += "]"; continue }
+                if started { out += "," }
+                open.append(.array(rest, started: true))
+                next = item
+            case .object(let members, var keys, let started):
+                guard let key = keys.popFirst() else { out += "}"; continue }
+                if started { out += "," }
                 JSONValue.writeString(key, to: &out)
                 out += ":"
-                members[key]!.write(to: &out)
+                open.append(.object(members, keys: keys, started: true))
+                next = members[key]!
             }
-            out += "}"
         }
     }
 
@@ -114,5 +131,57 @@ extension JSONValue {
             }
         }
         out += "\""
+    }
+}
+
+/// Equality and hashing compare values iteratively, so that a value nested to
+/// ``JSONLimits/maximumDepth`` costs no stack (the synthesized ones recurse once per level).
+extension JSONValue: Hashable {
+    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+        var pending: [(JSONValue, JSONValue)] = [(lhs, rhs)]
+        while let (a, b) = pending.popLast() {
+            switch (a, b) {
+            case (.null, .null): continue
+            case (.bool(let x), .bool(let y)): if x != y { return false }
+            case (.number(let x), .number(let y)): if x != y { return false }
+            case (.string(let x), .string(let y)): if x != y { return false }
+            case (.array(let x), .array(let y)):
+                guard x.count == y.count else { return false }
+                for i in x.indices { pending.append((x[i], y[i])) }
+            case (.object(let x), .object(let y)):
+                guard x.count == y.count else { return false }
+                for (key, value) in x {
+                    guard let other = y[key] else { return false }
+                    pending.append((value, other))
+                }
+            default: return false
+            }
+        }
+        return true
+    }
+
+    /// Feeds the value in a canonical order (object members by sorted key), so that equal values
+    /// hash equally.
+    public func hash(into hasher: inout Hasher) {
+        var pending: [JSONValue] = [self]
+        while let value = pending.popLast() {
+            switch value {
+            case .null: hasher.combine(0 as UInt8)
+            case .bool(let b): hasher.combine(1 as UInt8); hasher.combine(b)
+            case .number(let n): hasher.combine(2 as UInt8); hasher.combine(n)
+            case .string(let s): hasher.combine(3 as UInt8); hasher.combine(s)
+            case .array(let items):
+                hasher.combine(4 as UInt8)
+                hasher.combine(items.count)
+                pending.append(contentsOf: items.reversed())
+            case .object(let members):
+                hasher.combine(5 as UInt8)
+                hasher.combine(members.count)
+                for key in members.keys.sorted().reversed() {
+                    pending.append(members[key]!)
+                    pending.append(.string(key))
+                }
+            }
+        }
     }
 }

@@ -163,23 +163,35 @@ public enum WireCodec {
         return EventRow(table: table, rowID: rowID, offboard: flags == 1)
     }
 
+    /// Skips one value, checking what ``decodeValue(_:depth:limits:)`` checks of its structure
+    /// (tags, counts, lengths, the same depth and number limits), iteratively.
     static func skipValue(_ r: inout WireReader, depth: Int, limits: WireLimits) throws(WireError) {
-        guard depth <= JSONParser.maximumDepth else { throw WireError(.malformed, "value nested deeper than \(JSONParser.maximumDepth)") }
-        let raw = try r.byte()
-        guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
-        switch tag {
-        case .null, .false, .true: return
-        case .number: try r.skipBytes(limit: 1_024, what: "number")
-        case .string: try r.skipBytes(limit: limits.maximumStringBytes, what: "string value")
-        case .array:
-            let n = try r.count(limit: limits.maximumBodyBytes, what: "array element")
-            for _ in 0..<n { try skipValue(&r, depth: depth + 1, limits: limits) }
-        case .object:
-            let n = try r.count(limit: limits.maximumBodyBytes, what: "object member")
-            for _ in 0..<n {
-                try r.skipBytes(limit: limits.maximumStringBytes, what: "object key")
-                try skipValue(&r, depth: depth + 1, limits: limits)
+        // Per open array or object: the items left, and whether they are object members (a key first).
+        var open: [(left: Int, members: Bool)] = []
+        while true {
+            let raw = try r.byte()
+            guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
+            switch tag {
+            case .null, .false, .true: break
+            case .number: try r.skipBytes(limit: JSONLimits.maximumNumberBytes, what: "number")
+            case .string: try r.skipBytes(limit: limits.maximumStringBytes, what: "string value")
+            case .array, .object:
+                try checkDepth(depth + open.count + 1)
+                let n = try r.count(limit: limits.maximumBodyBytes, what: tag == .array ? "array element" : "object member")
+                open.append((n, tag == .object))
             }
+            // Move to the next item, closing the containers that are done.
+            while let top = open.last, top.left == 0 { open.removeLast() }
+            guard !open.isEmpty else { return }
+            open[open.count - 1].left -= 1
+            if open[open.count - 1].members { try r.skipBytes(limit: limits.maximumStringBytes, what: "object key") }
+        }
+    }
+
+    /// Refuses a container at `depth` (counted as ``JSONLimits/maximumDepth`` counts) past the limit.
+    static func checkDepth(_ depth: Int) throws(WireError) {
+        guard depth <= JSONLimits.maximumDepth else {
+            throw WireError(.malformed, "value nested deeper than \(JSONLimits.maximumDepth) levels (the limit, JSONLimits.maximumDepth, is above what PostgreSQL accepts by default)")
         }
     }
 
@@ -219,57 +231,105 @@ public enum WireCodec {
 
     enum Tag: UInt8 { case null = 0, `false`, `true`, number, string, array, object }
 
+    /// Writes one value, iteratively (any depth, no recursion).
     static func encodeValue(_ value: JSONValue, into w: inout WireWriter) {
-        switch value {
-        case .null: w.byte(Tag.null.rawValue)
-        case .bool(let b): w.byte(b ? Tag.true.rawValue : Tag.false.rawValue)
-        case .number(let n): w.byte(Tag.number.rawValue); w.string(n)
-        case .string(let s): w.byte(Tag.string.rawValue); w.string(s)
-        case .array(let items):
-            w.byte(Tag.array.rawValue)
-            w.varint(UInt64(items.count))
-            for item in items { encodeValue(item, into: &w) }
-        case .object(let members):
-            w.byte(Tag.object.rawValue)
-            w.varint(UInt64(members.count))
-            for key in members.keys.sorted() {
-                w.string(key)
-                encodeValue(members[key]!, into: &w)
+        enum Pending {
+            case value(JSONValue)
+            case key(String)
+        }
+        var pending: [Pending] = [.value(value)]
+        while let next = pending.popLast() {
+            guard case .value(let value) = next else {
+                if case .key(let key) = next { w.string(key) }
+                continue
+            }
+            switch value {
+            case .null: w.byte(Tag.null.rawValue)
+            case .bool(let b): w.byte(b ? Tag.true.rawValue : Tag.false.rawValue)
+            case .number(let n): w.byte(Tag.number.rawValue); w.string(n)
+            case .string(let s): w.byte(Tag.string.rawValue); w.string(s)
+            case .array(let items):
+                w.byte(Tag.array.rawValue)
+                w.varint(UInt64(items.count))
+                for item in items.reversed() { pending.append(.value(item)) }
+            case .object(let members):
+                w.byte(Tag.object.rawValue)
+                w.varint(UInt64(members.count))
+                for key in members.keys.sorted().reversed() {
+                    pending.append(.value(members[key]!))
+                    pending.append(.key(key))
+                }
             }
         }
     }
 
+    /// Reads one value, checking every length and the depth and number limits (``JSONLimits``),
+    /// iteratively: a value nested to the limit costs heap, not stack. `depth` is the depth of
+    /// the value's place (0 for a field value).
     static func decodeValue(_ r: inout WireReader, depth: Int, limits: WireLimits) throws(WireError) -> JSONValue {
-        guard depth <= JSONParser.maximumDepth else { throw WireError(.malformed, "value nested deeper than \(JSONParser.maximumDepth)") }
-        let raw = try r.byte()
-        guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
-        switch tag {
-        case .null: return .null
-        case .false: return .bool(false)
-        case .true: return .bool(true)
-        case .number:
-            let text = try r.string(limit: 1_024, what: "number")
-            // Whitespace around a number would parse, but the number's text travels on as it is
-            // (into COPY text, where a tab or a newline splits the row).
-            guard !text.utf8.contains(where: { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }),
-                  case .number = try? JSONParser.parse(text) else { throw WireError(.malformed, "\"\(text.prefix(32))\" is not a JSON number") }
-            return .number(text)
-        case .string: return .string(try r.string(limit: limits.maximumStringBytes, what: "string value"))
-        case .array:
-            let n = try r.count(limit: limits.maximumBodyBytes, what: "array element")
-            var items: [JSONValue] = []
-            items.reserveCapacity(n)
-            for _ in 0..<n { items.append(try decodeValue(&r, depth: depth + 1, limits: limits)) }
-            return .array(items)
-        case .object:
-            let n = try r.count(limit: limits.maximumBodyBytes, what: "object member")
-            var members: [String: JSONValue] = [:]
-            for _ in 0..<n {
-                let key = try r.string(limit: limits.maximumStringBytes, what: "object key")
-                guard members[key] == nil else { throw WireError(.malformed, "object key appears twice") }
-                members[key] = try decodeValue(&r, depth: depth + 1, limits: limits)
+        enum Open {
+            case array([JSONValue], left: Int)
+            case object([String: JSONValue], left: Int, key: String)
+        }
+        var open: [Open] = []
+        while true {
+            let raw = try r.byte()
+            guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
+            var value: JSONValue
+            switch tag {
+            case .null: value = .null
+            case .false: value = .bool(false)
+            case .true: value = .bool(true)
+            case .number:
+                let text = try r.string(limit: JSONLimits.maximumNumberBytes, what: "number")
+                // Whitespace around a number would parse, but the number's text travels on as it is
+                // (into COPY text, where a tab or a newline splits the row): `isNumber` admits none.
+                guard JSONParser.isNumber(text) else { throw WireError(.malformed, "\"\(text.prefix(32))\" is not a JSON number") }
+                value = .number(text)
+            case .string: value = .string(try r.string(limit: limits.maximumStringBytes, what: "string value"))
+            case .array:
+                try checkDepth(depth + open.count + 1)
+                let n = try r.count(limit: limits.maximumBodyBytes, what: "array element")
+                if n > 0 {
+                    var items: [JSONValue] = []
+                    items.reserveCapacity(n)
+                    open.append(.array(items, left: n))
+                    continue
+                }
+                value = .array([])
+            case .object:
+                try checkDepth(depth + open.count + 1)
+                let n = try r.count(limit: limits.maximumBodyBytes, what: "object member")
+                if n > 0 {
+                    open.append(.object([:], left: n, key: try r.string(limit: limits.maximumStringBytes, what: "object key")))
+                    continue
+                }
+                value = .object([:])
             }
-            return .object(members)
+            // Hand the value to the innermost open container; close those that are complete.
+            while true {
+                guard let top = open.popLast() else { return value }
+                switch top {
+                case .array(var items, let left):
+                    items.append(value)
+                    if left > 1 {
+                        open.append(.array(items, left: left - 1))
+                        break
+                    }
+                    value = .array(items)
+                    continue
+                case .object(var members, let left, let key):
+                    guard members[key] == nil else { throw WireError(.malformed, "object key appears twice") }
+                    members[key] = value
+                    if left > 1 {
+                        open.append(.object(members, left: left - 1, key: try r.string(limit: limits.maximumStringBytes, what: "object key")))
+                        break
+                    }
+                    value = .object(members)
+                    continue
+                }
+                break
+            }
         }
     }
 }
