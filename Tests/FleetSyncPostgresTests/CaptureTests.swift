@@ -108,7 +108,8 @@ final class CaptureTests: DatabaseTestCase {
     }
 
     func testDeleteBecomesTombstoneOrIsRefused() async throws {
-        let (_, db) = try await self.installedNode()
+        // On the shore: a vessel may not delete broadcast rows (DeleteOwnershipTests).
+        let (_, db) = try await self.installedNode(role: .shore, nodeID: "shore")
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
         try await db.execute("DELETE FROM vessel WHERE code = 'aurora'")
         let deleted: Bool = try await db.scalar("SELECT is_deleted FROM vessel WHERE code = 'aurora'")

@@ -29,6 +29,18 @@ public enum DeletePolicy: String, Sendable, CaseIterable {
     case refuse
 }
 
+/// Who may delete a row of a synced table (`delete_by`): locally (the capture trigger refuses
+/// the `DELETE`) and on receipt (a tombstone from another writer is rejected and reported).
+public enum DeletePermission: String, Sendable, CaseIterable {
+    /// The row's owner (the default): the shore for a broadcast row; for a routed row, the vessel
+    /// it is routed to, and the shore.
+    case owner
+    /// Only the shore.
+    case shore
+    /// Any node that holds the row.
+    case anyone
+}
+
 /// How a tombstone meets a concurrent update.
 public enum TombstoneRule: String, Sendable, CaseIterable {
     /// A deleted row stays deleted whatever updates arrive (the default).
@@ -49,14 +61,16 @@ public struct TableConfiguration: Sendable, Equatable {
     /// Owner of every column not listed in `owners`.
     public var defaultOwner: FieldOwner
     public var onDelete: DeletePolicy
+    /// Who may delete a row (with `on_delete = "tombstone"`; with `"refuse"` no one may).
+    public var deleteBy: DeletePermission
     public var tombstone: TombstoneRule
     /// Apply priority overriding the foreign-key depth (lower applies first).
     public var priority: Int?
 
     public init(
         name: String, schema: String = "public", route: RoutingRule, owners: [String: FieldOwner] = [:],
-        defaultOwner: FieldOwner = .shore, onDelete: DeletePolicy = .tombstone, tombstone: TombstoneRule = .wins,
-        priority: Int? = nil
+        defaultOwner: FieldOwner = .shore, onDelete: DeletePolicy = .tombstone, deleteBy: DeletePermission = .owner,
+        tombstone: TombstoneRule = .wins, priority: Int? = nil
     ) {
         self.name = name
         self.schema = schema
@@ -64,12 +78,38 @@ public struct TableConfiguration: Sendable, Equatable {
         self.owners = owners
         self.defaultOwner = defaultOwner
         self.onDelete = onDelete
+        self.deleteBy = deleteBy
         self.tombstone = tombstone
         self.priority = priority
     }
 
     /// The owner of `column`.
     public func owner(of column: String) -> FieldOwner { owners[column] ?? defaultOwner }
+
+    /// Whether a node of `role` may delete a row of this table. `routedToWriter` says whether the
+    /// row is routed to that node (a vessel); it holds for a vessel's own rows, and is unknown
+    /// (nil, taken as yes) where the receiver cannot tell.
+    public func allowsDelete(by role: NodeRole, routedToWriter: Bool? = nil) -> Bool {
+        guard onDelete == .tombstone else { return false }
+        if role == .shore { return true }
+        switch deleteBy {
+        case .anyone: return true
+        case .shore: return false
+        case .owner: return route != .broadcast && routedToWriter != false
+        }
+    }
+
+    /// Who may delete this table's rows, in words, for messages.
+    public var deleters: String {
+        guard onDelete == .tombstone else { return "no node (on_delete = \"refuse\")" }
+        switch deleteBy {
+        case .anyone: return "any node (delete_by = \"anyone\")"
+        case .shore: return "the shore only (delete_by = \"shore\")"
+        case .owner:
+            return route == .broadcast ? "the shore only, the owner of broadcast rows (delete_by = \"owner\")"
+                : "the shore and the vessel the row is routed to (delete_by = \"owner\")"
+        }
+    }
 }
 
 /// Bounds on what one exchange or batch may hold.

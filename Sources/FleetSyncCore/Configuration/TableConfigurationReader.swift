@@ -34,19 +34,24 @@ extension ConfigurationReader {
     }
 
     private mutating func readTable(_ entry: TOMLTable, path: String) -> TableConfiguration? {
-        checkKeys(entry, path: path, known: ["name", "schema", "route", "owners", "default_owner", "on_delete", "tombstone", "priority"])
+        checkKeys(entry, path: path, known: ["name", "schema", "route", "owners", "default_owner", "on_delete", "delete_by", "tombstone", "priority"])
         let name = identifier(entry, "name", path: path, required: true)
         let schema = identifier(entry, "schema", path: path, required: false) ?? "public"
         let route = readRoute(entry, path: path)
         let defaultOwner = enumeration(entry, "default_owner", path: path, as: FieldOwner.self) ?? .shore
         let onDelete = enumeration(entry, "on_delete", path: path, as: DeletePolicy.self) ?? .tombstone
+        let deleteBy = enumeration(entry, "delete_by", path: path, as: DeletePermission.self) ?? .owner
+        if entry["delete_by"] != nil && onDelete == .refuse {
+            fail("\(path).delete_by", "says who may delete rows, but on_delete = \"refuse\" refuses every delete",
+                 "remove delete_by, or set on_delete = \"tombstone\" to let those nodes delete")
+        }
         let tombstone = enumeration(entry, "tombstone", path: path, as: TombstoneRule.self) ?? .wins
         let priority = integer(entry, "priority", path: path, range: -1000...1000)
         let owners = readOwners(entry, path: path)
         guard let name, let route else { return nil }
         return TableConfiguration(
             name: name, schema: schema, route: route, owners: owners, defaultOwner: defaultOwner,
-            onDelete: onDelete, tombstone: tombstone, priority: priority)
+            onDelete: onDelete, deleteBy: deleteBy, tombstone: tombstone, priority: priority)
     }
 
     private mutating func readRoute(_ entry: TOMLTable, path: String) -> RoutingRule? {

@@ -192,10 +192,27 @@ public struct CaptureTriggerBuilder: Sendable {
 
             """
             : ""
+        // A node that may not delete rows of the table may not set the tombstone by hand either,
+        // nor, where updates revive, clear it without writing anything else.
+        let mayDelete = table.allowsDelete(by: role)
+        let refusedDelete = mayDelete ? "" : """
+                  IF NEW.is_deleted THEN
+            \(deleteRefusal(indent: "        "))
+                  END IF;
+
+            """
+        let refusedRevive = mayDelete || table.tombstone != .revive ? "" : """
+                  IF NOT NEW.is_deleted AND d = '{}'::jsonb THEN
+                    RAISE EXCEPTION USING ERRCODE = '42501',
+                      MESSAGE = \(SQL.literal("fleetsync: this \(role.rawValue) (\(nodeID)) may not bring back a deleted row of table \"\(table.name)\": only \(table.deleters) may delete or restore rows")),
+                      HINT = 'write a column this node owns (that brings the row back), or restore it on the shore';
+                  END IF;
+
+            """
         body += """
           IF NEW.is_deleted IS DISTINCT FROM OLD.is_deleted THEN
             IF NEW.is_deleted IS NULL THEN NEW.is_deleted := OLD.is_deleted; ELSE
-        \(undelete)      d := d || jsonb_build_object('is_deleted', NEW.is_deleted); c := c || jsonb_build_object('is_deleted', k);
+        \(refusedDelete)\(undelete)\(refusedRevive)      d := d || jsonb_build_object('is_deleted', NEW.is_deleted); c := c || jsonb_build_object('is_deleted', k);
             END IF;
           END IF;
         \(revive)  IF d = '{}'::jsonb THEN
@@ -213,21 +230,32 @@ public struct CaptureTriggerBuilder: Sendable {
         return function(updateFunction, body: body)
     }
 
+    /// The RAISE that refuses a delete this node may not make: every delete where
+    /// `on_delete = "refuse"`, and where `delete_by` does not allow this node (a vessel deleting a
+    /// broadcast row, say: the tombstone would delete it for the whole fleet).
+    private func deleteRefusal(indent: String) -> String {
+        let message: String, hint: String
+        if table.onDelete == .refuse {
+            message = "fleetsync: rows of table \"\(table.name)\" cannot be deleted (on_delete = \"refuse\")"
+            hint = "mark the row inactive in a column of its own, or configure on_delete = \"tombstone\""
+        } else {
+            message = "fleetsync: rows of table \"\(table.name)\" may be deleted by \(table.deleters); this \(role.rawValue) (\(nodeID)) may not delete them"
+            hint = "delete the row on the shore (the deletion reaches this node with the next exchange), or set delete_by = \"anyone\" for this table on the shore and every vessel"
+        }
+        return """
+            \(indent)RAISE EXCEPTION USING ERRCODE = '42501',
+            \(indent)  MESSAGE = \(SQL.literal(message)),
+            \(indent)  HINT = \(SQL.literal(hint));
+            """
+    }
+
     func deleteFunctionSQL() -> String {
-        let action: String
-        switch table.onDelete {
-        case .refuse:
-            action = """
-                RAISE EXCEPTION USING ERRCODE = '42501',
-                  MESSAGE = \(SQL.literal("fleetsync: rows of table \"\(table.name)\" cannot be deleted (on_delete = \"refuse\")")),
-                  HINT = 'mark the row inactive in a column of its own, or configure on_delete = "tombstone"';
-              """
-        case .tombstone:
-            action = """
+        let action = table.allowsDelete(by: role)
+            ? """
                 UPDATE \(qualifiedTable) SET is_deleted = true WHERE id = OLD.id;
                 RETURN NULL;
               """
-        }
+            : deleteRefusal(indent: "  ")
         let body = """
         BEGIN
         \(action)
