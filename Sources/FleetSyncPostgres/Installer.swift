@@ -10,6 +10,8 @@ public struct InstallReport: Sendable, Equatable {
     public var addedColumns: [String] = []
     public var capturedTables: [String] = []
     public var removedTables: [String] = []
+    /// On the shore: rows per table that existed before init and got their clocks now.
+    public var clockedRows: [String: Int] = [:]
 }
 
 /// The configuration does not fit the database; nothing was changed.
@@ -25,6 +27,10 @@ public struct InstallError: Error, Sendable, CustomStringConvertible {
 public struct Installer: Sendable {
     public var configuration: FleetSyncConfiguration
     public var migrations: [Migration]
+    /// Rows per statement when rows that existed before init get their clocks (``PreexistingRows``).
+    public var clockBatchRows = 10_000
+    /// Told how a long step goes (clocks for the rows of a large table); nil says nothing.
+    public var progress: (@Sendable (String) -> Void)?
 
     public init(configuration: FleetSyncConfiguration, migrations: [Migration] = Migration.all) {
         self.configuration = configuration
@@ -54,6 +60,10 @@ public struct Installer: Sendable {
                     throw DatabaseError(context: "installing capture", message: "table \(table.name) vanished during installation")
                 }
                 installed[table.name] = after
+                let clocked = try await PreexistingRows(
+                    table: table, physical: after, role: configuration.role, nodeID: configuration.nodeID,
+                    batchRows: clockBatchRows, progress: progress).assignClocks(on: db)
+                if clocked > 0 { report.clockedRows[table.name] = clocked }
                 let builder = CaptureTriggerBuilder(table: table, physical: after, role: configuration.role, nodeID: configuration.nodeID)
                 for statement in builder.statements() {
                     try await db.execute(statement, context: "installing capture on \(table.name)")

@@ -11,8 +11,10 @@ struct InitCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try options.load()
-        let report = try await withDatabase(configuration) { db in
-            try await Installer(configuration: configuration).install(on: db)
+        var installer = Installer(configuration: configuration)
+        installer.progress = { print($0) }
+        let report = try await withDatabase(configuration) { [installer] db in
+            try await installer.install(on: db)
         }
         if report.fromVersion == report.toVersion {
             print("fleetsync schema is at version \(report.toVersion); nothing to migrate")
@@ -20,6 +22,9 @@ struct InitCommand: AsyncParsableCommand {
             print("fleetsync schema migrated from version \(report.fromVersion) to \(report.toVersion)")
         }
         for column in report.addedColumns { print("added tracking column \(column)") }
+        for (table, rows) in report.clockedRows.sorted(by: { $0.key < $1.key }) {
+            print("\(table): \(rows) row(s) that existed before init now carry the shore's clocks")
+        }
         print("capture installed on \(report.capturedTables.count) table(s): \(report.capturedTables.joined(separator: ", "))")
         for table in report.removedTables { print("capture removed from \(table) (no longer configured)") }
         print("node \(configuration.nodeID) (\(configuration.role.rawValue)) is ready")
