@@ -79,7 +79,7 @@ public struct Installer: Sendable {
                 report.capturedTables.append(table.name)
             }
             let routing = RoutingBuilder(configuration: configuration, physical: installed)
-            for statement in [routing.routeFunction()] + routing.sagaStatements() {
+            for statement in [routing.routeFunction()] + routing.sagaStatements() + ChangeSizeLimit.statements(maximumBytes: configuration.limits.maximumChangeBytes) {
                 try await db.execute(statement, context: "installing routing")
             }
             report.removedTables = try await removeUnconfigured(db)

@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -198,5 +198,31 @@ extension Migration {
 extension Migration {
     static let shoreIdentity = Migration(version: 6, description: "a vessel remembers the node id of the shore it syncs with", statements: [
         "ALTER TABLE fleetsync.sync_state ADD COLUMN node_id text",
+    ])
+}
+
+extension Migration {
+    static let waitingRoom = Migration(version: 7, description: "events waiting for a row they reference; the highest clock each peer has sent", statements: [
+        // An event that cannot apply because a row it references has not arrived yet (or, for
+        // an offboarding, a row that references it has not left yet) waits here and is applied
+        // again, by itself, after every batch that changed something.
+        """
+        CREATE TABLE fleetsync.waiting (
+          id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          event jsonb NOT NULL,
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          sender text NOT NULL,
+          constraint_name text,
+          message text NOT NULL,
+          attempts integer NOT NULL DEFAULT 1,
+          since timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        // On the shore: the highest clock counter each vessel's own writes carried. A vessel whose
+        // clock is below it was restored from a backup and must move its clocks past it.
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN max_clock bigint NOT NULL DEFAULT 0",
+        // On a vessel: the largest change the shore said it accepts (0 until it has answered).
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN max_change_bytes bigint NOT NULL DEFAULT 0",
     ])
 }

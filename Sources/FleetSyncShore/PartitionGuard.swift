@@ -5,7 +5,10 @@ import PostgresNIO
 
 /// On the shore, a vessel may only change rows of its own partition (and broadcast rows): an
 /// event for a row routed to another vessel is rejected whole, recorded, and never applied.
-/// The routed vessel of each row also decides who owns its `vessel` fields.
+/// The routed vessel of each row also decides who owns its `vessel` fields. A write is judged
+/// against the partition its writer had seen: a row that left the vessel after the vessel's
+/// cursor (its offboarding is still queued for it) was still the vessel's when it wrote, so the
+/// write applies and reaches the row's new vessel.
 struct PartitionGuard {
     var configuration: FleetSyncConfiguration
 
@@ -16,7 +19,8 @@ struct PartitionGuard {
         var routes: [UUID: String] = [:]
     }
 
-    func check(_ events: [ChangeEvent], vessel: String, on db: DatabaseSession) async throws -> Decision {
+    /// - Parameter seen: the position of the shore's stream the vessel had applied when it wrote.
+    func check(_ events: [ChangeEvent], vessel: String, seen: Int64 = .max, on db: DatabaseSession) async throws -> Decision {
         var decision = Decision()
         var tables: [String] = []
         var ids: [UUID] = []
@@ -60,13 +64,14 @@ struct PartitionGuard {
             }
             if !progress { break }
         }
+        let movedAway = try await offboardedSince(seen, vessel: vessel, ids: events.compactMap { known[$0.rowID] != vessel ? $0.rowID : nil }, on: db)
         for event in events {
             guard let table = configuration.table(named: event.table), table.route != .broadcast else {
                 decision.admitted.append(event)
                 continue
             }
             let route = known[event.rowID]
-            if route == vessel {
+            if route == vessel || movedAway.contains(event.rowID) {
                 decision.admitted.append(event)
                 decision.routes[event.rowID] = vessel
             } else {
@@ -77,6 +82,20 @@ struct PartitionGuard {
             }
         }
         return decision
+    }
+
+    /// Rows among `ids` whose offboarding from `vessel` is queued after position `seen`: they
+    /// left the vessel after the last position it had applied.
+    private func offboardedSince(_ seen: Int64, vessel: String, ids: [UUID], on db: DatabaseSession) async throws -> Set<UUID> {
+        guard !ids.isEmpty, seen < .max else { return [] }
+        var binds = PostgresBindings()
+        binds.append(vessel)
+        binds.append(seen)
+        binds.append(ids)
+        let rows = try await db.rows("""
+            SELECT DISTINCT row_id FROM fleetsync.outbox WHERE vessel = $1 AND pos > $2 AND op = 'O' AND row_id = ANY($3::uuid[])
+            """, binds, context: "finding rows that left \(vessel) after its cursor")
+        return Set(try rows.map { try $0.decode(UUID.self) })
     }
 
     /// The stored routing of a row already on the shore.

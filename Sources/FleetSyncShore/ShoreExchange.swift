@@ -21,11 +21,18 @@ public struct ShoreExchange: Sendable {
         self.logger = logger
         var limits = WireLimits()
         limits.maximumEvents = configuration.limits.batchEvents
-        limits.maximumBodyBytes = max(configuration.limits.batchBytes * 4, 1_048_576)
+        limits.maximumBodyBytes = Self.maximumBodyBytes(configuration.limits)
+        limits.maximumStringBytes = max(limits.maximumStringBytes, configuration.limits.maximumChangeBytes)
         self.limits = limits
     }
 
-    /// Handles one framed request; every failure becomes a framed error with its code.
+    /// The largest request body (decompressed) the shore reads: a full batch, or one change of up
+    /// to `max_change_bytes` alone (its text may take up to three times its stored size: numbers
+    /// are stored in binary), with room for the request around it.
+    public static func maximumBodyBytes(_ limits: Limits) -> Int {
+        max(limits.batchBytes * 4, limits.maximumChangeBytes * 3 + 1_048_576)
+    }
+
     /// Handles one framed request; every failure becomes a framed error with its code and the
     /// HTTP status that goes with it.
     public func handle(_ bytes: [UInt8], session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
@@ -79,20 +86,39 @@ public struct ShoreExchange: Sendable {
         var binds = PostgresBindings()
         binds.append(vessel)
         try await db.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering contact with \(vessel)")
-        let applied: Int64 = try await db.rows("SELECT cursor FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")[0].value(0)
-        guard request.upTo >= applied || request.events.isEmpty else {
-            throw WireError(.positionsWentBack, "this vessel's changes up to position \(applied) were applied already, but it now sends positions up to \(request.upTo); was its database restored? Its new changes would be taken for old ones, so the exchange is refused")
+        let stored = try await db.rows("SELECT max_clock, acknowledged FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")
+        let (clockFloor, seen) = try stored[0].decode((Int64, Int64).self)
+        // A vessel whose clock is below the clocks it already sent was restored from a backup:
+        // its new writes may carry clocks the shore holds for other values. Nothing is applied;
+        // the answer names the floor, and the vessel moves its pending changes' clocks past it.
+        if request.clock < clockFloor {
+            logger.warning("vessel clock went back: restored from a backup? its changes wait until it moves its clocks", metadata: [
+                "vessel": "\(vessel)", "clock": "\(request.clock)", "floor": "\(clockFloor)"])
+            await telemetry.record(kind: "vessel_clock_went_back", detail: .object([
+                "vessel": .string(vessel), "clock": .number(String(request.clock)), "floor": .number(String(clockFloor))]))
+            return ExchangeResponse(shore: configuration.nodeID, acknowledged: 0, events: [], cursor: request.cursor, more: true,
+                                    clockFloor: clockFloor, maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
         }
-        // A resent batch: what was applied before is acknowledged, not applied twice.
-        let fresh = request.events.filter { $0.originPosition > applied }
-        if !fresh.isEmpty || request.upTo > applied {
-            let partition = try await PartitionGuard(configuration: configuration).check(fresh, vessel: vessel, on: db)
+        // Every event is applied, resent or not: applying is idempotent (clocks decide), so no
+        // position the vessel claims can make the shore skip a change. The acknowledgement is
+        // the request's own upTo, which the vessel checks against what it sent.
+        if !request.events.isEmpty {
+            // Transfers made since the last exchange are sequenced first: their offboardings say
+            // which rows left this vessel after its cursor.
+            try await OutboxReader(session: db).sequence()
+            // A vessel's writes are judged against the partition it had seen: its cursor, never
+            // below what it reported before.
+            let partition = try await PartitionGuard(configuration: configuration).check(request.events, vessel: vessel, seen: max(request.cursor, seen), on: db)
             for rejection in partition.rejected { await telemetry.record(kind: "rejected_change", detail: rejection) }
             let applier = Applier(schema: schema, session: db, telemetry: telemetry)
             let report = try await applier.apply(partition.admitted, from: vessel, cursor: request.upTo, routes: partition.routes)
+            var highest = PostgresBindings()
+            highest.append(vessel)
+            highest.append(Self.highestClock(of: vessel, in: partition.admitted))
+            try await db.execute("UPDATE fleetsync.sync_state SET max_clock = greatest(max_clock, $2) WHERE peer = $1", highest, context: "recording \(vessel)'s clock")
             logger.info("applied vessel events", metadata: [
-                "vessel": "\(vessel)", "events": "\(fresh.count)", "rows": "\(report.appliedRows)",
-                "dead_letters": "\(report.deadLettered)", "rejected": "\(report.rejectedFields)"])
+                "vessel": "\(vessel)", "events": "\(request.events.count)", "rows": "\(report.appliedRows)",
+                "dead_letters": "\(report.deadLettered)", "waiting": "\(report.waiting)", "rejected": "\(report.rejectedFields)"])
         }
         var state = PostgresBindings()
         state.append(vessel)
@@ -102,7 +128,7 @@ public struct ShoreExchange: Sendable {
             UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $2), last_success = now(), status = $3::jsonb
             WHERE peer = $1
             """, state, context: "recording contact with \(vessel)")
-        let acknowledged: Int64 = try await db.rows("SELECT cursor FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")[0].value(0)
+        let acknowledged = request.upTo
         try await OutboxReader(session: db).sequence()
         // Another vessel's exchange may have pruned since the check above (this vessel, silent
         // past retention, did not hold the horizon back until its contact was recorded): the
@@ -118,6 +144,17 @@ public struct ShoreExchange: Sendable {
             return try await VesselQueue(configuration: configuration, session: tx)
                 .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
         }
-        return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more)
+        return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
+                                clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events)),
+                                maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+    }
+
+    /// The highest clock counter among `events` that `vessel` wrote itself.
+    static func highestClock(of vessel: String, in events: [ChangeEvent]) -> Int64 {
+        var highest: Int64 = 0
+        for event in events {
+            for change in event.fields.values where change.clock.node == vessel { highest = max(highest, change.clock.counter) }
+        }
+        return highest
     }
 }

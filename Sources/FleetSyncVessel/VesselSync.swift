@@ -16,6 +16,15 @@ public struct ExchangeOutcome: Sendable {
     public var received: Int
     /// More waits on either side: exchange again at once.
     public var pending: Bool
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    /// Received changes that wait for a row they reference, and that went to the dead-letter queue.
+    public var waiting = 0
+    public var deadLettered = 0
+    /// Earlier waiting changes that applied after this exchange.
+    public var waitingApplied = 0
+    /// Pending changes re-clocked because the shore knew higher clocks of this vessel (a restore).
+    public var reclocked = 0
 }
 
 /// The vessel's side of an exchange: send compacted pending events with the cursor, drop what
@@ -39,12 +48,19 @@ public struct VesselSync: Sendable {
         self.logger = logger
     }
 
-    /// The vessel's pending events after `acknowledged`, merged per row (compaction).
-    public func pendingEvents(after acknowledged: Int64) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool) {
+    /// The vessel's pending events after `acknowledged`, merged per row (compaction). A change
+    /// larger than the batch budget goes alone; one larger than the shore accepts
+    /// (`shoreMaximumChangeBytes`, from its answers) cannot ever be delivered and goes to the
+    /// dead-letter queue instead of blocking every change behind it.
+    public func pendingEvents(after acknowledged: Int64, shoreMaximumChangeBytes: Int64 = 0) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool) {
         let reader = OutboxReader(session: session)
         try await reader.sequence()
         let limit = configuration.limits.batchEvents
-        let changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
+        var changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
+        while let first = changes.first, shoreMaximumChangeBytes > 0, first.bytes > Self.largestSendable(shoreMaximumChangeBytes) {
+            try await setAside(first.change, bytes: first.bytes, shoreLimit: shoreMaximumChangeBytes)
+            changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
+        }
         var byRow: [String: [UUID: ChangeEvent]] = [:]
         var order: [(String, UUID)] = []
         var bytes = 0
@@ -74,13 +90,46 @@ public struct VesselSync: Sendable {
         return (events, upTo, stoppedEarly || changes.count == limit)
     }
 
-    /// The vessel's cursor, what the shore acknowledged, and the shore's node id once known.
-    func state() async throws -> (cursor: Int64, acknowledged: Int64, shore: String?) {
+    /// The largest change (its text, as the outbox reader measures it) that fits a request the
+    /// shore accepts: the shore reads one change of up to three times its stored limit.
+    static func largestSendable(_ shoreLimit: Int64) -> Int { Int(shoreLimit) * 3 }
+
+    /// Moves an outgoing change the shore can never accept out of the outbox, into the
+    /// dead-letter queue with the reason (it stays applied here; `dlq list` shows it).
+    func setAside(_ change: CapturedChange, bytes: Int, shoreLimit: Int64) async throws {
+        guard let table = configuration.table(named: change.table) else { return }
+        let event = change.event(node: configuration.nodeID, role: .vessel, table: table)
+        let error = DatabaseError(context: "sending a change to the shore", message: "change of \(bytes) bytes exceeds what the shore accepts (\(shoreLimit) bytes, [limits] max_change_bytes on the shore); it stays applied on this vessel but cannot be delivered: raise the shore's limit and retry, or discard")
+        var binds = PostgresBindings()
+        binds.append(change.position)
+        try await session.transaction { tx in
+            try await DeadLetterQueue.add(event, sender: configuration.nodeID, error: error, on: tx)
+            try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos = $1", binds, context: "removing an undeliverable change from the outbox")
+        }
+        await telemetry.record(kind: "undeliverable_change", detail: .object([
+            "table": .string(change.table), "row_id": .string(change.rowID.lowercasedText), "bytes": .number(String(bytes)),
+            "shore_limit": .number(String(shoreLimit))]))
+        logger.error("a change larger than the shore accepts went to the dead-letter queue", metadata: [
+            "table": "\(change.table)", "row": "\(change.rowID.lowercasedText)", "bytes": "\(bytes)", "shore_limit": "\(shoreLimit)"])
+    }
+
+    /// The vessel's cursor, what the shore acknowledged, the shore's node id once known and the
+    /// largest change it accepts (0 until it has answered).
+    func state() async throws -> (cursor: Int64, acknowledged: Int64, shore: String?, maximumChangeBytes: Int64) {
         var binds = PostgresBindings()
         binds.append(Self.peer)
         try await session.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering the shore")
-        let rows = try await session.rows("SELECT cursor, acknowledged, node_id FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading the sync state")
-        return try rows[0].decode((Int64, Int64, String?).self)
+        let rows = try await session.rows("SELECT cursor, acknowledged, node_id, max_change_bytes FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading the sync state")
+        return try rows[0].decode((Int64, Int64, String?, Int64).self)
+    }
+
+    /// Bounds for decoding the shore's answers: a change of up to this node's own
+    /// `max_change_bytes` must fit.
+    var responseLimits: WireLimits {
+        var limits = WireLimits()
+        limits.maximumStringBytes = max(limits.maximumStringBytes, configuration.limits.maximumChangeBytes)
+        limits.maximumBodyBytes = max(limits.maximumBodyBytes, configuration.limits.maximumChangeBytes * 3 + 1_048_576)
+        return limits
     }
 
     /// One request/response with the shore. Exchanges of one vessel run one at a time (the
@@ -94,15 +143,17 @@ public struct VesselSync: Sendable {
     public static let exchangeLock = "fleetsync.exchange"
 
     private func exchangeHoldingTheLock() async throws -> ExchangeOutcome {
-        let (cursor, acknowledged, knownShore) = try await state()
-        let pending = try await pendingEvents(after: acknowledged)
+        let (cursor, acknowledged, knownShore, shoreMaximumChangeBytes) = try await state()
+        let pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes)
+        let clock = try await ClockRecovery.current(on: session)
         let status = try await VesselStatus.read(on: session)
         let request = ExchangeRequest(
-            vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo,
+            vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "transport": .string(transport.name)])
-        let responseBytes = try await transport.send(MessageFraming.encode(request))
-        let (response, received) = try MessageFraming.decodeResponseBatch(responseBytes)
+        let requestBytes = MessageFraming.encode(request)
+        let responseBytes = try await transport.send(requestBytes)
+        let (response, received) = try MessageFraming.decodeResponseBatch(responseBytes, limits: responseLimits)
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
         }
@@ -115,6 +166,24 @@ public struct VesselSync: Sendable {
             pin.append(Self.peer)
             pin.append(response.shore)
             try await session.execute("UPDATE fleetsync.sync_state SET node_id = $2 WHERE peer = $1", pin, context: "recording the shore's node id")
+        }
+        if response.maximumChangeBytes != shoreMaximumChangeBytes {
+            var limit = PostgresBindings()
+            limit.append(Self.peer)
+            limit.append(response.maximumChangeBytes)
+            try await session.execute("UPDATE fleetsync.sync_state SET max_change_bytes = $2 WHERE peer = $1", limit, context: "recording the shore's change size limit")
+        }
+        // The shore holds clocks of this vessel's writes above its clock: the database went back
+        // (a restore). The shore applied nothing; pending changes get clocks past the floor and
+        // go again.
+        var reclocked = 0
+        if response.clockFloor > clock {
+            logger.warning("the shore knows clocks of this vessel above its own: restored from a backup? moving the clocks of pending changes past them", metadata: [
+                "clock": "\(clock)", "floor": "\(response.clockFloor)"])
+            reclocked = try await ClockRecovery(schema: schema, session: session, nodeID: configuration.nodeID)
+                .moveClocks(past: response.clockFloor, pendingAfter: acknowledged)
+            await telemetry.record(kind: "clock_moved_past_shore_floor", detail: .object([
+                "clock": .number(String(clock)), "floor": .number(String(response.clockFloor)), "reclocked": .number(String(reclocked))]))
         }
         // Acknowledged events leave the outbox only now.
         var binds = PostgresBindings()
@@ -132,8 +201,17 @@ public struct VesselSync: Sendable {
         try await session.execute("UPDATE fleetsync.sync_state SET last_success = now(), last_error = NULL WHERE peer = $1", success, context: "recording success")
         logger.info("exchange done", metadata: [
             "sent": "\(pending.events.count)", "received": "\(received.count)", "applied": "\(report.appliedRows)",
+            "waiting": "\(report.waiting)", "dead_letters": "\(report.deadLettered)",
+            "bytes_sent": "\(requestBytes.count)", "bytes_received": "\(responseBytes.count)",
             "cursor": "\(response.cursor)", "transport": "\(transport.name)"])
-        return ExchangeOutcome(sent: pending.events.count, received: received.count, pending: pending.more || response.more)
+        var outcome = ExchangeOutcome(sent: pending.events.count, received: received.count, pending: pending.more || response.more || reclocked > 0)
+        outcome.bytesSent = requestBytes.count
+        outcome.bytesReceived = responseBytes.count
+        outcome.waiting = report.waiting
+        outcome.deadLettered = report.deadLettered
+        outcome.waitingApplied = report.waitingApplied
+        outcome.reclocked = reclocked
+        return outcome
     }
 
     /// Exchanges until nothing is pending on either side, or `maximumRounds` exchanges; `pending`

@@ -124,21 +124,28 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertTrue(remaining.isEmpty)
     }
 
-    func testMissingParentGoesToDeadLetterQueueUntilItArrives() async throws {
+    /// A row whose parent has not arrived waits (not dead-lettered) and applies by itself with
+    /// the batch that brings the parent.
+    func testMissingParentWaitsUntilItArrives() async throws {
         let (configuration, db) = try await installedNode()
         let applier = try await makeApplier(configuration, db)
         let seafarer = UUID(), type = UUID(), cert = UUID()
-        try await applier.apply([
+        let first = try await applier.apply([
             event("certificate_type", type, ["code": .string("BST"), "title": .string("t")], clock: 1),
             event("certificate", cert, ["seafarer_id": .string(seafarer.uuidString), "certificate_type_id": .string(type.uuidString)], clock: 3),
         ], from: "shore")
-        let letter = try await DeadLetterQueue.list(on: db)
-        XCTAssertEqual(letter.first?.sqlState, "23503")
-        try await applier.apply([event("seafarer", seafarer, ["full_name": .string("Ana")], clock: 2)], from: "shore")
-        let retried = try await DeadLetterQueue.retry(ids: [letter[0].id], applier: applier)
-        XCTAssertEqual(retried.applied, 1)
+        XCTAssertEqual(first.waiting, 1)
+        XCTAssertEqual(first.deadLettered, 0)
+        let waiting = try await WaitingRoom.list(on: db)
+        XCTAssertEqual(waiting.map(\.rowID), [cert])
+        let letters = try await DeadLetterQueue.list(on: db)
+        XCTAssertTrue(letters.isEmpty)
+        let second = try await applier.apply([event("seafarer", seafarer, ["full_name": .string("Ana")], clock: 2)], from: "shore")
+        XCTAssertEqual(second.waitingApplied, 1)
         let certs: Int64 = try await db.scalar("SELECT count(*) FROM certificate")
         XCTAssertEqual(certs, 1)
+        let left = try await WaitingRoom.count(on: db)
+        XCTAssertEqual(left, 0)
     }
 
     func testUnknownColumnsAndTablesAreQuarantinedThenDrainedAfterUpgrade() async throws {
@@ -321,13 +328,13 @@ final class ApplierTests: DatabaseTestCase {
         let (_, batch) = try WireEventBatch.request(bytes)
 
         let report = try await applier.apply(batch: batch, from: "shore", cursor: 77)
-        XCTAssertEqual(report.deadLettered, 1, "the certificate whose seafarer never arrived")
+        XCTAssertEqual(report.waiting, 1, "the certificate whose seafarer never arrived waits")
         XCTAssertEqual(report.appliedRows, 1 + 1 + 10 + 9)
         let ranks: String = try await db.scalar("SELECT string_agg(rank, ',' ORDER BY full_name) FROM seafarer")
         XCTAssertEqual(ranks, (0..<10).map { "Officer \($0)" }.joined(separator: ","), "updates at the end of the batch merged into their rows")
         let certificateCount: Int64 = try await db.scalar("SELECT count(*) FROM certificate")
         XCTAssertEqual(certificateCount, 9)
-        let dead: String = try await db.scalar("SELECT row_id::text FROM fleetsync.dead_letter")
+        let dead: String = try await db.scalar("SELECT row_id::text FROM fleetsync.waiting")
         XCTAssertEqual(dead, certificates[7].lowercasedText)
         let cursor: Int64 = try await db.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
         XCTAssertEqual(cursor, 77)
@@ -387,10 +394,10 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(rows, "alone=none,full=x,last=NULL,partial=none")
     }
 
-    /// A row that left the vessel's partition but cannot be deleted (a local row the shore
-    /// rejected still references it) goes to the dead-letter queue; the batch and the cursor go
-    /// on, and a retry deletes it once nothing references it.
-    func testOffboardingThatCannotDeleteIsDeadLetteredAndTheStreamGoesOn() async throws {
+    /// A row that left the vessel's partition but cannot be deleted yet (a local row still
+    /// references it) waits, instead of stopping the batch: the batch and the cursor go on, and
+    /// the row is deleted by itself after the batch that removes the row referencing it.
+    func testOffboardingThatCannotDeleteYetWaitsAndTheStreamGoesOn() async throws {
         let (configuration, db) = try await installedNode()
         let applier = try await makeApplier(configuration, db)
         let seafarer = UUID(), type = UUID(), certificate = UUID(), vessel = UUID()
@@ -400,30 +407,28 @@ final class ApplierTests: DatabaseTestCase {
             event("seafarer", seafarer, ["full_name": .string("Ana"), "vessel_code": .string("aurora")], clock: 2),
         ], from: "shore", cursor: 10)
         XCTAssertEqual(first0.appliedRows, 3)
-        // A certificate made on board that the shore never accepted.
+        // A certificate made on board that the shore has not received yet.
         try await db.execute("INSERT INTO certificate (id, seafarer_id, certificate_type_id, number) VALUES ('\(certificate)', '\(seafarer)', '\(type)', 'local')")
 
         let report = try await applier.apply([
             ChangeEvent(table: "seafarer", rowID: seafarer, fields: [:], origin: "shore", offboard: true),
             event("vessel", vessel, ["code": .string("borealis"), "name": .string("MV Borealis")], clock: 3),
         ], from: "shore", cursor: 11)
-        XCTAssertEqual(report.deadLettered, 1)
+        XCTAssertEqual(report.waiting, 1)
+        XCTAssertEqual(report.deadLettered, 0)
         XCTAssertEqual(report.offboardedRows, 0)
         XCTAssertEqual(report.appliedRows, 1, "the rest of the batch applies")
         let cursor: Int64 = try await db.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
         XCTAssertEqual(cursor, 11, "the stream goes on")
         let kept: Int64 = try await db.scalar("SELECT count(*) FROM seafarer")
         XCTAssertEqual(kept, 1)
-        let state: String = try await db.scalar("SELECT sql_state FROM fleetsync.dead_letter")
-        XCTAssertEqual(state, "23503")
+        let state: String = try await db.scalar("SELECT constraint_name FROM fleetsync.waiting")
+        XCTAssertEqual(state, "certificate_seafarer_id_fkey")
 
-        // While the certificate references it, a retry fails again; once the certificate is gone, it succeeds.
-        let first = try await DeadLetterQueue.retry(ids: nil, applier: applier)
-        XCTAssertEqual(first.failed, 1)
-        _ = try await applier.apply([ChangeEvent(table: "certificate", rowID: certificate, fields: [:], origin: "shore", offboard: true)], from: "shore", cursor: 12)
-        let second = try await DeadLetterQueue.retry(ids: nil, applier: applier)
-        XCTAssertEqual(second.applied, 1)
-        let left: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM seafarer) + (SELECT count(*) FROM fleetsync.dead_letter)")
+        // Once the certificate is offboarded too, the waiting offboarding applies by itself.
+        let later = try await applier.apply([ChangeEvent(table: "certificate", rowID: certificate, fields: [:], origin: "shore", offboard: true)], from: "shore", cursor: 12)
+        XCTAssertEqual(later.waitingApplied, 1)
+        let left: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM seafarer) + (SELECT count(*) FROM fleetsync.waiting) + (SELECT count(*) FROM fleetsync.dead_letter)")
         XCTAssertEqual(left, 0)
     }
 

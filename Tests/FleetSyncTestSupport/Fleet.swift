@@ -59,18 +59,31 @@ public struct Fleet: Sendable {
     public var httpPort: Int
 
     /// - Parameter shoreID: the shore's node id (any valid id: vessels learn it from responses).
-    public static func make(vessels ids: [String], shoreID: String = "shore", limits: String = "", retentionDays: Int = 30) async throws -> Fleet {
+    /// - Parameters:
+    ///   - schema: SQL creating the business tables on every node, instead of examples/schema.sql.
+    ///   - tables: the `[[table]]` sections of the configuration, instead of the example's.
+    public static func make(vessels ids: [String], shoreID: String = "shore", limits: String = "", retentionDays: Int = 30,
+                            schema: String? = nil, tables: String? = nil) async throws -> Fleet {
         let port = try FreePort.find()
         func node(_ role: String, _ id: String) async throws -> FleetNode {
             let cluster = try TestCluster.start()
             let url = try await cluster.createDatabase(prefix: id)
-            try Fixtures.runScriptFile(Fixtures.exampleSchemaPath, url: url)
+            if let schema {
+                let path = NSTemporaryDirectory() + "fleetsync-schema-\(UUID().uuidString).sql"
+                try schema.write(toFile: path, atomically: true, encoding: .utf8)
+                try Fixtures.runScriptFile(path, url: url)
+            } else {
+                try Fixtures.runScriptFile(Fixtures.exampleSchemaPath, url: url)
+            }
             var text = try FleetSyncBinary.exampleConfiguration(role: role, url: url, nodeID: id)
             text = text.replacingOccurrences(of: "0.0.0.0:8080", with: "127.0.0.1:\(port)")
                 .replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://127.0.0.1:\(port)")
                 .replacingOccurrences(of: "retention_days = 30", with: "retention_days = \(retentionDays)")
             if !limits.isEmpty {
                 text = text.replacingOccurrences(of: #"(?s)\[limits\].*?\n\n"#, with: limits + "\n\n", options: .regularExpression)
+            }
+            if let tables, let first = text.range(of: #"(?m)^\[\[table\]\]"#, options: .regularExpression) {
+                text = String(text[..<first.lowerBound]) + tables
             }
             let path = try FleetSyncBinary.writeConfiguration(text)
             let result = try FleetSyncBinary.run(["init", "--config", path])

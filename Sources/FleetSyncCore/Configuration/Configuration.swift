@@ -116,6 +116,11 @@ public struct TableConfiguration: Sendable, Equatable {
 public struct Limits: Sendable, Equatable {
     public var batchEvents: Int = 1000
     public var batchBytes: Int = 1_048_576
+    /// The largest single change (a row's captured values) this node accepts, and lets its own
+    /// writers make: a larger write is refused by the capture triggers, so that nothing is
+    /// accepted locally that could never be delivered. A change larger than `batchBytes`
+    /// travels alone in an exchange.
+    public var maximumChangeBytes: Int = 16 * 1_048_576
     public init() {}
 }
 

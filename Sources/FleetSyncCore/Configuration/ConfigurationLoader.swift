@@ -151,9 +151,10 @@ struct ConfigurationReader {
         }
         var limits = Limits()
         if let table = section(root, "limits", required: false) {
-            checkKeys(table, path: "limits", known: ["batch_events", "batch_bytes"])
+            checkKeys(table, path: "limits", known: ["batch_events", "batch_bytes", "max_change_bytes"])
             if let n = integer(table, "batch_events", path: "limits", range: 1...100_000) { limits.batchEvents = n }
             if let n = integer(table, "batch_bytes", path: "limits", range: 4096...67_108_864) { limits.batchBytes = n }
+            if let n = integer(table, "max_change_bytes", path: "limits", range: 65_536...268_435_456) { limits.maximumChangeBytes = n }
         }
         let tables = readTables(root)
         guard let role, let nodeID, let databaseURL, errors.isEmpty else { return nil }

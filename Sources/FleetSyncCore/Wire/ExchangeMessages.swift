@@ -9,17 +9,23 @@ public struct ExchangeRequest: Sendable, Equatable {
     public var cursor: Int64
     /// The vessel's pending events, compacted per row.
     public var events: [ChangeEvent]
-    /// The highest vessel outbox position the events cover; the shore acknowledges up to it.
+    /// The highest vessel outbox position the events cover; the shore echoes it as acknowledged
+    /// once it has applied the events (it keeps no filter on positions: applying is idempotent).
     public var upTo: Int64
+    /// The vessel's logical clock when it built the request: at least every clock it ever gave
+    /// its own writes, unless its database was restored from a backup (the shore then knows
+    /// higher ones, answers with ``ExchangeResponse/clockFloor`` and applies nothing).
+    public var clock: Int64
     /// Summaries for the shore's view of the fleet (pending, dead letters, quarantine, ...).
     public var status: [String: JSONValue]
 
-    public init(vesselID: String, exchangeID: UUID = UUID(), cursor: Int64, events: [ChangeEvent], upTo: Int64, status: [String: JSONValue] = [:]) {
+    public init(vesselID: String, exchangeID: UUID = UUID(), cursor: Int64, events: [ChangeEvent], upTo: Int64, clock: Int64 = 0, status: [String: JSONValue] = [:]) {
         self.vesselID = vesselID
         self.exchangeID = exchangeID
         self.cursor = cursor
         self.events = events
         self.upTo = upTo
+        self.clock = clock
         self.status = status
     }
 }
@@ -37,13 +43,22 @@ public struct ExchangeResponse: Sendable, Equatable {
     public var cursor: Int64
     /// More events wait after `cursor`.
     public var more: Bool
+    /// The highest clock counter the shore has received from this vessel's own writes. A vessel
+    /// whose clock is below it was restored from a backup: it moves its clocks past it before
+    /// its changes are applied (the shore applied none of this request's).
+    public var clockFloor: Int64
+    /// The largest single change (its encoded values, in bytes) the shore accepts. A vessel
+    /// sends a change larger than its batch budget alone in an exchange, up to this size.
+    public var maximumChangeBytes: Int64
 
-    public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool) {
+    public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool, clockFloor: Int64 = 0, maximumChangeBytes: Int64 = 0) {
         self.shore = shore
         self.acknowledged = acknowledged
         self.events = events
         self.cursor = cursor
         self.more = more
+        self.clockFloor = clockFloor
+        self.maximumChangeBytes = maximumChangeBytes
     }
 }
 

@@ -14,6 +14,7 @@ public enum WireCodec {
         body.uuid(request.exchangeID)
         body.signed(request.cursor)
         body.signed(request.upTo)
+        body.signed(request.clock)
         encodeValue(.object(request.status), into: &body)
         encodeEvents(request.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
@@ -44,11 +45,12 @@ public enum WireCodec {
         let exchangeID = try reader.uuid()
         let cursor = try reader.signed()
         let upTo = try reader.signed()
-        guard cursor >= 0, upTo >= 0 else { throw WireError(.malformed, "negative cursor or position") }
+        let clock = try reader.signed()
+        guard cursor >= 0, upTo >= 0, clock >= 0 else { throw WireError(.malformed, "negative cursor, position or clock") }
         guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
             throw WireError(.malformed, "status is not an object")
         }
-        return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, status: status)
+        return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, clock: clock, status: status)
     }
 
     public static func encode(_ response: ExchangeResponse) -> [UInt8] {
@@ -58,6 +60,8 @@ public enum WireCodec {
         body.signed(response.acknowledged)
         body.signed(response.cursor)
         body.byte(response.more ? 1 : 0)
+        body.signed(response.clockFloor)
+        body.signed(response.maximumChangeBytes)
         encodeEvents(response.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
     }
@@ -80,7 +84,11 @@ public enum WireCodec {
         guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
         guard more <= 1 else { throw WireError(.malformed, "more flag is \(more)") }
-        return ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more == 1)
+        let clockFloor = try reader.signed()
+        let maximumChangeBytes = try reader.signed()
+        guard clockFloor >= 0, maximumChangeBytes >= 0 else { throw WireError(.malformed, "negative clock floor or change size") }
+        return ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more == 1,
+                                clockFloor: clockFloor, maximumChangeBytes: maximumChangeBytes)
     }
 
     // MARK: events

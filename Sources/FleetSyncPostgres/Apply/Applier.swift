@@ -13,6 +13,10 @@ public struct ApplyReport: Sendable, Equatable {
     public var rejectedEvents = 0
     public var conflicts = 0
     public var offboardedRows = 0
+    /// Events that wait for a row they reference (``WaitingRoom``), kept and applied by themselves later.
+    public var waiting = 0
+    /// Earlier waiting events that applied after this batch.
+    public var waitingApplied = 0
     public init() {}
 }
 
@@ -29,6 +33,9 @@ public struct Applier: Sendable {
     /// every response). Shore-owned fields are accepted only from that writer. Nil on the shore,
     /// which is the shore itself, and where the sender is the shore's id.
     public var shoreNode: String?
+    /// Whether a batch that changed something is followed by a retry of the waiting events
+    /// (off while retrying them).
+    var retriesWaiting = true
     /// Largest batch accepted; a larger one is refused whole, with nothing applied.
     public static let maximumBatchEvents = 1_000_000
 
@@ -106,7 +113,39 @@ public struct Applier: Sendable {
         for rejection in rejected {
             await telemetry.record(kind: "rejected_change", detail: rejection)
         }
+        if retriesWaiting && report.appliedRows + report.offboardedRows > 0 {
+            report.waitingApplied = try await retryWaiting()
+        }
         return report
+    }
+
+    /// Applies the waiting events again (``WaitingRoom``), as one batch per sender so that rows
+    /// go parent first, pass after pass while some apply; returns how many applied. Those that
+    /// still cannot apply stay waiting, with one more attempt counted.
+    @discardableResult
+    public func retryWaiting(maximumPasses: Int = 16, pageSize: Int = 20_000) async throws -> Int {
+        var retrier = self
+        retrier.retriesWaiting = false
+        var applied = 0
+        for _ in 0..<maximumPasses {
+            let entries = try await WaitingRoom.list(on: session, limit: pageSize)
+            guard !entries.isEmpty else { break }
+            let mark = try await WaitingRoom.mark(on: session)
+            var bySender: [String: [ChangeEvent]] = [:]
+            var order: [String] = []
+            for entry in entries {
+                let event = try ChangeEvent(json: try JSONParser.parse(entry.event))
+                if bySender[entry.sender] == nil { order.append(entry.sender) }
+                bySender[entry.sender, default: []].append(event)
+            }
+            for sender in order {
+                try await retrier.apply(batch: bySender[sender]!, from: sender)
+            }
+            let settled = try await WaitingRoom.settle(retried: entries.map(\.id), mark: mark, on: session)
+            applied += settled
+            if settled == 0 { break }
+        }
+        return applied
     }
 
     /// Why an offboarding is refused, or nil. Only the shore decides that a row leaves a vessel:
@@ -203,6 +242,12 @@ public struct Applier: Sendable {
                 if let rest = moved.rest { try await isolate([rest], quarantine: &quarantine, report: &report) }
                 continue
             }
+            if WaitingRoom.isWaiting(error) {
+                try await WaitingRoom.add(group.event, sender: group.sender, error: error, on: session)
+                if retriesWaiting { await recordApplyFailure(group.event, error, kind: "waiting") }
+                report.waiting += 1
+                continue
+            }
             try await DeadLetterQueue.add(group.event, sender: group.sender, error: error, on: session)
             await recordApplyFailure(group.event, error)
             report.deadLettered += 1
@@ -210,19 +255,27 @@ public struct Applier: Sendable {
     }
 
     /// Telemetry for an event that went to the dead-letter queue.
-    private func recordApplyFailure(_ event: ChangeEvent, _ error: DatabaseError) async {
-        await telemetry.record(kind: "apply_failure", detail: .object([
+    private func recordApplyFailure(_ event: ChangeEvent, _ error: DatabaseError, kind: String = "apply_failure") async {
+        await telemetry.record(kind: kind, detail: .object([
             "event": event.json, "table": .string(event.table), "row_id": .string(event.rowID.lowercasedText),
             "constraint": error.constraint.map(JSONValue.string) ?? .null, "sql_state": error.sqlState.map(JSONValue.string) ?? .null,
             "message": .string(error.message),
         ]))
     }
 
-    /// Offboardings that went to the dead-letter queue: counted as such, not as offboarded rows.
+    /// Offboardings that went to the dead-letter queue or wait for a row that references them to
+    /// leave first: counted as such, not as offboarded rows.
     private func recordDeadLettered(offboardings failed: [(event: ChangeEvent, error: DatabaseError)], report: inout ApplyReport) async {
         report.offboardedRows -= failed.count
-        report.deadLettered += failed.count
-        for (event, error) in failed { await recordApplyFailure(event, error) }
+        for (event, error) in failed {
+            if WaitingRoom.isWaiting(error) {
+                report.waiting += 1
+                if retriesWaiting { await recordApplyFailure(event, error, kind: "waiting") }
+            } else {
+                report.deadLettered += 1
+                await recordApplyFailure(event, error)
+            }
+        }
     }
 
     /// Offboarded rows by table, children's tables first (the order to delete them in).
@@ -326,10 +379,11 @@ public struct Applier: Sendable {
     }
 
     /// Deletes the local copies of rows that left this vessel's partition, children first. A row
-    /// that cannot be deleted (a local row the shore does not know still references it, say)
-    /// stays and goes to the dead-letter queue with the error, so that the batch and every later
-    /// one still apply: a failing offboarding must not stop the vessel's stream. Returns the
-    /// offboardings dead-lettered, with their errors.
+    /// that cannot be deleted stays, so that the batch and every later one still apply: a failing
+    /// offboarding must not stop the vessel's stream. While a row still references it (a child
+    /// whose own offboarding comes in a later batch, or a local row the shore does not know), it
+    /// waits (``WaitingRoom``) and is deleted again after later batches; any other error sends it
+    /// to the dead-letter queue. Returns the offboardings kept back, with their errors.
     @discardableResult
     static func removeOffboarded(_ offboards: [(table: String, ids: [UUID])], schema: LocalSchema, sender: String, on db: DatabaseSession) async throws -> [(event: ChangeEvent, error: DatabaseError)] {
         guard !offboards.isEmpty else { return [] }
@@ -347,7 +401,11 @@ public struct Applier: Sendable {
                 one.append([id])
                 guard let error = try await attempt(delete, one, context: "removing row \(id.lowercasedText) of \(table) that left this vessel", on: db) else { continue }
                 let event = ChangeEvent(table: table, rowID: id, fields: [:], origin: sender, offboard: true)
-                try await DeadLetterQueue.add(event, sender: sender, error: error, on: db)
+                if WaitingRoom.isWaiting(error) {
+                    try await WaitingRoom.add(event, sender: sender, error: error, on: db)
+                } else {
+                    try await DeadLetterQueue.add(event, sender: sender, error: error, on: db)
+                }
                 failed.append((event, error))
             }
         }

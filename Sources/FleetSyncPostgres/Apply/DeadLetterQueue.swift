@@ -18,7 +18,7 @@ public enum DeadLetterQueue {
         public var event: String
     }
 
-    static func add(_ event: ChangeEvent, sender: String, error: DatabaseError, on db: DatabaseSession) async throws {
+    public static func add(_ event: ChangeEvent, sender: String, error: DatabaseError, on db: DatabaseSession) async throws {
         var binds = PostgresBindings()
         binds.append(event.json.serialized)
         binds.append(event.table)

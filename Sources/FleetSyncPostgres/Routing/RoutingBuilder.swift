@@ -76,6 +76,24 @@ public struct RoutingBuilder: Sendable {
         return result
     }
 
+    /// For a member that references itself (a tree of steps, say), `from` wrapped so that each
+    /// row carries its depth in the tree (roots 0; rows in a reference cycle 0), and the ORDER BY
+    /// clauses that put the deepest rows first (offboarding: children leave before their parents,
+    /// across batches too) or the shallowest first (baseline: parents arrive first). PostgreSQL
+    /// evaluates the volatile `nextval` of the select list after the sort, so each event takes
+    /// its clock value, and its place in the queue, in that order. Other members are unchanged.
+    func orderedByDepth(_ member: TableConfiguration, from: String) -> (from: String, deepestFirst: String, shallowestFirst: String) {
+        guard let p = physical[member.name],
+              let key = p.foreignKeys.first(where: { $0.referencedSchema == p.schema && $0.referencedTable == p.name && $0.columns.count == 1 })
+        else { return (from, "", "") }
+        let column = SQL.identifier(key.columns[0])
+        let wrapped = "FROM (WITH RECURSIVE m AS (SELECT r.* \(from)), "
+            + "d AS (SELECT m.id, 0 AS depth FROM m WHERE NOT EXISTS (SELECT 1 FROM m p WHERE p.id = m.\(column)) "
+            + "UNION ALL SELECT m.id, d.depth + 1 FROM m JOIN d ON m.\(column) = d.id) "
+            + "SELECT m.*, coalesce(d.depth, 0) AS fleetsync_depth FROM m LEFT JOIN d ON d.id = m.id) r"
+        return (wrapped, " ORDER BY r.fleetsync_depth DESC", " ORDER BY r.fleetsync_depth")
+    }
+
     /// Statements installing the transfer saga on every table routed by a column, and on every
     /// table routed through a parent, for a change of the column that names the parent: when the
     /// row's vessel changes, the old vessel gets offboardings and the new one a full baseline of
@@ -107,12 +125,13 @@ public struct RoutingBuilder: Sendable {
             var offboard: [String] = []
             var baseline: [String] = []
             for (member, from) in members {
+                let (ordered, deepestFirst, shallowestFirst) = orderedByDepth(member, from: from)
                 // The tombstone travels only when the row has one, with its clock.
                 let delta = ColumnCodec.captureObject(physical[member.name]!.syncedColumns, row: "r")
                     + " || CASE WHEN r.sync_clock ? 'is_deleted' THEN jsonb_build_object('is_deleted', r.is_deleted) ELSE '{}'::jsonb END"
                 let name = SQL.literal(member.name)
-                offboard.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'O', r.sync_version, 0, '{}', old_vessel \(from.replacingOccurrences(of: "NEW.", with: "OLD."));")
-                baseline.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, new_vessel \(from);")
+                offboard.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'O', r.sync_version, 0, '{}', old_vessel \(ordered.replacingOccurrences(of: "NEW.", with: "OLD."))\(deepestFirst);")
+                baseline.append("INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, clocks, vessel) SELECT nextval('fleetsync.lamport'), \(name), r.id, 'B', r.sync_version, 0, \(delta), r.sync_clock, new_vessel \(ordered)\(shallowestFirst);")
             }
             // Offboarding removes children before parents; the baseline brings parents first. A
             // row moved to another parent on the same vessel needs neither. The update that moved
