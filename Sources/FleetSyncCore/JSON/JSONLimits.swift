@@ -18,7 +18,9 @@ public enum JSONLimits {
     /// The deepest nesting of arrays and objects in one value: a scalar is at depth 0, `[]` and
     /// `{}` at depth 1, `[[1]]` at depth 2. PostgreSQL 15 at its default `max_stack_depth` (2 MB)
     /// refuses `jsonb` nested about 15,000 levels deep (14,000 levels of `[` are accepted, 15,000
-    /// are not; objects fewer), so every value PostgreSQL accepts by default is within this bound.
+    /// are not; objects fewer), so every value PostgreSQL accepts by default is within this bound,
+    /// including the one level a `json`/`jsonb` value gains as it travels (wrapped in a
+    /// one-element array, see `ColumnCodec`).
     ///
     /// The parsers, decoders and serializers are iterative and compare values iteratively, so
     /// depth costs them no stack. Destroying a value still recurses (Swift releases an enum's

@@ -25,6 +25,13 @@ extension ChangeEvent {
         guard let table = object["table"]?.stringValue, Identifiers.isValidSQLName(table) else {
             throw EventDecodingError("event has no valid table name")
         }
+        if let unreadable = object["unreadable"]?.objectValue {
+            // Written by the dead-letter queue for an event it could not read (see
+            // `DeadLetterQueue.addUnreadable`): there is no event here to apply.
+            let source = unreadable["source"]?.stringValue ?? "?"
+            throw EventDecodingError("this dead letter holds the text of an event for \(table) that could not be read where it was found (\(source)); "
+                + "it cannot be applied by retrying: apply its text (event.unreadable.text) by hand, then discard the entry")
+        }
         guard let idText = object["row_id"]?.stringValue, let rowID = UUID(uuidString: idText) else {
             throw EventDecodingError("event for \(table) has no valid row_id (a UUID)")
         }

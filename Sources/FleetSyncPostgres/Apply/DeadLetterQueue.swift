@@ -106,6 +106,64 @@ public enum DeadLetterQueue {
     static func count(on db: DatabaseSession) async throws -> Int64 {
         try await db.rows("SELECT count(*) FROM fleetsync.dead_letter", context: "counting dead letters")[0].value(0)
     }
+
+    /// Where a stored event that could not be read was found (``addUnreadable``).
+    public enum UnreadableSource: String, Sendable {
+        /// The node's own outbox (a vessel's): the row is moved out of the outbox.
+        case outbox
+        /// The shore's queue (its outbox, read for each vessel): the row stays, every queue read skips it.
+        case shoreQueue = "shore_queue"
+        /// The schema quarantine: the row is moved out of the quarantine.
+        case quarantine
+    }
+
+    /// Records a stored event that cannot be read (a value nested deeper than
+    /// `JSONLimits.maximumDepth`, possible where an operator raised PostgreSQL's `max_stack_depth`,
+    /// or text that is not the JSON it should be), with a telemetry row of kind `unreadable_event`,
+    /// in one statement, so that the stream it blocked can go on without losing it.
+    ///
+    /// The entry's `event` is `{"table", "row_id", "unreadable": {"source", "position", "key",
+    /// "text"}}`: the stored text kept whole as a JSON string. `dlq retry` cannot apply it (it is
+    /// no event it can read; `ChangeEvent(json:)` says so); the operator applies the text by hand and
+    /// discards the entry. With a `key`, an entry already recorded under it is not recorded again
+    /// (the shore's queue meets one bad event once per vessel); returns whether it was recorded.
+    @discardableResult
+    public static func addUnreadable(table: String, rowID: UUID?, source: UnreadableSource, position: Int64?, key: String?,
+                                     text: String, reason: String, on db: DatabaseSession) async throws -> Bool {
+        let place = "\(source.rawValue)" + (position.map { " position \($0)" } ?? "")
+        var unreadable: [String: JSONValue] = ["source": .string(source.rawValue), "text": .string(text)]
+        if let position { unreadable["position"] = .number(String(position)) }
+        if let key { unreadable["key"] = .string(key) }
+        var event: [String: JSONValue] = ["table": .string(table), "unreadable": .object(unreadable)]
+        if let rowID { event["row_id"] = .string(rowID.lowercasedText) }
+        var detail: [String: JSONValue] = ["source": .string(source.rawValue), "table": .string(table), "reason": .string(reason), "bytes": .number(String(text.utf8.count))]
+        if let rowID { detail["row_id"] = .string(rowID.lowercasedText) }
+        if let position { detail["position"] = .number(String(position)) }
+        let message = "the event for \(table) row \(rowID?.lowercasedText ?? "?") in the \(place) cannot be read (\(reason)); "
+            + "it was set aside so that the events behind it go on. Its stored text is kept whole in this entry (event.unreadable.text); "
+            + "dlq retry cannot apply it: apply it by hand, then discard this entry"
+        var binds = PostgresBindings()
+        binds.append(JSONValue.object(event).serialized)
+        binds.append(table)
+        binds.append(rowID)
+        binds.append(message)
+        binds.append(key)
+        binds.append(JSONValue.object(detail).serialized)
+        let rows = try await db.rows("""
+            WITH added AS (
+              INSERT INTO fleetsync.dead_letter (event, table_name, row_id, message)
+              SELECT $1::jsonb, $2, $3, $4
+              WHERE $5::text IS NULL OR NOT EXISTS (SELECT 1 FROM fleetsync.dead_letter WHERE event->'unreadable'->>'key' = $5::text)
+              RETURNING id
+            ), noted AS (
+              INSERT INTO fleetsync.telemetry (kind, detail)
+              SELECT 'unreadable_event', $6::jsonb || jsonb_build_object('dead_letter', id) FROM added
+              RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM added) + 0 * (SELECT count(*) FROM noted)
+            """, binds, context: "dead-lettering an unreadable event of \(table)")
+        return try rows[0].value(0, as: Int64.self) > 0
+    }
 }
 
 /// `fleetsync.conflict_log`: every concurrent write to a shared field, with both values.

@@ -84,8 +84,15 @@ extension QuarantineVault {
             let (table, rowID, fieldsText, clocksText) = try row.decode((String, UUID, String, String).self)
             let columns = applier.schema.writableColumns(of: table)
             guard !columns.isEmpty else { continue }
-            let values = try JSONParser.parse(fieldsText).objectValue ?? [:]
-            let clocks = try JSONParser.parse(clocksText).objectValue ?? [:]
+            let values: [String: JSONValue]
+            let clocks: [String: JSONValue]
+            do {
+                values = try VesselQueue.members(of: fieldsText, what: "quarantined fields")
+                clocks = try VesselQueue.members(of: clocksText, what: "quarantined clocks")
+            } catch {
+                try await setAside(table: table, rowID: rowID, reason: "\(error)", on: db)
+                continue
+            }
             var group = RowGroup(table: table, rowID: rowID, sender: "quarantine", sequence: 0)
             var fields: [String: FieldChange] = [:]
             for (name, value) in values where columns[name] != nil || name == ChangeEvent.deletedField {
@@ -128,6 +135,31 @@ extension QuarantineVault {
         }
         let remaining: Int64 = try await db.rows("SELECT coalesce(sum((SELECT count(*) FROM jsonb_object_keys(fields))), 0)::bigint FROM fleetsync.schema_quarantine", context: "counting the quarantine")[0].value(0)
         return (drained, Int(remaining))
+    }
+
+    /// Moves a quarantined row whose stored values cannot be read (a value nested deeper than
+    /// `JSONLimits.maximumDepth`, or text that is not a JSON object) into the dead-letter queue,
+    /// its text kept whole, with a telemetry row, so that `quarantine drain` (run at every start)
+    /// goes on with the other rows instead of failing at every start.
+    static func setAside(table: String, rowID: UUID, reason: String, on db: DatabaseSession) async throws {
+        try await db.transaction { tx in
+            try await lock(table: table, rowID: rowID, on: tx)
+            var binds = PostgresBindings()
+            binds.append(table)
+            binds.append(rowID)
+            let stored = try await tx.rows("""
+                DELETE FROM fleetsync.schema_quarantine WHERE table_name = $1 AND row_id = $2
+                RETURNING fields::text, clocks::text
+                """, binds, context: "moving an unreadable quarantined row out of the quarantine")
+            guard let row = stored.first else { return }
+            // What is stored now (a value may have been added since it was read).
+            let (fieldsNow, clocksNow) = try row.decode((String, String).self)
+            try await DeadLetterQueue.addUnreadable(
+                table: table, rowID: rowID, source: .quarantine, position: nil, key: nil,
+                text: "{\"fields\":\(fieldsNow),\"clocks\":\(clocksNow)}", reason: reason, on: tx)
+        }
+        db.logger.error("a quarantined row could not be read; it is dead-lettered", metadata: [
+            "table": "\(table)", "row_id": "\(rowID.lowercasedText)", "reason": "\(reason.prefix(200))"])
     }
 
     /// Serializes the transactions that store or drain values of one quarantined row.

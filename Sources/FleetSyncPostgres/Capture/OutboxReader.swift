@@ -75,6 +75,13 @@ public struct OutboxReader: Sendable {
     /// once the rows before them exceed it (the first two always come: the first goes whatever
     /// its size, the next tells that more waits), so that large rows past the budget are never
     /// held here.
+    ///
+    /// An event whose delta cannot be read (a value nested deeper than `JSONLimits.maximumDepth`,
+    /// which PostgreSQL accepts only with a raised `max_stack_depth`, or a delta that is not a
+    /// JSON object) would stop this node's stream for good, and the shore would refuse it anyway:
+    /// it is moved out of the outbox into the dead-letter queue, its text kept whole, with a
+    /// telemetry row (``DeadLetterQueue/addUnreadable(table:rowID:source:position:key:text:reason:on:)``),
+    /// in one transaction, and the read goes on past it.
     public func read(after: Int64, limit: Int, byteBudget: Int?) async throws -> [(change: CapturedChange, bytes: Int)] {
         var binds = PostgresBindings()
         binds.append(after)
@@ -83,23 +90,52 @@ public struct OutboxReader: Sendable {
         let rows = try await session.rows(Self.page(
             columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta",
             where: "pos > $1", limit: "$2", budget: "$3", overhead: 32), binds, context: "reading the outbox")
-        return try rows.map { row in
+        var changes: [(change: CapturedChange, bytes: Int)] = []
+        changes.reserveCapacity(rows.count)
+        for row in rows {
             let context = "decoding an outbox entry"
+            let position: Int64 = try row.value(0, context: context)
+            let table: String = try row.value(1, context: context)
+            let rowID: UUID = try row.value(2, as: UUID.self, context: context)
             let deltaText: String = try row.value(6, context: context)
-            guard case .object(let delta) = try JSONParser.parse(deltaText) else {
-                throw DatabaseError(context: context, message: "delta is not a JSON object")
+            let parsed: JSONValue
+            do {
+                parsed = try JSONParser.parse(deltaText, valuesAt: JSONLimits.Envelope.members)
+            } catch {
+                try await setAside(position: position, table: table, rowID: rowID, text: deltaText, reason: "\(error)")
+                continue
+            }
+            guard case .object(let delta) = parsed else {
+                try await setAside(position: position, table: table, rowID: rowID, text: deltaText, reason: "the delta is a JSON \(parsed.kindName), not an object")
+                continue
             }
             let op: String = try row.value(3, context: context)
             guard let operation = CapturedChange.Operation(rawValue: op) else {
                 throw DatabaseError(context: context, message: "unknown operation \(op)")
             }
             let change = CapturedChange(
-                position: try row.value(0, context: context), table: try row.value(1, context: context),
-                rowID: try row.value(2, as: UUID.self, context: context), operation: operation,
+                position: position, table: table, rowID: rowID, operation: operation,
                 version: try row.value(4, context: context), baseVersion: try row.value(5, context: context),
                 delta: delta)
-            return (change, Int(try row.value(7, as: Int32.self, context: context)))
+            changes.append((change, Int(try row.value(7, as: Int32.self, context: context))))
         }
+        return changes
+    }
+
+    /// Moves an unreadable outbox row into the dead-letter queue (see ``read(after:limit:byteBudget:)``).
+    private func setAside(position: Int64, table: String, rowID: UUID, text: String, reason: String) async throws {
+        try await session.transaction { tx in
+            var binds = PostgresBindings()
+            binds.append(position)
+            // Only if the row is still there (another reader may have set it aside already).
+            let still = try await tx.rows("SELECT 1 FROM fleetsync.outbox WHERE pos = $1 FOR UPDATE", binds, context: "locking an unreadable outbox row")
+            guard !still.isEmpty else { return }
+            try await DeadLetterQueue.addUnreadable(
+                table: table, rowID: rowID, source: .outbox, position: position, key: nil, text: text, reason: reason, on: tx)
+            try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos = $1", binds, context: "moving an unreadable event out of the outbox")
+        }
+        session.logger.error("an outbox event could not be read and was dead-lettered", metadata: [
+            "table": "\(table)", "row_id": "\(rowID.lowercasedText)", "position": "\(position)", "reason": "\(reason.prefix(200))"])
     }
 
     /// A page of outbox rows in position order: `columns`, then `bytes` (the size of the row's

@@ -30,6 +30,16 @@ public struct VesselQueue: Sendable {
     }
 
     /// Events for `vessel` after `cursor`, at most `limit` of them and about `byteBudget` bytes.
+    ///
+    /// An event whose stored text cannot be read (a value nested deeper than
+    /// `JSONLimits.maximumDepth`, which PostgreSQL accepts only with a raised `max_stack_depth`, or
+    /// text that is not the JSON object it should be) is skipped, for this vessel and every other
+    /// one, instead of failing every exchange that reaches it: before the batch that passes it is
+    /// returned, it is recorded once in the dead-letter queue with its text kept whole and a
+    /// telemetry row (``DeadLetterQueue/addUnreadable(table:rowID:source:position:key:text:reason:on:)``,
+    /// keyed by its position). It is written through a connection of its own, since the queue is
+    /// read in a read-only transaction; if that fails, the read fails and nothing is skipped. The
+    /// row stays in the outbox (other vessels' queues share it) until retention prunes it.
     public func read(vessel: String, after cursor: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
         let last = try await lastPosition()
         var binds = PostgresBindings()
@@ -47,6 +57,8 @@ public struct VesselQueue: Sendable {
         var bytes = 0
         var reached = cursor
         var more = false
+        var recorder: DatabaseSession?
+        defer { if let recorder { Task { await recorder.close() } } }
         for row in rows {
             let context = "decoding a queued event"
             let delta: String = try row.value(6, context: context)
@@ -62,7 +74,24 @@ public struct VesselQueue: Sendable {
             bytes += size
             reached = position
             guard let tableConfiguration = configuration.table(named: table) else { continue }
-            let values = try JSONParser.parse(delta).objectValue ?? [:]
+            let clocksText: String? = try row.value(7, context: context)
+            let values: [String: JSONValue]
+            let clocks: [String: JSONValue]
+            do {
+                values = try Self.members(of: delta, what: "delta")
+                clocks = try clocksText.map { try Self.members(of: $0, what: "clocks") } ?? [:]
+            } catch {
+                if recorder == nil { recorder = try await DatabaseSession.connect(url: configuration.databaseURL, logger: session.logger) }
+                try await recorder!.transaction { tx in
+                    try await tx.lockForTransaction("fleetsync.unreadable:\(position)", context: "recording an unreadable queued event")
+                    try await DeadLetterQueue.addUnreadable(
+                        table: table, rowID: rowID, source: .shoreQueue, position: position, key: "shore_queue:\(position)",
+                        text: clocksText.map { "{\"delta\":\(delta),\"clocks\":\($0)}" } ?? delta, reason: "\(error)", on: tx)
+                }
+                session.logger.error("a queued event could not be read; it is dead-lettered and skipped", metadata: [
+                    "vessel": "\(vessel)", "table": "\(table)", "row_id": "\(rowID.lowercasedText)", "position": "\(position)"])
+                continue
+            }
             switch op {
             case "I", "U":
                 let change = CapturedChange(
@@ -72,8 +101,6 @@ public struct VesselQueue: Sendable {
             case "O":
                 events.append(ChangeEvent(table: table, rowID: rowID, fields: [:], origin: configuration.nodeID, originPosition: position, offboard: true))
             default:  // "R" relayed, "B" baseline: explicit per-field clocks
-                let clocksText: String? = try row.value(7, context: context)
-                let clocks = try clocksText.map { try JSONParser.parse($0).objectValue ?? [:] } ?? [:]
                 var fields: [String: FieldChange] = [:]
                 for (name, value) in values {
                     let clock = clocks[name].flatMap(FieldClock.init(json:)) ?? FieldClock(counter: 0, node: configuration.nodeID)
@@ -88,5 +115,12 @@ public struct VesselQueue: Sendable {
         if !more && rows.count > limit { more = true }
         if !more { reached = max(reached, last) }
         return Batch(events: events, cursor: reached, more: more, fetched: rows.count)
+    }
+
+    /// The members of a stored JSON object (a delta, clocks), read with the limits the wire applies.
+    static func members(of text: String, what: String) throws -> [String: JSONValue] {
+        let value = try JSONParser.parse(text, valuesAt: JSONLimits.Envelope.members)
+        guard case .object(let members) = value else { throw EventDecodingError("the \(what) is a JSON \(value.kindName), not an object") }
+        return members
     }
 }
