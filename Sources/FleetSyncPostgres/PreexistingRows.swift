@@ -36,7 +36,7 @@ struct PreexistingRows {
         // Capture (installed by an earlier init) must not take these writes for business ones.
         try await db.execute("SET LOCAL fleetsync.applying = 'on'", context: context)
         let written = "jsonb_build_array($1::bigint, \(SQL.literal(nodeID)))"
-        let creation = SQL.literal("[0, \"\(nodeID)\"]") + "::jsonb"
+        let creation = SQL.literal(FieldClock(counter: 0, node: nodeID).json.serialized) + "::jsonb"
         let clocks = SQL.jsonObject(physical.syncedColumns.map { column in
             SQL.literal(column.name) + ", " + (table.owner(of: column.name).isWritable(by: role) ? written : creation)
         }) + " || CASE WHEN t.is_deleted THEN jsonb_build_object('is_deleted', \(written)) ELSE '{}'::jsonb END"

@@ -22,7 +22,7 @@ struct EnrollCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         try requireRole(configuration, .shore, "enroll")
-        guard Identifiers.isValidNodeID(vessel) else { throw ValidationError("--vessel \"\(vessel)\" is not a valid node id (a-z, 0-9, '-', '_')") }
+        guard Identifiers.isValidNodeID(vessel) else { throw ValidationError("--vessel \"\(vessel)\" is not a valid node id (\(Identifiers.nodeIDRule))") }
         var identityText: String?
         if let identity {
             guard let data = FileManager.default.contents(atPath: identity), data.count <= 65_536, let text = String(data: data, encoding: .utf8) else {

@@ -102,7 +102,7 @@ struct ConfigurationReader {
             role = enumeration(node, "role", path: "node", as: NodeRole.self)
             nodeID = string(node, "id", path: "node", required: true)
             if let id = nodeID, !Identifiers.isValidNodeID(id) {
-                fail("node.id", "\"\(id.prefix(80))\" is not a valid node id", "use 1 to 63 characters of a-z, 0-9, '-' and '_', starting with a letter or digit")
+                fail("node.id", "\"\(id.prefix(80))\" is not a valid node id", "use \(Identifiers.nodeIDRule), e.g. the vessel's code or IMO number")
             }
         }
         var databaseURL: String?

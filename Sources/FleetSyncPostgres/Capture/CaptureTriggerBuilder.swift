@@ -83,7 +83,7 @@ public struct CaptureTriggerBuilder: Sendable {
     func captureFunctionSQL() -> String {
         let node = SQL.literal(nodeID)
         let columns = physical.syncedColumns.map(\.name)
-        let creationClock = SQL.literal("[0, \"\(nodeID)\"]") + "::jsonb"
+        let creationClock = SQL.literal(FieldClock(counter: 0, node: nodeID).json.serialized) + "::jsonb"
         let insertClock = columns.map { column in
             "\(SQL.literal(column)), " + (table.owner(of: column).isWritable(by: role) ? "k" : creationClock)
         }

@@ -1,0 +1,46 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncTestSupport
+import Foundation
+import XCTest
+
+/// Smaller operator-facing promises of issue 15: node ids as the routing column holds them.
+final class CommandLineExtrasTests: DatabaseTestCase {
+    /// A vessel id in upper case, as an IMO number: kept as written everywhere (configuration,
+    /// enrollment, routing, clocks), and distinct from the same letters in lower case.
+    func testVesselIdKeepsItsCaseEndToEnd() async throws {
+        let id = "IMO9321483"
+        XCTAssertTrue(Identifiers.isValidNodeID(id))
+        let fleet = try await Fleet.make(vessels: [id])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        try Fixtures.runScript("""
+            INSERT INTO vessel (code, name) VALUES ('IMO9321483', 'MV Aurora'), ('imo9321483', 'MV Other');
+            INSERT INTO seafarer (vessel_code, full_name) VALUES ('IMO9321483', 'Ana'), ('imo9321483', 'Bo');
+            """, url: fleet.shore.url)
+        let first = try fleet.sync(fleet.vessels[0])
+        XCTAssertEqual(first.status, 0, first.error)
+        let vessel = try await connect(fleet.vessels[0].url)
+        let crew: String = try await vessel.scalar("SELECT string_agg(full_name || '@' || vessel_code, ',') FROM seafarer")
+        XCTAssertEqual(crew, "Ana@IMO9321483", "only its own partition, matched with its case")
+
+        try await vessel.execute("UPDATE seafarer SET contact_number = '+30 1'")
+        let clock: String = try await vessel.scalar("SELECT sync_clock->'contact_number'->>1 FROM seafarer")
+        XCTAssertEqual(clock, id)
+        let second = try fleet.sync(fleet.vessels[0])
+        XCTAssertEqual(second.status, 0, second.error)
+        let shore = try await connect(fleet.shore.url)
+        let contact: String = try await shore.scalar("SELECT contact_number || ' by ' || (sync_clock->'contact_number'->>1) FROM seafarer WHERE full_name = 'Ana'")
+        XCTAssertEqual(contact, "+30 1 by IMO9321483")
+        let rejected: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.telemetry WHERE kind = 'rejected_change'")
+        XCTAssertEqual(rejected, 0)
+        let status = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath])
+        XCTAssertTrue(status.output.contains("  IMO9321483: last contact"), status.output)
+    }
+
+    func testNodeIdsAreBoundedAndFreeOfSpaces() {
+        for valid in ["IMO9321483", "aurora", "MV-Aurora_2", "Ñandú", "a.b/c"] { XCTAssertTrue(Identifiers.isValidNodeID(valid), valid) }
+        let invalid = ["", "*", "MV Aurora", "tab\there", "line\n", String(repeating: "x", count: 64), "e\u{301}", "zero\u{200B}width"]
+        for id in invalid { XCTAssertFalse(Identifiers.isValidNodeID(id), id.debugDescription) }
+    }
+}
