@@ -4,7 +4,8 @@ import FleetSyncTestSupport
 import Foundation
 import XCTest
 
-/// Smaller operator-facing promises of issue 15: node ids as the routing column holds them.
+/// Smaller operator-facing promises of issue 15: node ids as the routing column holds them,
+/// `init` against a database it cannot reach, and `uninstall`'s own usage.
 final class CommandLineExtrasTests: DatabaseTestCase {
     /// A vessel id in upper case, as an IMO number: kept as written everywhere (configuration,
     /// enrollment, routing, clocks), and distinct from the same letters in lower case.
@@ -42,5 +43,25 @@ final class CommandLineExtrasTests: DatabaseTestCase {
         for valid in ["IMO9321483", "aurora", "MV-Aurora_2", "Ñandú", "a.b/c"] { XCTAssertTrue(Identifiers.isValidNodeID(valid), valid) }
         let invalid = ["", "*", "MV Aurora", "tab\there", "line\n", String(repeating: "x", count: 64), "e\u{301}", "zero\u{200B}width"]
         for id in invalid { XCTAssertFalse(Identifiers.isValidNodeID(id), id.debugDescription) }
+    }
+
+    /// `init` against a server that does not listen, and against a database that does not exist.
+    func testInitNamesTheDatabaseURLTheProblemAndTheFix() async throws {
+        let port = try FreePort.find()
+        let nowhere = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "shore", url: "postgres://postgres:secret@127.0.0.1:\(port)/fleet"))
+        let refused = try FleetSyncBinary.run(["init", "--config", nowhere])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.error.contains("database.url (postgres://postgres:***@127.0.0.1:\(port)/fleet)"), refused.error)
+        XCTAssertTrue(refused.error.contains("nothing accepts connections at 127.0.0.1:\(port)"), refused.error)
+        XCTAssertTrue(refused.error.contains("Fix: start PostgreSQL there, or correct the host and port in database.url"), refused.error)
+        XCTAssertFalse(refused.error.contains("secret"), "the password is not printed")
+
+        let missingURL = try TestCluster.shared().url(database: "no_such_fleet")
+        let missing = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "shore", url: missingURL))
+        let result = try FleetSyncBinary.run(["init", "--config", missing])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("database.url"), result.error)
+        XCTAssertTrue(result.error.contains("database \"no_such_fleet\" does not exist"), result.error)
+        XCTAssertTrue(result.error.contains("Fix: create it (createdb"), result.error)
     }
 }
