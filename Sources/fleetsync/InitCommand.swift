@@ -41,10 +41,14 @@ struct UninstallCommand: AsyncParsableCommand {
     @Flag(help: "Confirm removal of all sync state, including events not yet sent.")
     var yes = false
 
-    func run() async throws {
+    /// Checked before running, so that the error comes with this command's own usage.
+    func validate() throws {
         guard yes else {
             throw ValidationError("uninstall drops the fleetsync schema with every event not yet sent; run again with --yes to confirm")
         }
+    }
+
+    func run() async throws {
         let configuration = try options.load()
         try await withDatabase(configuration) { db in
             try await Installer(configuration: configuration).uninstall(on: db)

@@ -64,4 +64,13 @@ final class CommandLineExtrasTests: DatabaseTestCase {
         XCTAssertTrue(result.error.contains("database \"no_such_fleet\" does not exist"), result.error)
         XCTAssertTrue(result.error.contains("Fix: create it (createdb"), result.error)
     }
+
+    func testUninstallWithoutYesPrintsItsOwnUsage() throws {
+        let config = try FleetSyncBinary.writeConfiguration(try FleetSyncBinary.exampleConfiguration(role: "shore", url: "postgres://postgres@127.0.0.1:1/fleet"))
+        let result = try FleetSyncBinary.run(["uninstall", "--config", config])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.error.contains("run again with --yes to confirm"), result.error)
+        XCTAssertTrue(result.error.contains("Usage: fleetsync uninstall --config <config> [--yes]"), result.error)
+        XCTAssertFalse(result.error.contains("fleetsync <subcommand>"), result.error)
+    }
 }
