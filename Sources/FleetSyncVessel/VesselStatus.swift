@@ -13,19 +13,22 @@ public struct VesselStatus: Sendable {
     public var lastErrorAt: Date?
     public var deadLetters: Int64
     public var quarantinedRows: Int64
+    /// Received changes waiting for a row they reference (they apply by themselves when it comes).
+    public var waiting: Int64 = 0
 
     public static func read(on db: DatabaseSession) async throws -> VesselStatus {
         let rows = try await db.rows("""
             SELECT (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NULL OR pos > coalesce(s.acknowledged, 0))
                    + (SELECT count(*) FROM fleetsync.capture_log),
                    coalesce(s.cursor, 0), coalesce(s.acknowledged, 0), s.last_success, s.last_error, s.last_error_at,
-                   (SELECT count(*) FROM fleetsync.dead_letter), (SELECT count(*) FROM fleetsync.schema_quarantine)
+                   (SELECT count(*) FROM fleetsync.dead_letter), (SELECT count(*) FROM fleetsync.schema_quarantine),
+                   (SELECT count(*) FROM fleetsync.waiting)
             FROM (SELECT 1) one LEFT JOIN fleetsync.sync_state s ON s.peer = 'shore'
             """, context: "reading the vessel status")
-        let (pending, cursor, acknowledged, success, error, errorAt, dlq, quarantine) =
-            try rows[0].decode((Int64, Int64, Int64, Date?, String?, Date?, Int64, Int64).self)
+        let (pending, cursor, acknowledged, success, error, errorAt, dlq, quarantine, waiting) =
+            try rows[0].decode((Int64, Int64, Int64, Date?, String?, Date?, Int64, Int64, Int64).self)
         return VesselStatus(pendingEvents: pending, cursor: cursor, acknowledged: acknowledged, lastSuccess: success,
-                            lastError: error, lastErrorAt: errorAt, deadLetters: dlq, quarantinedRows: quarantine)
+                            lastError: error, lastErrorAt: errorAt, deadLetters: dlq, quarantinedRows: quarantine, waiting: waiting)
     }
 
     public var json: JSONValue {
@@ -36,6 +39,7 @@ public struct VesselStatus: Sendable {
             "last_error": lastError.map(JSONValue.string) ?? .null,
             "last_error_at": lastErrorAt.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
             "dead_letters": .number(String(deadLetters)), "quarantined_rows": .number(String(quarantinedRows)),
+            "waiting": .number(String(waiting)),
         ])
     }
 }

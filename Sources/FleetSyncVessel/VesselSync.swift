@@ -144,13 +144,19 @@ public struct VesselSync: Sendable {
 
     private func exchangeHoldingTheLock() async throws -> ExchangeOutcome {
         let (cursor, acknowledged, knownShore, shoreMaximumChangeBytes) = try await state()
-        let pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes)
+        var pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes)
+        // A change larger than a batch, before the shore has said how large a change it takes:
+        // this exchange asks (sends nothing) so that the next one knows.
+        if shoreMaximumChangeBytes == 0, pending.events.count == 1, try await firstChangeIsLarge(after: acknowledged) {
+            pending = ([], acknowledged, true)
+        }
         let clock = try await ClockRecovery.current(on: session)
         let status = try await VesselStatus.read(on: session)
         let request = ExchangeRequest(
             vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
-                     "quarantined": .number(String(status.quarantinedRows)), "transport": .string(transport.name)])
+                     "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
+                     "transport": .string(transport.name)])
         let requestBytes = MessageFraming.encode(request)
         let responseBytes = try await transport.send(requestBytes)
         let (response, received) = try MessageFraming.decodeResponseBatch(responseBytes, limits: responseLimits)
@@ -214,12 +220,19 @@ public struct VesselSync: Sendable {
         return outcome
     }
 
+    /// Whether the first pending change is larger than the batch budget.
+    func firstChangeIsLarge(after acknowledged: Int64) async throws -> Bool {
+        let first = try await OutboxReader(session: session).read(after: acknowledged, limit: 1, byteBudget: nil)
+        return (first.first?.bytes ?? 0) > configuration.limits.batchBytes
+    }
+
     /// Exchanges until nothing is pending on either side, or `maximumRounds` exchanges; `pending`
-    /// says whether work was left when it stopped.
-    public func syncUntilIdle(maximumRounds: Int = 10_000) async throws -> (sent: Int, received: Int, pending: Bool) {
+    /// says whether work was left when it stopped. `each` sees every exchange's outcome.
+    public func syncUntilIdle(maximumRounds: Int = 10_000, each: (Int, ExchangeOutcome) -> Void = { _, _ in }) async throws -> (sent: Int, received: Int, pending: Bool) {
         var sent = 0, received = 0
-        for _ in 0..<maximumRounds {
+        for round in 0..<maximumRounds {
             let outcome = try await exchangeOnce()
+            each(round + 1, outcome)
             sent += outcome.sent
             received += outcome.received
             if !outcome.pending { return (sent, received, false) }

@@ -119,23 +119,42 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 struct SyncCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "sync", abstract: "(vessel) Exchange until nothing is pending, then exit 0.")
+    static let configuration = CommandConfiguration(
+        commandName: "sync", abstract: "(vessel) Exchange with the shore until nothing is pending on either side, then exit.",
+        discussion: """
+            Prints one line per exchange. Exit status: 0 nothing pending and nothing held back; \
+            3 stopped after --max-exchanges with changes still pending; 4 idle, but changes were \
+            dead-lettered in this run or wait for a row they reference (fleetsync status, fleetsync dlq list).
+            """)
     @OptionGroup var options: ConfigOption
-    @Flag(help: "Exchange until nothing is pending on either side, then exit (the only mode).") var once = false
+    @Flag(help: "Accepted for scripts written for earlier versions: sync always runs once, to idle.") var once = false
     @Option(name: .customLong("max-exchanges"), help: "Stop after this many exchanges (1 to 1000000); exits 3 if changes are still pending then.")
     var maxExchanges = 10_000
 
+    /// Exit statuses scripts can rely on.
+    static let stoppedWithWorkPending: Int32 = 3
+    static let changesHeldBack: Int32 = 4
+
     func run() async throws {
-        guard once else { throw ValidationError("use fleetsync sync --once (or fleetsync run for the daemon)") }
         guard (1...1_000_000).contains(maxExchanges) else {
             throw ValidationError("--max-exchanges \(maxExchanges) is out of range: give 1 to 1000000")
         }
         let configuration = try options.load()
         try requireRole(configuration, .vessel, "sync")
         await drainQuarantineAtBoot(configuration, logger: makeLogger("fleetsync.vessel"))
-        let result = try await withVesselSync(configuration, logLevel: .warning) { sync in
+        let (result, deadLettered, waiting) = try await withVesselSync(configuration, logLevel: .warning) { sync in
             do {
-                return try await sync.syncUntilIdle(maximumRounds: maxExchanges)
+                var deadLettered = 0
+                let result = try await sync.syncUntilIdle(maximumRounds: maxExchanges) { round, o in
+                    deadLettered += o.deadLettered
+                    var line = "exchange \(round): sent \(o.sent), received \(o.received), waiting \(o.waiting), dead-lettered \(o.deadLettered), "
+                        + "bytes \(o.bytesSent) up / \(o.bytesReceived) down"
+                    if o.waitingApplied > 0 { line += ", \(o.waitingApplied) waiting change(s) applied" }
+                    if o.reclocked > 0 { line += ", \(o.reclocked) pending change(s) re-clocked past the shore's floor (restored database?)" }
+                    print(line)
+                }
+                let waiting = try await WaitingRoom.count(on: sync.session)
+                return (result, deadLettered, waiting)
             } catch {
                 await sync.recordFailure(error)
                 throw error
@@ -143,7 +162,11 @@ struct SyncCommand: AsyncParsableCommand {
         }
         guard !result.pending else {
             print("sync stopped after \(maxExchanges) exchange(s): sent \(result.sent) event(s), received \(result.received); changes are still pending, run it again")
-            throw ExitCode(3)
+            throw ExitCode(Self.stoppedWithWorkPending)
+        }
+        if deadLettered > 0 || waiting > 0 {
+            print("sync idle: sent \(result.sent) event(s), received \(result.received); \(deadLettered) change(s) dead-lettered in this run, \(waiting) waiting for a row they reference (fleetsync status; fleetsync dlq list)")
+            throw ExitCode(Self.changesHeldBack)
         }
         print("sync done: sent \(result.sent) event(s), received \(result.received); nothing pending")
     }
@@ -166,6 +189,7 @@ struct StatusCommand: AsyncParsableCommand {
             print("  last success:    \(status.lastSuccess.map { "\($0)" } ?? "never")")
             print("  last error:      \(status.lastError ?? "none")")
             print("  dead letters:    \(status.deadLetters)")
+            print("  waiting:         \(status.waiting) change(s) for a row they reference")
             print("  quarantined:     \(status.quarantinedRows) row(s)")
         case .shore:
             let status = try await withDatabase(configuration) { try await FleetStatus.read(on: $0) }
