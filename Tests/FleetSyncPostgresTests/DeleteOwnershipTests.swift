@@ -109,6 +109,46 @@ final class DeleteOwnershipTests: DatabaseTestCase {
         await assertRefused(shore, "UPDATE certificate_type SET is_deleted = true", containing: "on_delete = \"refuse\"")
     }
 
+    /// Where updates revive, a vessel that may not delete may not clear the tombstone by hand, but
+    /// its write to a column it owns brings the row back, here and on the shore.
+    func testVesselThatMayNotDeleteRevivesOnlyByWriting() async throws {
+        var tables = Fixtures.exampleTables()
+        let index = tables.firstIndex { $0.name == "vessel" }!
+        tables[index].tombstone = .revive
+        tables[index].owners = ["flag": .shared]
+        let (configuration, db) = try await installedNode(role: .vessel, nodeID: "aurora", tables: tables)
+        let row = UUID()
+        let applier = try await makeApplier(configuration, db)
+        let shore = FieldClock(counter: 5, node: "shore")
+        try await applier.apply([ChangeEvent(table: "vessel", rowID: row, fields: [
+            "code": FieldChange(value: .string("aurora"), clock: shore), "name": FieldChange(value: .string("MV Aurora"), clock: shore),
+        ], origin: "shore")], from: "shore")
+        try await applier.apply([tombstone("vessel", row, clock: 6, node: "shore")], from: "shore")
+        await assertRefused(db, "UPDATE vessel SET is_deleted = false", containing: "may not bring back a deleted row of table \"vessel\"")
+        try await db.execute("UPDATE vessel SET flag = 'PT'")
+        let deleted: Bool = try await db.scalar("SELECT is_deleted FROM vessel")
+        XCTAssertFalse(deleted)
+        let delta: String = try await db.scalar("SELECT delta::text FROM fleetsync.capture_log")
+        XCTAssertEqual(delta, #"{"flag": "PT", "is_deleted": false}"#)
+
+        // The shore accepts that revival with the write it came with, and not alone.
+        let (shoreConfiguration, shoreDB) = try await installedNode(role: .shore, nodeID: "shore", tables: tables)
+        try await shoreDB.execute("INSERT INTO vessel (id, code, name) VALUES ('\(row)', 'aurora', 'MV Aurora')")
+        try await shoreDB.execute("DELETE FROM vessel")
+        let shoreApplier = try await makeApplier(shoreConfiguration, shoreDB)
+        let alone = try await shoreApplier.apply([tombstone("vessel", row, false, clock: 50, node: "aurora")], from: "aurora")
+        XCTAssertEqual(alone.rejectedFields, 1)
+        let stillDeleted: Bool = try await shoreDB.scalar("SELECT is_deleted FROM vessel")
+        XCTAssertTrue(stillDeleted)
+        let clock = FieldClock(counter: 51, node: "aurora")
+        let withWrite = try await shoreApplier.apply([ChangeEvent(table: "vessel", rowID: row, fields: [
+            "flag": FieldChange(value: .string("PT"), clock: clock), ChangeEvent.deletedField: FieldChange(value: .bool(false), clock: clock),
+        ], origin: "aurora")], from: "aurora")
+        XCTAssertEqual(withWrite.rejectedFields, 0)
+        let revived: Bool = try await shoreDB.scalar("SELECT is_deleted FROM vessel")
+        XCTAssertFalse(revived)
+    }
+
     func testShoreRejectsTombstonesTheirWriterMayNotSend() async throws {
         let (configuration, db) = try await installedNode(role: .shore, nodeID: "shore")
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
