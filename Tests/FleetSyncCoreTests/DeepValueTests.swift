@@ -111,6 +111,19 @@ final class DeepValueTests: XCTestCase {
             XCTAssertTrue(limitReader.isAtEnd)
     }
 
+    /// The iterative readers append to each open container in place: a wide value (200,000
+    /// items, as in a large jsonb array) is read in linear time, not copied once per item.
+    func testWideValuesAreReadInLinearTime() throws {
+        let n = 200_000
+        let array = JSONValue.array((0..<n).map { .number(String($0)) })
+        let object = JSONValue.object(Dictionary(uniqueKeysWithValues: (0..<n).map { ("k\($0)", JSONValue.number(String($0))) }))
+        let start = Date()
+        for value in [array, object] {
+            for read in try Self.readEverywhere(value) { XCTAssertEqual(read, value) }
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(start), 60, "reading wide values took quadratic time")
+    }
+
     /// The iterative parser and serializer keep what the recursive ones did: exact numbers,
     /// sorted keys, strict syntax.
     func testIterativeParserKeepsStrictSyntax() throws {

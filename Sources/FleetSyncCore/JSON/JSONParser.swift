@@ -51,17 +51,14 @@ public struct JSONParser {
         }
     }
 
-    /// An array or object being read: its items so far and, in an object, the key whose value
-    /// is being read.
-    private enum Open {
-        case array([JSONValue])
-        case object([String: JSONValue], key: String)
-    }
-
-    /// Reads one value with an explicit stack of the arrays and objects open around the current
-    /// position (no recursion).
+    /// Reads one value with explicit stacks of the arrays and objects open around the current
+    /// position (no recursion). Each open container's items are kept in a stack of their own and
+    /// appended to in place (never copied), so that reading stays linear in the text.
     private mutating func parseValue(maximumDepth: Int) throws(JSONParseError) -> JSONValue {
-        var open: [Open] = []
+        var isObject: [Bool] = []              // per open container, innermost last
+        var arrays: [[JSONValue]] = []         // the items of the open arrays
+        var objects: [[String: JSONValue]] = []  // the members of the open objects
+        var keys: [String] = []                // per open object, the key whose value is being read
         while true {
             // Read a value: a scalar, an empty container, or the start of a container whose
             // first item is read next.
@@ -69,18 +66,20 @@ public struct JSONParser {
             var value: JSONValue
             switch bytes[index] {
             case UInt8(ascii: "{"), UInt8(ascii: "["):
-                let isObject = bytes[index] == UInt8(ascii: "{")
-                guard open.count < maximumDepth else {
+                let object = bytes[index] == UInt8(ascii: "{")
+                guard isObject.count < maximumDepth else {
                     throw error("nesting deeper than \(maximumDepth) levels: a value nested deeper than \(JSONLimits.maximumDepth) (JSONLimits.maximumDepth)")
                 }
                 index += 1
                 skipWhitespace()
-                if isObject {
+                if object {
                     if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                         index += 1
                         value = .object([:])
                     } else {
-                        open.append(.object([:], key: try parseKey()))
+                        keys.append(try parseKey())
+                        objects.append([:])
+                        isObject.append(true)
                         continue
                     }
                 } else {
@@ -88,7 +87,8 @@ public struct JSONParser {
                         index += 1
                         value = .array([])
                     } else {
-                        open.append(.array([]))
+                        arrays.append([])
+                        isObject.append(false)
                         continue
                     }
                 }
@@ -98,42 +98,37 @@ public struct JSONParser {
             case UInt8(ascii: "n"): try expectWord("null"); value = .null
             default: value = .number(try parseNumber())
             }
-            // Hand the value to the innermost open container; close containers that end here.
+            // Hand the value to the innermost open container; close the containers that end here.
             while true {
-                guard let top = open.popLast() else { return value }
+                guard let inObject = isObject.last else { return value }
                 skipWhitespace()
                 guard index < bytes.count else { throw error("unexpected end of input") }
-                switch top {
-                case .array(var items):
-                    items.append(value)
-                    if bytes[index] == UInt8(ascii: ",") {
+                let next = bytes[index]
+                if inObject {
+                    objects[objects.count - 1][keys.removeLast()] = value
+                    if next == UInt8(ascii: ",") {
                         index += 1
                         skipWhitespace()
-                        open.append(.array(items))
-                    } else if bytes[index] == UInt8(ascii: "]") {
-                        index += 1
-                        value = .array(items)
-                        continue
-                    } else {
-                        throw error("expected ',' or ']'")
+                        let key = try parseKey()
+                        guard objects[objects.count - 1][key] == nil else { throw error("duplicate key \"\(key.prefix(64))\"") }
+                        keys.append(key)
+                        break
                     }
-                case .object(var members, let key):
-                    members[key] = value
-                    if bytes[index] == UInt8(ascii: ",") {
+                    guard next == UInt8(ascii: "}") else { throw error("expected ',' or '}'") }
+                    index += 1
+                    value = .object(objects.removeLast())
+                } else {
+                    arrays[arrays.count - 1].append(value)
+                    if next == UInt8(ascii: ",") {
                         index += 1
                         skipWhitespace()
-                        let next = try parseKey()
-                        guard members[next] == nil else { throw error("duplicate key \"\(next.prefix(64))\"") }
-                        open.append(.object(members, key: next))
-                    } else if bytes[index] == UInt8(ascii: "}") {
-                        index += 1
-                        value = .object(members)
-                        continue
-                    } else {
-                        throw error("expected ',' or '}'")
+                        break
                     }
+                    guard next == UInt8(ascii: "]") else { throw error("expected ',' or ']'") }
+                    index += 1
+                    value = .array(arrays.removeLast())
                 }
-                break
+                isObject.removeLast()
             }
         }
     }

@@ -275,11 +275,13 @@ public enum WireCodec {
     /// iteratively: a value nested to the limit costs heap, not stack. `depth` is the depth of
     /// the value's place (0 for a field value).
     static func decodeValue(_ r: inout WireReader, depth: Int, limits: WireLimits) throws(WireError) -> JSONValue {
-        enum Open {
-            case array([JSONValue], left: Int)
-            case object([String: JSONValue], left: Int, key: String)
-        }
-        var open: [Open] = []
+        // Per open container, innermost last: whether it is an object and how many items are
+        // left; the items themselves are kept in stacks of their own and appended to in place
+        // (never copied), so that decoding stays linear in the message.
+        var open: [(object: Bool, left: Int)] = []
+        var arrays: [[JSONValue]] = []
+        var objects: [[String: JSONValue]] = []
+        var keys: [String] = []
         while true {
             let raw = try r.byte()
             guard let tag = Tag(rawValue: raw) else { throw WireError(.malformed, "unknown value tag \(raw)") }
@@ -301,7 +303,8 @@ public enum WireCodec {
                 if n > 0 {
                     var items: [JSONValue] = []
                     items.reserveCapacity(n)
-                    open.append(.array(items, left: n))
+                    arrays.append(items)
+                    open.append((false, n))
                     continue
                 }
                 value = .array([])
@@ -309,35 +312,33 @@ public enum WireCodec {
                 try checkDepth(depth + open.count + 1)
                 let n = try r.count(limit: limits.maximumBodyBytes, what: "object member")
                 if n > 0 {
-                    open.append(.object([:], left: n, key: try r.string(limit: limits.maximumStringBytes, what: "object key")))
+                    keys.append(try r.string(limit: limits.maximumStringBytes, what: "object key"))
+                    objects.append([:])
+                    open.append((true, n))
                     continue
                 }
                 value = .object([:])
             }
             // Hand the value to the innermost open container; close those that are complete.
-            while true {
-                guard let top = open.popLast() else { return value }
-                switch top {
-                case .array(var items, let left):
-                    items.append(value)
-                    if left > 1 {
-                        open.append(.array(items, left: left - 1))
+            while let top = open.last {
+                open[open.count - 1].left -= 1
+                if top.object {
+                    let key = keys.removeLast()
+                    guard objects[objects.count - 1][key] == nil else { throw WireError(.malformed, "object key appears twice") }
+                    objects[objects.count - 1][key] = value
+                    if top.left > 1 {
+                        keys.append(try r.string(limit: limits.maximumStringBytes, what: "object key"))
                         break
                     }
-                    value = .array(items)
-                    continue
-                case .object(var members, let left, let key):
-                    guard members[key] == nil else { throw WireError(.malformed, "object key appears twice") }
-                    members[key] = value
-                    if left > 1 {
-                        open.append(.object(members, left: left - 1, key: try r.string(limit: limits.maximumStringBytes, what: "object key")))
-                        break
-                    }
-                    value = .object(members)
-                    continue
+                    value = .object(objects.removeLast())
+                } else {
+                    arrays[arrays.count - 1].append(value)
+                    if top.left > 1 { break }
+                    value = .array(arrays.removeLast())
                 }
-                break
+                open.removeLast()
             }
+            if open.isEmpty { return value }
         }
     }
 }
