@@ -15,6 +15,9 @@ struct PartitionGuard {
     struct Decision {
         var admitted: [ChangeEvent] = []
         var rejected: [JSONValue] = []
+        /// Rows new to the shore admitted because their parent left the vessel after it wrote
+        /// them: the vessel must let them go too (the transfer's offboardings do not name them).
+        var offboardAfterwards: [(table: String, id: UUID)] = []
         /// Routed vessel of each admitted row of a routed table.
         var routes: [UUID: String] = [:]
     }
@@ -64,7 +67,29 @@ struct PartitionGuard {
             }
             if !progress { break }
         }
-        let movedAway = try await offboardedSince(seen, vessel: vessel, ids: events.compactMap { known[$0.rowID] != vessel ? $0.rowID : nil }, on: db)
+        // Rows that left the vessel after its cursor, and rows new to the shore under them
+        // (a child the vessel created under a row it still held), level by level.
+        let elsewhere = events.filter { known[$0.rowID] != vessel }
+        var parentOf: [UUID: UUID] = [:]
+        for event in elsewhere {
+            if case .parent(_, let via) = configuration.table(named: event.table)?.route,
+               let parent = event.fields[via]?.value.stringValue.flatMap(UUID.init(uuidString:)) {
+                parentOf[event.rowID] = parent
+            }
+        }
+        let queued = try await offboardedSince(seen, vessel: vessel, ids: elsewhere.map(\.rowID) + parentOf.values, on: db)
+        var movedAway = queued
+        var grew = true
+        while grew {
+            grew = false
+            for event in elsewhere where !movedAway.contains(event.rowID) {
+                if let parent = parentOf[event.rowID], movedAway.contains(parent), current[event.rowID] == nil {
+                    movedAway.insert(event.rowID)
+                    decision.offboardAfterwards.append((event.table, event.rowID))
+                    grew = true
+                }
+            }
+        }
         for event in events {
             guard let table = configuration.table(named: event.table), table.route != .broadcast else {
                 decision.admitted.append(event)

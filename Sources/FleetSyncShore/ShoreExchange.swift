@@ -112,9 +112,13 @@ public struct ShoreExchange: Sendable {
             for rejection in partition.rejected { await telemetry.record(kind: "rejected_change", detail: rejection) }
             let applier = Applier(schema: schema, session: db, telemetry: telemetry)
             let report = try await applier.apply(partition.admitted, from: vessel, cursor: request.upTo, routes: partition.routes)
+            try await Self.offboard(partition.offboardAfterwards, from: vessel, on: db)
+            // Only clocks the shore accepted count: one refused as beyond the bound (``ClockBound``)
+            // must not raise the floor this vessel is held to.
+            let accepted = try await ClockRecoveryBound.lamport(on: db)
             var highest = PostgresBindings()
             highest.append(vessel)
-            highest.append(Self.highestClock(of: vessel, in: partition.admitted))
+            highest.append(Self.highestClock(of: vessel, in: partition.admitted, atMost: accepted))
             try await db.execute("UPDATE fleetsync.sync_state SET max_clock = greatest(max_clock, $2) WHERE peer = $1", highest, context: "recording \(vessel)'s clock")
             logger.info("applied vessel events", metadata: [
                 "vessel": "\(vessel)", "events": "\(request.events.count)", "rows": "\(report.appliedRows)",
@@ -145,16 +149,39 @@ public struct ShoreExchange: Sendable {
                 .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
         }
         return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
-                                clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events)),
+                                clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
                                 maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
     }
 
+    /// Queues offboardings of `rows` for `vessel`: rows it created under a row that had already
+    /// left it, which the shore applied and sent on to their vessel.
+    static func offboard(_ rows: [(table: String, id: UUID)], from vessel: String, on db: DatabaseSession) async throws {
+        guard !rows.isEmpty else { return }
+        var binds = PostgresBindings()
+        binds.append(rows.map(\.table))
+        binds.append(rows.map(\.id))
+        binds.append(vessel)
+        try await db.execute("""
+            INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel)
+            SELECT nextval('fleetsync.lamport'), x.t, x.id, 'O', 0, 0, '{}', $3 FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS x(t, id, n) ORDER BY x.n DESC
+            """, binds, context: "offboarding rows \(vessel) created under rows that had left it")
+    }
+
     /// The highest clock counter among `events` that `vessel` wrote itself.
-    static func highestClock(of vessel: String, in events: [ChangeEvent]) -> Int64 {
+    static func highestClock(of vessel: String, in events: [ChangeEvent], atMost limit: Int64) -> Int64 {
         var highest: Int64 = 0
         for event in events {
-            for change in event.fields.values where change.clock.node == vessel { highest = max(highest, change.clock.counter) }
+            for change in event.fields.values where change.clock.node == vessel && change.clock.counter <= limit {
+                highest = max(highest, change.clock.counter)
+            }
         }
         return highest
+    }
+}
+
+/// The shore's own logical clock, which every clock it accepted is at or below.
+enum ClockRecoveryBound {
+    static func lamport(on db: DatabaseSession) async throws -> Int64 {
+        try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "reading the logical clock")[0].value(0)
     }
 }

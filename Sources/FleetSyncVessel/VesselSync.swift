@@ -230,14 +230,19 @@ public struct VesselSync: Sendable {
     /// says whether work was left when it stopped. `each` sees every exchange's outcome.
     public func syncUntilIdle(maximumRounds: Int = 10_000, each: (Int, ExchangeOutcome) -> Void = { _, _ in }) async throws -> (sent: Int, received: Int, pending: Bool) {
         var sent = 0, received = 0
+        var pending = true
         for round in 0..<maximumRounds {
             let outcome = try await exchangeOnce()
             each(round + 1, outcome)
             sent += outcome.sent
             received += outcome.received
-            if !outcome.pending { return (sent, received, false) }
+            pending = outcome.pending
+            // The shore learns what this vessel applied from its next request: after an exchange
+            // that brought changes, one more (usually empty) confirms them, so that the shore's
+            // status and retention do not wait for the next sync.
+            if !outcome.pending && outcome.received == 0 { break }
         }
-        return (sent, received, true)
+        return (sent, received, pending)
     }
 
     /// Records a failed exchange for status.

@@ -51,7 +51,8 @@ final class NothingLostTests: DatabaseTestCase {
         }
         let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
         transports.append(transport)
-        let forged = ExchangeRequest(vesselID: "aurora", cursor: 0, events: [
+        let cursor = Int64(try await scalar(aurora.url, "SELECT cursor::text FROM fleetsync.sync_state WHERE peer = 'shore'"))!
+        let forged = ExchangeRequest(vesselID: "aurora", cursor: cursor, events: [
             ChangeEvent(table: "seafarer", rowID: ana, fields: ["notes": FieldChange(value: .string("forged"), clock: FieldClock(counter: 1, node: "aurora"))],
                         origin: "aurora", originPosition: 50),
         ], upTo: 50)
@@ -149,5 +150,23 @@ final class NothingLostTests: DatabaseTestCase {
         let again = try FleetSyncBinary.run(["sync", "--config", aurora.configPath])
         XCTAssertEqual(again.status, 0, "nothing new held back: " + again.output + again.error)
         XCTAssertTrue(again.output.contains("nothing pending"), again.output)
+    }
+
+    /// Shore `status` right after a clean `sync` shows nothing "not yet confirmed": the vessel's
+    /// last exchange confirms what it received (issue 15, also expected). Failed before this change: after
+    /// a sync that received 3 events, the shore still counts them (acknowledged = the cursor the
+    /// vessel sent before applying its last batch).
+    func testShoreStatusAfterACleanSyncShowsNothingUnconfirmed() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        try Fixtures.runScript("""
+            INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora');
+            INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Ana');
+            """, url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        let status = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath, "--json"])
+        let vessels = try JSONParser.parse(status.output).objectValue?["vessels"]?.arrayValue ?? []
+        XCTAssertEqual(vessels.first?.objectValue?["lag_events"], .number("0"), status.output)
     }
 }
