@@ -52,13 +52,15 @@ public struct VesselSync: Sendable {
     /// larger than the batch budget goes alone; one larger than the shore accepts
     /// (`shoreMaximumChangeBytes`, from its answers) cannot ever be delivered and goes to the
     /// dead-letter queue instead of blocking every change behind it.
-    public func pendingEvents(after acknowledged: Int64, shoreMaximumChangeBytes: Int64 = 0) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool) {
+    public func pendingEvents(after acknowledged: Int64, shoreMaximumChangeBytes: Int64 = 0) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool, setAside: Int) {
         let reader = OutboxReader(session: session)
         try await reader.sequence()
         let limit = configuration.limits.batchEvents
         var changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
+        var setAside = 0
         while let first = changes.first, shoreMaximumChangeBytes > 0, first.bytes > Self.largestSendable(shoreMaximumChangeBytes) {
-            try await setAside(first.change, bytes: first.bytes, shoreLimit: shoreMaximumChangeBytes)
+            try await self.setAside(first.change, bytes: first.bytes, shoreLimit: shoreMaximumChangeBytes)
+            setAside += 1
             changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
         }
         var byRow: [String: [UUID: ChangeEvent]] = [:]
@@ -87,7 +89,7 @@ public struct VesselSync: Sendable {
             }
         }
         let events = order.map { byRow[$0.0]![$0.1]! }
-        return (events, upTo, stoppedEarly || changes.count == limit)
+        return (events, upTo, stoppedEarly || changes.count == limit, setAside)
     }
 
     /// The largest change (its text, as the outbox reader measures it) that fits a request the
@@ -148,7 +150,7 @@ public struct VesselSync: Sendable {
         // A change larger than a batch, before the shore has said how large a change it takes:
         // this exchange asks (sends nothing) so that the next one knows.
         if shoreMaximumChangeBytes == 0, pending.events.count == 1, try await firstChangeIsLarge(after: acknowledged) {
-            pending = ([], acknowledged, true)
+            pending = ([], acknowledged, true, 0)
         }
         let clock = try await ClockRecovery.current(on: session)
         let status = try await VesselStatus.read(on: session)
@@ -214,7 +216,7 @@ public struct VesselSync: Sendable {
         outcome.bytesSent = requestBytes.count
         outcome.bytesReceived = responseBytes.count
         outcome.waiting = report.waiting
-        outcome.deadLettered = report.deadLettered
+        outcome.deadLettered = report.deadLettered + pending.setAside
         outcome.waitingApplied = report.waitingApplied
         outcome.reclocked = reclocked
         return outcome

@@ -136,6 +136,34 @@ final class NothingLostTests: DatabaseTestCase {
         try await expect(aurora.url, "SELECT length(notes)::text FROM seafarer WHERE full_name = 'Ana'", "5440000", "nothing changed")
     }
 
+    /// Item 4: a vessel learns the shore's change limit from its answers; a change the shore can
+    /// never take goes to the vessel's dead-letter queue (kept applied locally, reported) instead
+    /// of failing every later exchange, and the changes behind it go on.
+    func testAChangeTheShoreCannotTakeIsSetAsideAndTheRestGoesOn() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        // The shore takes changes of at most 64 KiB; the vessel lets its writers make 16 MiB.
+        let shoreText = try String(contentsOfFile: fleet.shore.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "[limits]", with: "[limits]\nmax_change_bytes = 65536")
+        try shoreText.write(toFile: fleet.shore.configPath, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try FleetSyncBinary.run(["init", "--config", fleet.shore.configPath]).status, 0)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let aurora = fleet.vessels[0]
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A'); INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Ana');", url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(aurora).status, 0)
+        try Fixtures.runScript("""
+            UPDATE seafarer SET notes = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 10000) i) WHERE full_name = 'Ana';
+            INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'Behind');
+            """, url: aurora.url)
+        let result = try fleet.sync(aurora)
+        XCTAssertEqual(result.status, 4, result.output + result.error)
+        try await expect(fleet.shore.url, "SELECT count(*)::text FROM seafarer WHERE full_name = 'Behind'", "1", "the change behind it went on")
+        try await expect(aurora.url, "SELECT count(*)::text FROM fleetsync.dead_letter WHERE message LIKE '%exceeds what the shore accepts%'", "1")
+        try await expect(aurora.url, "SELECT count(*)::text FROM fleetsync.outbox", "0")
+        let again = try fleet.sync(aurora)
+        XCTAssertEqual(again.status, 0, "nothing stuck: " + again.output + again.error)
+    }
+
     /// `fleetsync sync` without --once runs to idle, prints a line per exchange, and exits 4 when
     /// a change was dead-lettered in the run.
     func testSyncReportsEachExchangeAndExitsFourWhenAChangeIsHeldBack() async throws {
