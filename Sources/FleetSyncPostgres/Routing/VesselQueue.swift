@@ -57,8 +57,7 @@ public struct VesselQueue: Sendable {
         var bytes = 0
         var reached = cursor
         var more = false
-        var recorder: DatabaseSession?
-        defer { if let recorder { Task { await recorder.close() } } }
+        var unreadable: [Unreadable] = []
         for row in rows {
             let context = "decoding a queued event"
             let delta: String = try row.value(6, context: context)
@@ -81,15 +80,8 @@ public struct VesselQueue: Sendable {
                 values = try Self.members(of: delta, what: "delta")
                 clocks = try clocksText.map { try Self.members(of: $0, what: "clocks") } ?? [:]
             } catch {
-                if recorder == nil { recorder = try await DatabaseSession.connect(url: configuration.databaseURL, logger: session.logger) }
-                try await recorder!.transaction { tx in
-                    try await tx.lockForTransaction("fleetsync.unreadable:\(position)", context: "recording an unreadable queued event")
-                    try await DeadLetterQueue.addUnreadable(
-                        table: table, rowID: rowID, source: .shoreQueue, position: position, key: "shore_queue:\(position)",
-                        text: clocksText.map { "{\"delta\":\(delta),\"clocks\":\($0)}" } ?? delta, reason: "\(error)", on: tx)
-                }
-                session.logger.error("a queued event could not be read; it is dead-lettered and skipped", metadata: [
-                    "vessel": "\(vessel)", "table": "\(table)", "row_id": "\(rowID.lowercasedText)", "position": "\(position)"])
+                unreadable.append(Unreadable(position: position, table: table, rowID: rowID,
+                                             text: clocksText.map { "{\"delta\":\(delta),\"clocks\":\($0)}" } ?? delta, reason: "\(error)"))
                 continue
             }
             switch op {
@@ -114,7 +106,41 @@ public struct VesselQueue: Sendable {
         // was full, stop at the last row looked at rather than jump past unread ones.
         if !more && rows.count > limit { more = true }
         if !more { reached = max(reached, last) }
+        if !unreadable.isEmpty { try await record(unreadable, vessel: vessel) }
         return Batch(events: events, cursor: reached, more: more, fetched: rows.count)
+    }
+
+    /// A queued event that could not be read (see ``read(vessel:after:limit:byteBudget:)``).
+    struct Unreadable {
+        var position: Int64
+        var table: String
+        var rowID: UUID
+        var text: String
+        var reason: String
+    }
+
+    /// Records unreadable queued events in the dead-letter queue, once each (keyed by position),
+    /// through a connection of its own: the queue is read in a read-only transaction, and the
+    /// record must stand before the cursor that skips the events is handed out.
+    private func record(_ unreadable: [Unreadable], vessel: String) async throws {
+        let recorder = try await DatabaseSession.connect(url: configuration.databaseURL, logger: session.logger)
+        do {
+            for entry in unreadable {
+                try await recorder.transaction { tx in
+                    try await tx.lockForTransaction("fleetsync.unreadable:\(entry.position)", context: "recording an unreadable queued event")
+                    try await DeadLetterQueue.addUnreadable(
+                        table: entry.table, rowID: entry.rowID, source: .shoreQueue, position: entry.position, key: "shore_queue:\(entry.position)",
+                        text: entry.text, reason: entry.reason, on: tx)
+                }
+                session.logger.error("a queued event could not be read; it is dead-lettered and skipped", metadata: [
+                    "vessel": "\(vessel)", "table": "\(entry.table)", "row_id": "\(entry.rowID.lowercasedText)", "position": "\(entry.position)",
+                    "reason": "\(entry.reason.prefix(200))"])
+            }
+        } catch {
+            await recorder.close()
+            throw error
+        }
+        await recorder.close()
     }
 
     /// The members of a stored JSON object (a delta, clocks), read with the limits the wire applies.
