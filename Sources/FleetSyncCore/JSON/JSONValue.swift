@@ -138,6 +138,15 @@ extension JSONValue {
 /// ``JSONLimits/maximumDepth`` costs no stack (the synthesized ones recurse once per level).
 extension JSONValue: Hashable {
     public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+        // Scalars (most field values) compare without allocating a stack.
+        switch (lhs, rhs) {
+        case (.null, .null): return true
+        case (.bool(let x), .bool(let y)): return x == y
+        case (.number(let x), .number(let y)): return x == y
+        case (.string(let x), .string(let y)): return x == y
+        case (.array, .array), (.object, .object): break
+        default: return false
+        }
         var pending: [(JSONValue, JSONValue)] = [(lhs, rhs)]
         while let (a, b) = pending.popLast() {
             switch (a, b) {
