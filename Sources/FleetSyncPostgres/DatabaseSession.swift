@@ -117,6 +117,29 @@ public final class DatabaseSession: Sendable {
         }
     }
 
+    /// Runs `body` holding the session-level advisory lock named `key` if no other session holds
+    /// it; returns nil at once, without running `body`, if one does.
+    public func withLockIfFree<T: Sendable>(_ key: String, context: @autoclosure () -> String, _ body: () async throws -> T) async throws -> T? {
+        var binds = PostgresBindings()
+        binds.append(key)
+        let taken: Bool = try await rows("SELECT pg_try_advisory_lock(hashtext($1))", binds, context: context())[0].value(0)
+        guard taken else { return nil }
+        do {
+            let value = try await body()
+            try await execute("SELECT pg_advisory_unlock(hashtext($1))", binds, context: context())
+            return value
+        } catch {
+            try? await execute("SELECT pg_advisory_unlock(hashtext($1))", binds, context: context())
+            throw error
+        }
+    }
+
+    /// Wraps a connection lent by a pool (`PostgresClient.withConnection`); closing the session
+    /// closes that connection, which the pool then drops.
+    public static func lent(_ connection: PostgresConnection, logger: Logger) -> DatabaseSession {
+        DatabaseSession(connection: connection, logger: logger)
+    }
+
     /// Takes the transaction-level advisory lock named `key` (waiting for it); it is released
     /// when the transaction ends.
     public func lockForTransaction(_ key: String, context: @autoclosure () -> String) async throws(DatabaseError) {

@@ -36,8 +36,31 @@ public struct ShoreExchange: Sendable {
     /// Handles one framed request; every failure becomes a framed error with its code and the
     /// HTTP status that goes with it.
     public func handle(_ bytes: [UInt8], session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
+        switch decode(bytes) {
+        case .failure(let refusal): return refusal.answer
+        case .success(let request): return await respond(to: request, session: session, telemetry: telemetry)
+        }
+    }
+
+    /// Decodes a framed request with the shore's limits, before any database work: a refusal
+    /// comes back as the framed answer to send.
+    public func decode(_ bytes: [UInt8]) -> Result<ExchangeRequest, Refusal> {
         do {
-            let request = try MessageFraming.decodeRequest(bytes, limits: limits)
+            return .success(try MessageFraming.decodeRequest(bytes, limits: limits))
+        } catch {
+            logger.warning("exchange refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+            return .failure(Refusal(answer: (Self.httpStatus(error.code), MessageFraming.encode(error))))
+        }
+    }
+
+    /// A request refused before any database work, with its framed answer.
+    public struct Refusal: Error, Sendable {
+        public var answer: (status: Int, body: [UInt8])
+    }
+
+    /// Answers a decoded request on `session`; every failure becomes a framed error.
+    public func respond(to request: ExchangeRequest, session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
+        do {
             let response = try await exchange(request, session: session, telemetry: telemetry)
             return (200, MessageFraming.encode(response))
         } catch let error as WireError {
@@ -68,9 +91,16 @@ public struct ShoreExchange: Sendable {
         guard !(try await db.rows("SELECT 1 FROM fleetsync.vessel WHERE vessel_id = $1", binds, context: "looking up vessel \(vessel)")).isEmpty else {
             throw WireError(.unknownVessel, "vessel \(vessel) is not enrolled on this shore (fleetsync enroll --vessel \(vessel))")
         }
-        return try await db.withLock("fleetsync.vessel:" + vessel, context: "serializing exchanges of \(vessel)") {
+        // One exchange of a vessel at a time, across server processes; another one arriving
+        // meanwhile (a retry racing its original) is answered at once rather than queued on the
+        // lock, holding a connection.
+        let answer = try await db.withLockIfFree("fleetsync.vessel:" + vessel, context: "serializing exchanges of \(vessel)") {
             try await exchangeLocked(request, db: db, telemetry: telemetry)
         }
+        guard let answer else {
+            throw WireError(.busy, "an exchange of vessel \(vessel) is already in progress; retry in a few seconds")
+        }
+        return answer
     }
 
     private func exchangeLocked(_ request: ExchangeRequest, db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
@@ -134,6 +164,12 @@ public struct ShoreExchange: Sendable {
             """, state, context: "recording contact with \(vessel)")
         let acknowledged = request.upTo
         try await OutboxReader(session: db).sequence()
+        // The vessel has more of its own to send: nothing of the shore's this time.
+        if request.holdIncoming {
+            return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,
+                                    clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
+                                    maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+        }
         // Another vessel's exchange may have pruned since the check above (this vessel, silent
         // past retention, did not hold the horizon back until its contact was recorded): the
         // queue is read in one snapshot with the pruning mark, so that it never skips what was

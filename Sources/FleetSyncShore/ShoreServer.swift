@@ -7,6 +7,8 @@ import HummingbirdCore
 import HummingbirdHTTP2
 import Logging
 import NIOCore
+import PostgresNIO
+import ServiceLifecycle
 
 /// `fleetsync serve`: the exchange endpoint over HTTP (Hummingbird), stateless.
 public struct ShoreServer: Sendable {
@@ -37,40 +39,80 @@ public struct ShoreServer: Sendable {
         let maximumBody = exchange.limits.maximumBodyBytes + WireEnvelope.headerSize
         let configuration = self.configuration
         let logger = self.logger
+        let pool = PostgresClient(configuration: try Self.poolConfiguration(configuration.databaseURL, shore), backgroundLogger: logger)
+        let gate = ExchangeGate(limit: shore.concurrentExchanges)
         let router = Router()
         router.post(RouterPath(Self.exchangePath)) { request, _ -> Response in
             var request = request
+            // A declared length over the limit is refused before any of the body is read.
+            if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maximumBody {
+                return Self.answer((413, MessageFraming.encode(WireError(.tooLarge, "request body of \(declared) bytes exceeds the limit of \(maximumBody)"))))
+            }
             let body: ByteBuffer
             do {
                 body = try await request.collectBody(upTo: maximumBody)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                return Self.answer((413, MessageFraming.encode(WireError(.tooLarge, "request body exceeds \(maximumBody) bytes"))))
             } catch {
-                let refusal = MessageFraming.encode(WireError(.tooLarge, "request body exceeds \(maximumBody) bytes"))
-                return Response(status: .contentTooLarge, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: refusal)))
+                // The client stopped sending (or the connection broke) before the body ended.
+                return Self.answer((400, MessageFraming.encode(WireError(.truncated, "the request body ended before its declared length"))))
             }
-            let session: DatabaseSession
-            do {
-                session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: logger)
-            } catch {
-                logger.error("database unavailable", metadata: ["error": "\(error)"])
-                let busy = MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later"))
-                return Response(status: .serviceUnavailable, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: busy)))
+            // At most `concurrent_exchanges` at once; past that, an answer the vessel retries.
+            guard gate.enter() else {
+                return Self.busy("the shore is at its limit of \(gate.limit) exchanges in progress; retry in a few seconds", retryAfter: 2)
             }
-            let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
-            let result = await exchange.handle(Array(buffer: body), session: session, telemetry: telemetry)
-            if result.status == 200 { try? await Retention.prune(retentionDays: shore.retentionDays, on: session) }
-            await telemetry.close()
-            await session.close()
-            return Response(status: HTTPResponse.Status(code: result.status), headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: result.body)))
+            defer { gate.leave() }
+            // Decoded and checked before any database connection is taken.
+            let decoded: ExchangeRequest
+            switch exchange.decode(Array(buffer: body)) {
+            case .failure(let refusal): return Self.answer(refusal.answer)
+            case .success(let request): decoded = request
+            }
+            let held = HeldConnection()
+            let result = await withDeadline(seconds: shore.requestTimeoutSeconds, {
+                do {
+                    return try await pool.withConnection { connection in
+                        guard held.hold(connection) else { return (503, MessageFraming.encode(WireError(.busy, "the exchange ran out of time; retry"))) }
+                        defer { held.release() }
+                        let session = DatabaseSession.lent(connection, logger: logger)
+                        let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
+                        let result = await exchange.respond(to: decoded, session: session, telemetry: telemetry)
+                        if result.status == 200 { try? await Retention.prune(retentionDays: shore.retentionDays, on: session) }
+                        await telemetry.close()
+                        return result
+                    }
+                } catch {
+                    logger.error("database unavailable", metadata: ["error": "\(error)"])
+                    return (503, MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later")))
+                }
+            }, onTimeout: {
+                // The database did not answer in time (stopping, say): the connection is closed,
+                // which fails the query in flight, and the vessel gets an answer now.
+                logger.error("exchange ran out of time; its database connection is closed", metadata: [
+                    "vessel": "\(decoded.vesselID)", "seconds": "\(shore.requestTimeoutSeconds)"])
+                await held.abandon()
+                return (500, MessageFraming.encode(WireError(.internalError, "the shore could not finish the exchange within \(shore.requestTimeoutSeconds) s; retry later")))
+            })
+            return Self.answer(result)
+        }
+        // Other methods on the endpoints: 405 with the one that is allowed.
+        for method in [HTTPRequest.Method.get, .put, .delete, .patch] {
+            router.on(RouterPath(Self.exchangePath), method: method) { _, _ -> Response in
+                Response(status: .methodNotAllowed, headers: [.allow: "POST", .contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: "use POST\n")))
+            }
         }
         router.get("/health") { _, _ -> String in "ok" }
         let (host, port) = try Self.split(shore.listen)
-        var server: HTTPServerBuilder = .http1()
+        // Idle or silent client connections (a half-sent request, say) are closed after the idle timeout.
+        let idle = TimeAmount.seconds(Int64(shore.idleTimeoutSeconds))
+        var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: idle))
         if let certificate = shore.tlsCertificate, let key = shore.tlsKey {
             do {
                 let tls = TLSConfiguration.makeServerConfiguration(
                     certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
                     privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-                server = try .http2Upgrade(tlsConfiguration: tls)
+                server = try .http2Upgrade(tlsConfiguration: tls, configuration: .init(
+                    idleTimeout: .seconds(shore.idleTimeoutSeconds), streamConfiguration: .init(idleTimeout: idle)))
             } catch {
                 throw ShoreError("cannot load TLS certificate \(certificate) or key \(key): \(error)")
             }
@@ -81,7 +123,55 @@ public struct ShoreServer: Sendable {
             configuration: .init(address: .hostname(host, port: port), serverName: "fleetsync"),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? port) },
             logger: logger)
-        try await app.runService()
+        // SIGTERM: requests in flight get `shutdown_timeout_seconds` to finish, then are cancelled.
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: pool), .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        try await Self.runBounded(group, shutdownSeconds: shore.shutdownTimeoutSeconds, logger: logger)
+    }
+
+    /// Runs the server's services; once a shutdown signal arrives, the process ends within
+    /// `shutdownSeconds` (plus a second) even if a request in flight never finishes.
+    static func runBounded(_ group: ServiceGroup, shutdownSeconds: Int, logger: Logger) async throws {
+        let signals = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
+        signals.setEventHandler {
+            DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(shutdownSeconds + 1)) {
+                logger.error("requests still in flight after the shutdown timeout; exiting", metadata: ["seconds": "\(shutdownSeconds)"])
+                exit(0)
+            }
+        }
+        signals.resume()
+        defer { signals.cancel() }
+        try await group.run()
+    }
+
+    /// The pool of database connections: `database_connections` at most, each opened within 10 s.
+    static func poolConfiguration(_ url: String, _ shore: ShoreConfiguration) throws -> PostgresClient.Configuration {
+        let endpoint = try PostgresEndpoint(url: url)
+        var configuration = PostgresClient.Configuration(host: endpoint.host, port: endpoint.port, username: endpoint.user, password: endpoint.password, database: endpoint.database, tls: .disable)
+        configuration.options.maximumConnections = shore.databaseConnections
+        configuration.options.minimumConnections = 0
+        configuration.options.connectTimeout = .seconds(10)
+        // Bounds the database keeps itself: no statement outlives the request's deadline, and a
+        // backend whose client went away (an abandoned exchange) notices within a second, so the
+        // locks it holds (the vessel's exchange lock) are released.
+        let timeout = String(shore.requestTimeoutSeconds * 1_000)
+        configuration.options.additionalStartupParameters = [
+            ("statement_timeout", timeout), ("idle_in_transaction_session_timeout", timeout),
+            ("client_connection_check_interval", "1000"), ("application_name", "fleetsync serve"),
+        ]
+        return configuration
+    }
+
+    static func answer(_ result: (status: Int, body: [UInt8])) -> Response {
+        var headers: HTTPFields = [.contentType: "application/octet-stream"]
+        if result.status == 503 { headers[.retryAfter] = "5" }
+        return Response(status: HTTPResponse.Status(code: result.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: result.body)))
+    }
+
+    static func busy(_ message: String, retryAfter: Int) -> Response {
+        Response(status: .serviceUnavailable, headers: [.contentType: "application/octet-stream", .retryAfter: "\(retryAfter)"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: MessageFraming.encode(WireError(.busy, message)))))
     }
 
     static func split(_ listen: String) throws -> (String, Int) {

@@ -155,13 +155,12 @@ public struct VesselSync: Sendable {
         let clock = try await ClockRecovery.current(on: session)
         let status = try await VesselStatus.read(on: session)
         let request = ExchangeRequest(
-            vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock,
+            vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock, holdIncoming: pending.more,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
                      "transport": .string(transport.name)])
         let requestBytes = MessageFraming.encode(request)
-        let responseBytes = try await transport.send(requestBytes)
-        let (response, received) = try MessageFraming.decodeResponseBatch(responseBytes, limits: responseLimits)
+        let (responseBytes, response, received) = try await sendRetryingBusy(requestBytes)
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
         }
@@ -220,6 +219,24 @@ public struct VesselSync: Sendable {
         outcome.waitingApplied = report.waitingApplied
         outcome.reclocked = reclocked
         return outcome
+    }
+
+    /// Sends a request and decodes the answer. A `busy` answer (the shore at its bound, or another
+    /// exchange of this vessel in progress there: a retry racing its original) is retried with
+    /// the same request a little later, a few times.
+    func sendRetryingBusy(_ requestBytes: [UInt8]) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
+        var attempt = 0
+        while true {
+            let bytes = try await transport.send(requestBytes)
+            do {
+                let (response, received) = try MessageFraming.decodeResponseBatch(bytes, limits: responseLimits)
+                return (bytes, response, received)
+            } catch {
+                guard error.code == .busy, attempt < 3 else { throw error }
+            }
+            try await Task.sleep(for: .milliseconds(200 << attempt))
+            attempt += 1
+        }
     }
 
     /// Whether the first pending change is larger than the batch budget.

@@ -50,6 +50,8 @@ public struct FleetNode: Sendable {
     public var url: String
     public var configPath: String
     public var configuration: FleetSyncConfiguration
+    /// The node's own PostgreSQL cluster (tests stop and start it).
+    public var cluster: TestCluster? = nil
 }
 
 /// A shore and vessels, each on its own cluster, initialized with `fleetsync init` and enrolled.
@@ -88,7 +90,7 @@ public struct Fleet: Sendable {
             let path = try FleetSyncBinary.writeConfiguration(text)
             let result = try FleetSyncBinary.run(["init", "--config", path])
             guard result.status == 0 else { throw TestClusterError("init \(id) failed: \(result.error)") }
-            return FleetNode(id: id, url: url, configPath: path, configuration: try ConfigurationLoader.load(text: text))
+            return FleetNode(id: id, url: url, configPath: path, configuration: try ConfigurationLoader.load(text: text), cluster: cluster)
         }
         let shore = try await node("shore", shoreID)
         var vessels: [FleetNode] = []

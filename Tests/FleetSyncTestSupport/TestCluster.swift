@@ -58,11 +58,7 @@ public final class TestCluster: @unchecked Sendable {
     private func initialize(_ binaries: PostgresBinaries) throws {
         let data = directory + "/data"
         try Shell.runAsPostgres([binaries.initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
-        let options = [
-            "-p \(port)", "-k \(directory)", "-c listen_addresses=127.0.0.1", "-c fsync=off",
-            "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
-            "-c shared_buffers=64MB",
-        ].joined(separator: " ")
+        let options = Self.serverOptions(port: port, directory: directory)
         try Shell.runAsPostgres([binaries.pgCtl, "-D", data, "-o", options, "-l", directory + "/server.log", "-w", "-t", "60", "start"])
         // A watchdog stops the cluster if this process dies without running its exit handlers.
         let watchdog = """
@@ -88,6 +84,30 @@ public final class TestCluster: @unchecked Sendable {
         }
         await session.close()
         return url(database: name)
+    }
+
+    /// Stops the server (`fast` or `immediate`), keeping its files, without waiting for it.
+    public func pause(mode: String = "fast") throws {
+        let binaries = try PostgresBinaries.locate()
+        try Shell.runAsPostgres([binaries.pgCtl, "-D", directory + "/data", "-m", mode, "-W", "stop"])
+    }
+
+    /// Starts a paused server again, with the options it first started with.
+    public func resume() throws {
+        let binaries = try PostgresBinaries.locate()
+        let data = directory + "/data"
+        // A paused server may still be shutting down; pg_ctl start waits for nothing else.
+        let deadline = Date().addingTimeInterval(30)
+        while FileManager.default.fileExists(atPath: data + "/postmaster.pid") && Date() < deadline { usleep(100_000) }
+        try Shell.runAsPostgres([binaries.pgCtl, "-D", data, "-o", Self.serverOptions(port: port, directory: directory), "-l", directory + "/server.log", "-w", "-t", "60", "start"])
+    }
+
+    static func serverOptions(port: Int, directory: String) -> String {
+        [
+            "-p \(port)", "-k \(directory)", "-c listen_addresses=127.0.0.1", "-c fsync=off",
+            "-c synchronous_commit=off", "-c full_page_writes=off", "-c max_connections=300",
+            "-c shared_buffers=64MB",
+        ].joined(separator: " ")
     }
 
     /// Stops the cluster and removes its files.

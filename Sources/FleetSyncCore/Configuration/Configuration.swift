@@ -133,6 +133,15 @@ public struct ShoreConfiguration: Sendable, Equatable {
     /// and HTTP/1.1; without, cleartext HTTP/1.1.
     public var tlsCertificate: String?
     public var tlsKey: String?
+    /// Bounds of `fleetsync serve` (docs/SCALING.md): connections to PostgreSQL in the pool,
+    /// exchanges in progress at once, the deadline of one request (a request past it is answered
+    /// `busy` and its database connection closed), the time an idle or silent client connection
+    /// is kept, and how long SIGTERM waits for requests in flight before the process ends.
+    public var databaseConnections: Int = 20
+    public var concurrentExchanges: Int = 64
+    public var requestTimeoutSeconds: Int = 60
+    public var idleTimeoutSeconds: Int = 30
+    public var shutdownTimeoutSeconds: Int = 10
     public init(listen: String) { self.listen = listen }
 }
 

@@ -16,10 +16,15 @@ public struct ExchangeRequest: Sendable, Equatable {
     /// its own writes, unless its database was restored from a backup (the shore then knows
     /// higher ones, answers with ``ExchangeResponse/clockFloor`` and applies nothing).
     public var clock: Int64
+    /// The vessel has more changes to send after these: the shore sends none of its own this
+    /// time. A vessel applies nothing newer while writes it made earlier are unsent, so that its
+    /// cursor still says which partition it had seen when it wrote them (``PartitionGuard``).
+    public var holdIncoming: Bool = false
     /// Summaries for the shore's view of the fleet (pending, dead letters, quarantine, ...).
     public var status: [String: JSONValue]
 
-    public init(vesselID: String, exchangeID: UUID = UUID(), cursor: Int64, events: [ChangeEvent], upTo: Int64, clock: Int64 = 0, status: [String: JSONValue] = [:]) {
+    public init(vesselID: String, exchangeID: UUID = UUID(), cursor: Int64, events: [ChangeEvent], upTo: Int64, clock: Int64 = 0, holdIncoming: Bool = false, status: [String: JSONValue] = [:]) {
+        self.holdIncoming = holdIncoming
         self.vesselID = vesselID
         self.exchangeID = exchangeID
         self.cursor = cursor

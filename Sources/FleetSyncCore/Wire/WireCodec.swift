@@ -15,6 +15,7 @@ public enum WireCodec {
         body.signed(request.cursor)
         body.signed(request.upTo)
         body.signed(request.clock)
+        body.byte(request.holdIncoming ? 1 : 0)
         encodeValue(.object(request.status), into: &body)
         encodeEvents(request.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
@@ -47,10 +48,14 @@ public enum WireCodec {
         let upTo = try reader.signed()
         let clock = try reader.signed()
         guard cursor >= 0, upTo >= 0, clock >= 0 else { throw WireError(.malformed, "negative cursor, position or clock") }
+        let flags = try reader.byte()
+        guard flags <= 1 else { throw WireError(.malformed, "request flags are \(flags)") }
         guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
             throw WireError(.malformed, "status is not an object")
         }
-        return ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, clock: clock, status: status)
+        var request = ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, clock: clock, status: status)
+        request.holdIncoming = flags == 1
+        return request
     }
 
     public static func encode(_ response: ExchangeResponse) -> [UInt8] {

@@ -1,0 +1,95 @@
+import Foundation
+import PostgresNIO
+
+/// The bounds one `fleetsync serve` process keeps whatever its clients do: a limited number of
+/// exchanges in progress (the rest are answered `busy` at once, with a time to retry), and a
+/// deadline per exchange after which the answer goes out whatever the database is doing.
+final class ExchangeGate: @unchecked Sendable {
+    private let lock = NSLock()
+    private var inFlight = 0
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes a place, or returns false when `limit` exchanges are in progress.
+    func enter() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard inFlight < limit else { return false }
+        inFlight += 1
+        return true
+    }
+
+    func leave() {
+        lock.lock()
+        inFlight -= 1
+        lock.unlock()
+    }
+}
+
+/// The database connection an exchange holds, so that a deadline can close it: the query in
+/// flight then fails at once, and the pool drops the connection.
+final class HeldConnection: @unchecked Sendable {
+    private let lock = NSLock()
+    private var connection: PostgresConnection?
+    private var abandoned = false
+
+    /// Records the connection; false when the deadline already passed (the caller stops).
+    func hold(_ connection: PostgresConnection) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        self.connection = connection
+        return !abandoned
+    }
+
+    func release() {
+        lock.lock()
+        connection = nil
+        lock.unlock()
+    }
+
+    /// Closes the connection held, if any, and makes later `hold`s fail.
+    func abandon() async {
+        try? await take()?.close()
+    }
+
+    private func take() -> PostgresConnection? {
+        lock.lock()
+        defer { lock.unlock() }
+        abandoned = true
+        return connection
+    }
+}
+
+/// Runs `work` and returns its result, or, when `seconds` pass first, the result of `onTimeout`
+/// without waiting any longer for `work` (which `onTimeout` is expected to make fail, by closing
+/// its connection). The answer to a client is therefore bounded by `seconds` plus `onTimeout`.
+func withDeadline<T: Sendable>(seconds: Int, _ work: @escaping @Sendable () async -> T, onTimeout: @escaping @Sendable () async -> T) async -> T {
+    let once = Once()
+    return await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+        let timer = Task {
+            try? await Task.sleep(for: .seconds(seconds))
+            guard !Task.isCancelled, once.claim() else { return }
+            continuation.resume(returning: await onTimeout())
+        }
+        Task {
+            let value = await work()
+            timer.cancel()
+            if once.claim() { continuation.resume(returning: value) }
+        }
+    }
+}
+
+/// Lets exactly one of several racers through.
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+
+    func claim() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if done { return false }
+        done = true
+        return true
+    }
+}
