@@ -29,6 +29,14 @@ public struct VesselQueue: Sendable {
         try await session.rows("SELECT last_pos FROM fleetsync.outbox_counter", context: "reading the outbox position")[0].value(0)
     }
 
+    /// The page of a vessel's queue: its own partition's events and broadcast ones, each read on
+    /// its own in position order ((vessel, pos) index), without the vessel's own events.
+    /// Binds: cursor, last position, vessel, limit + 1, byte budget.
+    static let pageSQL = OutboxReader.page(
+        columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin",
+        sources: ["vessel = $3 AND pos > $1 AND pos <= $2 AND origin IS DISTINCT FROM $3", "vessel = '*' AND pos > $1 AND pos <= $2 AND origin IS DISTINCT FROM $3"],
+        limit: "$4", budget: "$5", overhead: 48)
+
     /// Events for `vessel` after `cursor`, at most `limit` of them and about `byteBudget` bytes.
     ///
     /// An event whose stored text cannot be read (a value nested deeper than
@@ -49,10 +57,7 @@ public struct VesselQueue: Sendable {
         binds.append(Int64(limit + 1))
         binds.append(Int64(byteBudget))
         // The byte budget is applied by the query (``OutboxReader/page``): rows past it are never sent here.
-        let rows = try await session.rows(OutboxReader.page(
-            columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin",
-            where: "pos > $1 AND pos <= $2 AND vessel IN ($3, '*') AND origin IS DISTINCT FROM $3",
-            limit: "$4", budget: "$5", overhead: 48), binds, context: "reading the queue of vessel \(vessel)")
+        let rows = try await session.rows(Self.pageSQL, binds, context: "reading the queue of vessel \(vessel)")
         var events: [ChangeEvent] = []
         var bytes = 0
         var reached = cursor
