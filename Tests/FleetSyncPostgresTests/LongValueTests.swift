@@ -143,6 +143,12 @@ final class LongValueTests: DatabaseTestCase {
         XCTAssertEqual(again.count, read.count)
         let stillTwo = try await DeadLetterQueue.list(on: vessel)
         XCTAssertEqual(stillTwo.count, 2)
+        // `dlq retry --all` counts them as failed, keeps them, and does not stop at the first.
+        let retried = try await DeadLetterQueue.retry(ids: nil, applier: try await makeApplier(configuration, vessel))
+        XCTAssertEqual(retried.failed, 2)
+        XCTAssertEqual(retried.applied, 0)
+        let kept2 = try await DeadLetterQueue.list(on: vessel)
+        XCTAssertEqual(kept2.count, 2)
     }
 
     /// The shore's queue holding an event it cannot read: every vessel's read skips it, it is

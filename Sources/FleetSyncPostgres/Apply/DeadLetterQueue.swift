@@ -51,7 +51,12 @@ public enum DeadLetterQueue {
         var applied = 0
         var failed = 0
         for entry in try await list(on: applier.session) where ids == nil || ids!.contains(entry.id) {
-            let event = try ChangeEvent(json: try JSONParser.parse(entry.event))
+            // An entry that is no event this node can read (an unreadable stored event, kept
+            // whole for the operator) stays and counts as failed; the others are still retried.
+            guard let event = try? ChangeEvent(json: try JSONParser.parse(entry.event)) else {
+                failed += 1
+                continue
+            }
             let sender = entry.sender ?? event.origin
             let before = try await count(on: applier.session)
             if event.offboard {
