@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.30.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // Pure core: configuration model, events, clocks, merge, planning, wire codec. No I/O.
@@ -36,9 +37,14 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        // Keys, identity files, sealing (HPKE X-Wing) and access tokens: swift-crypto primitives only.
+        .target(name: "FleetSyncCrypto", dependencies: [
+            "FleetSyncCore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // The shore: exchange endpoint, routing, retention, fleet status.
         .target(name: "FleetSyncShore", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport", "FleetSyncCrypto",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdHTTP2", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -48,11 +54,11 @@ let package = Package(
         ]),
         // The vessel: exchange loop, daemon, status.
         .target(name: "FleetSyncVessel", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport", "FleetSyncCrypto",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "fleetsync", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel", "FleetSyncCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -68,7 +74,7 @@ let package = Package(
         ], path: "Tests/FleetSyncTestSupport"),
         .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore", "FleetSyncTransport", "FleetSyncTestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport", "FleetSyncTransport", "FleetSyncShore", "FleetSyncVessel", "FleetSyncCrypto",
         ]),
         .testTarget(name: "FleetSyncPostgresTests", dependencies: [
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",

@@ -24,13 +24,21 @@ for node in shore aurora; do
 done
 sql() { local node=$1; shift; command psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${port[$node]}" -U postgres -d "fleet_$node" "$@"; }
 http_port=$(free_port)
-sed -e "s#127.0.0.1:5432#127.0.0.1:${port[shore]}#" -e "s#0.0.0.0:8080#127.0.0.1:$http_port#" examples/shore.toml > "$work/shore.toml"
-sed -e "s#127.0.0.1:5432#127.0.0.1:${port[aurora]}#" -e "s#http://127.0.0.1:8080#http://127.0.0.1:$http_port#" examples/vessel.toml > "$work/vessel.toml"
+sed -e "s#127.0.0.1:5432#127.0.0.1:${port[shore]}#" -e "s#0.0.0.0:8080#127.0.0.1:$http_port#" \
+    -e "s#/var/lib/fleetsync/keys#$work/keys-shore#" examples/shore.toml > "$work/shore.toml"
+sed -e "s#127.0.0.1:5432#127.0.0.1:${port[aurora]}#" -e "s#http://127.0.0.1:8080#http://127.0.0.1:$http_port#" \
+    -e "s#/var/lib/fleetsync/keys#$work/keys-aurora#" \
+    -e "s#/etc/fleetsync/shore-identity.pub#$work/shore-identity.pub#" examples/vessel.toml > "$work/vessel.toml"
 
-echo "==> fleetsync init on both nodes, enroll the vessel on the shore"
+echo "==> fleetsync init on both nodes"
 "$bin" init --config "$work/shore.toml" | tail -1
 "$bin" init --config "$work/vessel.toml" | tail -1
-"$bin" enroll --config "$work/shore.toml" --vessel aurora
+echo "==> fleetsync keygen on both nodes: ML-DSA-65 identity and X-Wing sealing keys (private files mode 0600)"
+"$bin" keygen --config "$work/shore.toml" | head -2
+"$bin" keygen --config "$work/vessel.toml" | head -2
+echo "==> the vessel pins the shore's public identity; the shore enrolls the vessel's"
+cp "$work/keys-shore/identity.pub" "$work/shore-identity.pub"
+"$bin" enroll --config "$work/shore.toml" --vessel aurora --identity "$work/keys-aurora/identity.pub"
 
 echo "==> fleetsync serve (shore, port $http_port)"
 FLEETSYNC_LOG_LEVEL=warning "$bin" serve --config "$work/shore.toml" > "$work/serve.log" 2>&1 &

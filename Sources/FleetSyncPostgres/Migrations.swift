@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom, security]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -224,5 +224,41 @@ extension Migration {
         "ALTER TABLE fleetsync.sync_state ADD COLUMN max_clock bigint NOT NULL DEFAULT 0",
         // On a vessel: the largest change the shore said it accepts (0 until it has answered).
         "ALTER TABLE fleetsync.sync_state ADD COLUMN max_change_bytes bigint NOT NULL DEFAULT 0",
+    ])
+}
+
+extension Migration {
+    static let security = Migration(version: 10, description: "enrolled keys, revocation, single-use challenges, token secret, seen exchange ids, refused requests", statements: [
+        // On the shore: each vessel's public keys from its identity file; a revoked vessel's
+        // tokens and proofs are refused from its next request; tokens issued before
+        // authorized_since (a re-enrollment) are refused.
+        """
+        ALTER TABLE fleetsync.vessel ADD COLUMN signing_key bytea, ADD COLUMN sealing_key bytea,
+          ADD COLUMN revoked_at timestamptz, ADD COLUMN authorized_since timestamptz NOT NULL DEFAULT now()
+        """,
+        // Single-use challenges, stored so that any server replica can check them.
+        "CREATE TABLE fleetsync.auth_challenge (nonce bytea PRIMARY KEY, expires_at timestamptz NOT NULL)",
+        "CREATE INDEX auth_challenge_expires ON fleetsync.auth_challenge (expires_at)",
+        // The HMAC key of access tokens, shared by every replica through the database.
+        "CREATE TABLE fleetsync.auth_secret (id smallint PRIMARY KEY, secret bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+        // Exchange ids seen per vessel, kept longer than a token lives: a replayed sealed request
+        // is refused.
+        """
+        CREATE TABLE fleetsync.seen_exchange (
+          vessel text NOT NULL, exchange_id uuid NOT NULL, seen_at timestamptz NOT NULL DEFAULT now(),
+          PRIMARY KEY (vessel, exchange_id)
+        )
+        """,
+        "CREATE INDEX seen_exchange_at ON fleetsync.seen_exchange (seen_at)",
+        // Refused requests and rejected changes, counted per vessel in status.
+        """
+        CREATE TABLE fleetsync.security_event (
+          id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, vessel text, kind text NOT NULL,
+          detail text NOT NULL, at timestamptz NOT NULL DEFAULT now()
+        )
+        """,
+        "CREATE INDEX security_event_vessel ON fleetsync.security_event (vessel, at)",
+        // On a vessel: the access token it holds and when it stops using it (its own clock).
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN token bytea, ADD COLUMN token_expires_at timestamptz",
     ])
 }

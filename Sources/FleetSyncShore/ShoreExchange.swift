@@ -1,4 +1,5 @@
 import FleetSyncCore
+import FleetSyncCrypto
 import FleetSyncPostgres
 import FleetSyncTransport
 import Foundation
@@ -14,11 +15,14 @@ public struct ShoreExchange: Sendable {
     public var schema: LocalSchema
     public var limits: WireLimits
     public var logger: Logger
+    /// Challenges, tokens and the shore's keys: every exchange is sealed and authenticated.
+    public var authority: ShoreAuthority
 
-    public init(configuration: FleetSyncConfiguration, schema: LocalSchema, logger: Logger) {
+    public init(configuration: FleetSyncConfiguration, schema: LocalSchema, logger: Logger, keys: NodeKeys) {
         self.configuration = configuration
         self.schema = schema
         self.logger = logger
+        self.authority = ShoreAuthority(shoreID: configuration.nodeID, keys: keys)
         var limits = WireLimits()
         limits.maximumEvents = configuration.limits.batchEvents
         limits.maximumBodyBytes = Self.maximumBodyBytes(configuration.limits)
@@ -42,14 +46,52 @@ public struct ShoreExchange: Sendable {
         }
     }
 
-    /// Decodes a framed request with the shore's limits, before any database work: a refusal
-    /// comes back as the framed answer to send.
-    public func decode(_ bytes: [UInt8]) -> Result<ExchangeRequest, Refusal> {
-        do {
-            return .success(try MessageFraming.decodeRequest(bytes, limits: limits))
+    /// The largest message the shore reads: a request body with its frame, the seal and a token.
+    public var maximumMessageBytes: Int { limits.maximumBodyBytes + Self.sealingAllowance }
+    static let sealingAllowance = 2 * WireEnvelope.headerSize + 64 + Sealing.overhead + AccessToken.maximumBytes + 16
+
+    /// What arrived, once decoded (and, for an exchange, unsealed) without the database.
+    public struct Incoming: Sendable {
+        public enum Message: Sendable {
+            case challengeRequest([UInt8])
+            case tokenRequest([UInt8])
+            /// A sealed exchange: its request, not yet authenticated (the token is checked, with
+            /// the database, before anything else).
+            case exchange(ExchangeRequest, ShoreAuthority.Unsealed)
+        }
+        public var message: Message
+        /// The vessel the message claims to come from (for logs only: identity comes from the token).
+        public var vesselID: String
+    }
+
+    /// Decodes a framed message with the shore's limits and opens its seal, before any database
+    /// work: a refusal comes back as the framed answer to send. An unsealed request (protocol
+    /// version 1, or a version 2 request without a seal) is refused: there is no unauthenticated
+    /// mode.
+    public func decode(_ bytes: [UInt8]) -> Result<Incoming, Refusal> {
+        do throws(WireError) {
+            var outer = limits
+            outer.maximumBodyBytes = maximumMessageBytes
+            let envelope = try WireEnvelope.decode(bytes, limits: outer)
+            switch envelope.kind {
+            case .challengeRequest:
+                return .success(Incoming(message: .challengeRequest(envelope.body), vesselID: "?"))
+            case .tokenRequest:
+                return .success(Incoming(message: .tokenRequest(envelope.body), vesselID: "?"))
+            case .sealedRequest:
+                let unsealed = try authority.unseal(envelope.body)
+                let request = try MessageFraming.decodeRequest(unsealed.inner, limits: limits)
+                return .success(Incoming(message: .exchange(request, unsealed), vesselID: unsealed.vessel))
+            case .request:
+                throw WireError(.unauthenticated, "this shore accepts only sealed exchanges carrying an access token (protocol version \(WireCodec.version)); the request came unsealed. Fix: on the vessel, run fleetsync keygen, enroll its identity.pub on the shore, and set [vessel] shore_identity")
+            default:
+                throw WireError(.malformed, "a \(envelope.kind) message is not something a vessel sends")
+            }
         } catch {
             logger.warning("exchange refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
-            return .failure(Refusal(answer: (Self.httpStatus(error.code), MessageFraming.encode(error))))
+            // A sender of an older version gets the refusal in its own version, so that it can read it.
+            let version = WireEnvelope.version(of: bytes).map { $0 < WireCodec.version && $0 > 0 ? $0 : WireCodec.version } ?? WireCodec.version
+            return .failure(Refusal(answer: (Self.httpStatus(error.code), MessageFraming.encode(error, version: version))))
         }
     }
 
@@ -58,17 +100,41 @@ public struct ShoreExchange: Sendable {
         public var answer: (status: Int, body: [UInt8])
     }
 
-    /// Answers a decoded request on `session`; every failure becomes a framed error.
-    public func respond(to request: ExchangeRequest, session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
+    /// Answers a decoded message on `session`: a challenge, a token, or an exchange whose token
+    /// is checked first. Every failure becomes a framed error, sealed to the vessel once it is
+    /// authenticated; refusals of security checks are logged and recorded for `status`.
+    public func respond(to incoming: Incoming, session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
+        var opened: ShoreAuthority.Opened?
         do {
-            let response = try await exchange(request, session: session, telemetry: telemetry)
-            return (200, MessageFraming.encode(response))
-        } catch let error as WireError {
-            logger.warning("exchange refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
-            return (Self.httpStatus(error.code), MessageFraming.encode(error))
+            switch incoming.message {
+            case .challengeRequest(let body):
+                return (200, try await authority.challenge(body, on: session))
+            case .tokenRequest(let body):
+                return (200, try await authority.token(body, on: session))
+            case .exchange(let request, let unsealed):
+                let channel = try await authority.authenticate(unsealed, on: session)
+                opened = channel
+                // The vessel is the token's; a payload naming another one is refused.
+                guard request.vesselID == channel.vessel else {
+                    throw WireError(.forbidden, "the request names vessel \(request.vesselID) but its token is vessel \(channel.vessel)'s; a vessel acts only as itself")
+                }
+                try StatusBounds.check(request.status)
+                let response = try await exchange(request, as: channel.vessel, session: session, telemetry: telemetry)
+                return (200, try authority.seal(MessageFraming.encode(response), for: channel))
+            }
         } catch {
-            logger.error("exchange failed", metadata: ["error": "\(error)"])
-            return (500, MessageFraming.encode(WireError(.internalError, "the shore could not complete the exchange; retry later")))
+            let wire = error as? WireError ?? WireError(.internalError, "the shore could not complete the exchange; retry later")
+            if error is WireError {
+                logger.warning("exchange refused", metadata: ["code": "\(wire.code)", "reason": "\(wire.message)", "vessel": "\(opened?.vessel ?? incoming.vesselID)"])
+            } else {
+                logger.error("exchange failed", metadata: ["error": "\(error)"])
+            }
+            if [.unauthenticated, .replayed, .forbidden, .tooLarge].contains(wire.code) {
+                try? await ShoreAuthority.record(vessel: opened?.vessel, kind: "\(wire.code)", detail: "claimed vessel \(incoming.vesselID): \(wire.message)", on: session)
+            }
+            let frame = MessageFraming.encode(wire)
+            if let opened, let sealed = try? authority.seal(frame, for: opened) { return (Self.httpStatus(wire.code), sealed) }
+            return (Self.httpStatus(wire.code), frame)
         }
     }
 
@@ -76,7 +142,9 @@ public struct ShoreExchange: Sendable {
     static func httpStatus(_ code: WireError.Code) -> Int {
         switch code {
         case .tooLarge, .batchTooLarge: return 413
-        case .unknownVessel: return 403
+        case .unknownVessel, .forbidden: return 403
+        case .unauthenticated, .tokenExpired: return 401
+        case .replayed: return 409
         case .cursorFromTheFuture, .mustRebootstrap, .positionsWentBack: return 409
         case .busy: return 503
         case .internalError: return 500
@@ -84,8 +152,9 @@ public struct ShoreExchange: Sendable {
         }
     }
 
-    func exchange(_ request: ExchangeRequest, session db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
-        let vessel = request.vesselID
+    /// One exchange of `vessel`, the identity its token proved (the request names the same).
+    func exchange(_ request: ExchangeRequest, as vessel: String, session db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
+        guard request.vesselID == vessel else { throw WireError(.forbidden, "the request names vessel \(request.vesselID), its token vessel \(vessel)") }
         var binds = PostgresBindings()
         binds.append(vessel)
         guard !(try await db.rows("SELECT 1 FROM fleetsync.vessel WHERE vessel_id = $1", binds, context: "looking up vessel \(vessel)")).isEmpty else {
@@ -142,6 +211,10 @@ public struct ShoreExchange: Sendable {
             for rejection in partition.rejected { await telemetry.record(kind: "rejected_change", detail: rejection) }
             let applier = Applier(schema: schema, session: db, telemetry: telemetry)
             let report = try await applier.apply(partition.admitted, from: vessel, cursor: request.upTo, routes: partition.routes)
+            if !partition.rejected.isEmpty || report.rejectedFields > 0 {
+                logger.warning("vessel changes rejected", metadata: ["vessel": "\(vessel)", "outside_partition": "\(partition.rejected.count)", "fields_not_owned": "\(report.rejectedFields)"])
+                try? await ShoreAuthority.record(vessel: vessel, kind: "rejected_changes", detail: "\(partition.rejected.count) change(s) outside its partition, \(report.rejectedFields) field(s) it does not own", on: db)
+            }
             try await Self.offboard(partition.offboardAfterwards, from: vessel, on: db)
             // Only clocks the shore accepted count: one refused as beyond the bound (``ClockBound``)
             // must not raise the floor this vessel is held to.

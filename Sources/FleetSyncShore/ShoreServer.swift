@@ -1,4 +1,5 @@
 import FleetSyncCore
+import FleetSyncCrypto
 import FleetSyncPostgres
 import FleetSyncTransport
 import Foundation
@@ -26,6 +27,8 @@ public struct ShoreServer: Sendable {
     /// Runs until SIGTERM or SIGINT, then finishes the requests in flight and stops.
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         guard let shore = configuration.shore else { throw ShoreError("serve needs a [shore] section; this configuration is for a \(configuration.role.rawValue)") }
+        // The shore's private keys: a key file others can read stops the server here.
+        let keys = try Self.loadKeys(configuration)
         let setup = try await DatabaseSession.connect(url: configuration.databaseURL, logger: logger)
         let schema: LocalSchema
         do {
@@ -35,8 +38,8 @@ public struct ShoreServer: Sendable {
             await setup.close()
             throw error
         }
-        let exchange = ShoreExchange(configuration: configuration, schema: schema, logger: logger)
-        let maximumBody = exchange.limits.maximumBodyBytes + WireEnvelope.headerSize
+        let exchange = ShoreExchange(configuration: configuration, schema: schema, logger: logger, keys: keys)
+        let maximumBody = exchange.maximumMessageBytes
         let configuration = self.configuration
         let logger = self.logger
         let pool = PostgresClient(configuration: try Self.poolConfiguration(configuration.databaseURL, shore), backgroundLogger: logger)
@@ -63,7 +66,7 @@ public struct ShoreServer: Sendable {
             }
             defer { gate.leave() }
             // Decoded and checked before any database connection is taken.
-            let decoded: ExchangeRequest
+            let decoded: ShoreExchange.Incoming
             switch exchange.decode(Array(buffer: body)) {
             case .failure(let refusal): return Self.answer(refusal.answer)
             case .success(let request): decoded = request
@@ -172,6 +175,18 @@ public struct ShoreServer: Sendable {
     static func busy(_ message: String, retryAfter: Int) -> Response {
         Response(status: .serviceUnavailable, headers: [.contentType: "application/octet-stream", .retryAfter: "\(retryAfter)"],
                  body: .init(byteBuffer: ByteBuffer(bytes: MessageFraming.encode(WireError(.busy, message)))))
+    }
+
+    /// The shore's keys from `[keys] directory` (fleetsync keygen), refused when others can read them.
+    static func loadKeys(_ configuration: FleetSyncConfiguration) throws -> NodeKeys {
+        guard let directory = configuration.keysDirectory else {
+            throw ShoreError("serve needs the shore's keys: set [keys] directory and run fleetsync keygen --config FILE (every exchange is sealed and authenticated; there is no unauthenticated mode)")
+        }
+        do {
+            return try NodeKeys.load(directory: directory)
+        } catch {
+            throw ShoreError("\(error)")
+        }
     }
 
     static func split(_ listen: String) throws -> (String, Int) {

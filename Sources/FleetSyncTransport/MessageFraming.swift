@@ -46,7 +46,7 @@ public enum MessageFraming {
         switch kind {
         case .response: return try WireEventBatch.response(body, limits: limits)
         case .error: throw try WireEnvelope.decodeError(body)
-        case .request: throw WireError(.malformed, "expected a response, got a request")
+        default: throw WireError(.malformed, "expected a response, got a \(kind) message")
         }
     }
 
@@ -56,7 +56,20 @@ public enum MessageFraming {
         switch kind {
         case .response: return try WireCodec.decodeResponse(body, limits: limits)
         case .error: throw try WireEnvelope.decodeError(body)
-        case .request: throw WireError(.malformed, "expected a response, got a request")
+        default: throw WireError(.malformed, "expected a response, got a \(kind) message")
         }
+    }
+
+    /// A frame whose body travels as it is (sealed bodies, authentication messages: nothing to
+    /// compress).
+    public static func frameRaw(_ kind: WireEnvelope.Kind, body: [UInt8]) -> [UInt8] {
+        WireEnvelope(kind: kind, compressed: false, rawLength: body.count, body: body).encoded()
+    }
+
+    /// An error frame in protocol `version`: the shore answers a message of an older version
+    /// in that version, so that the old sender can read the refusal.
+    public static func encode(_ error: WireError, version: UInt8) -> [UInt8] {
+        let body = WireEnvelope.errorBody(error)
+        return WireEnvelope(version: version, kind: .error, compressed: false, rawLength: body.count, body: body).encoded()
     }
 }

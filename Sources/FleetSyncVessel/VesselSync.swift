@@ -1,4 +1,5 @@
 import FleetSyncCore
+import FleetSyncCrypto
 import FleetSyncPostgres
 import FleetSyncTransport
 import Foundation
@@ -160,7 +161,10 @@ public struct VesselSync: Sendable {
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
                      "transport": .string(transport.name)])
         let requestBytes = MessageFraming.encode(request)
-        let (responseBytes, response, received) = try await sendRetryingBusy(requestBytes)
+        // Sealed to the pinned shore, with this vessel's token (VesselChannel).
+        let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
+        let wire = WireCount()
+        let (responseBytes, response, received) = try await sendRetryingBusy(requestBytes, via: channel, counting: wire)
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
         }
@@ -209,11 +213,11 @@ public struct VesselSync: Sendable {
         logger.info("exchange done", metadata: [
             "sent": "\(pending.events.count)", "received": "\(received.count)", "applied": "\(report.appliedRows)",
             "waiting": "\(report.waiting)", "dead_letters": "\(report.deadLettered)",
-            "bytes_sent": "\(requestBytes.count)", "bytes_received": "\(responseBytes.count)",
+            "bytes_sent": "\(wire.sent)", "bytes_received": "\(wire.received)", "request_bytes": "\(requestBytes.count)", "response_bytes": "\(responseBytes.count)",
             "cursor": "\(response.cursor)", "transport": "\(transport.name)"])
         var outcome = ExchangeOutcome(sent: pending.events.count, received: received.count, pending: pending.more || response.more || reclocked > 0)
-        outcome.bytesSent = requestBytes.count
-        outcome.bytesReceived = responseBytes.count
+        outcome.bytesSent = wire.sent
+        outcome.bytesReceived = wire.received
         outcome.waiting = report.waiting
         outcome.deadLettered = report.deadLettered + pending.setAside
         outcome.waitingApplied = report.waitingApplied
@@ -224,10 +228,12 @@ public struct VesselSync: Sendable {
     /// Sends a request and decodes the answer. A `busy` answer (the shore at its bound, or another
     /// exchange of this vessel in progress there: a retry racing its original) is retried with
     /// the same request a little later, a few times.
-    func sendRetryingBusy(_ requestBytes: [UInt8]) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
+    func sendRetryingBusy(_ requestBytes: [UInt8], via channel: VesselChannel, counting wire: WireCount) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
         var attempt = 0
         while true {
-            let bytes = try await transport.send(requestBytes)
+            let (bytes, sent, received) = try await channel.send(requestBytes, limits: responseLimits)
+            wire.sent += sent
+            wire.received += received
             do {
                 let (response, received) = try MessageFraming.decodeResponseBatch(bytes, limits: responseLimits)
                 return (bytes, response, received)

@@ -13,28 +13,6 @@ func requireRole(_ configuration: FleetSyncConfiguration, _ role: NodeRole, _ co
     }
 }
 
-struct EnrollCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "enroll", abstract: "(shore) Register a vessel so that its exchanges are accepted.")
-    @OptionGroup var options: ConfigOption
-    @Option(help: "The vessel's node id.") var vessel: String
-    @Option(help: "The vessel's public identity file (checked once the security work lands).") var identity: String?
-
-    func run() async throws {
-        let configuration = try options.load()
-        try requireRole(configuration, .shore, "enroll")
-        guard Identifiers.isValidNodeID(vessel) else { throw ValidationError("--vessel \"\(vessel)\" is not a valid node id (\(Identifiers.nodeIDRule))") }
-        var identityText: String?
-        if let identity {
-            guard let data = FileManager.default.contents(atPath: identity), data.count <= 65_536, let text = String(data: data, encoding: .utf8) else {
-                throw ValidationError("cannot read identity file \(identity) (at most 64 KiB of text)")
-            }
-            identityText = text
-        }
-        try await withDatabase(configuration) { try await FleetStatus.enroll(vessel: vessel, identity: identityText, on: $0) }
-        print("vessel \(vessel) enrolled")
-    }
-}
-
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "serve", abstract: "(shore) Run the exchange server until SIGTERM.")
     @OptionGroup var options: ConfigOption
@@ -192,13 +170,23 @@ struct StatusCommand: AsyncParsableCommand {
             print("  waiting:         \(status.waiting) change(s) for a row they reference")
             print("  quarantined:     \(status.quarantinedRows) row(s)")
         case .shore:
-            let status = try await withDatabase(configuration) { try await FleetStatus.read(on: $0) }
-            if json { print(status.json.serialized); return }
+            let (status, refusals) = try await withDatabase(configuration) { db in
+                (try await FleetStatus.read(on: db), try await ShoreAuthority.refusals(on: db))
+            }
+            if json {
+                guard case .object(var members) = status.json else { print(status.json.serialized); return }
+                members["authentication"] = .string("required")
+                members["refused_requests"] = .object(refusals.mapValues { .number(String($0)) })
+                print(JSONValue.object(members).serialized)
+                return
+            }
+            print(ShoreAuthority.statusLine)
+            if let unattributed = refusals[""] { print("refused requests that proved no identity: \(unattributed)") }
             print("shore \(configuration.nodeID): last position \(status.lastPosition), pruned below \(status.prunedBelow), \(status.unsequenced) event(s) waiting for the next exchange to be sequenced")
             for v in status.vessels {
                 let contact = v.lastContact.map { "\($0)" } ?? "never"
                 let note = v.cursor < status.prunedBelow ? "  MUST RE-BOOTSTRAP" : ""
-                print("  \(v.id): last contact \(contact), \(v.lagEvents) event(s) not yet confirmed applied, reported \(v.reported)\(note)")
+                print("  \(v.id): last contact \(contact), \(v.lagEvents) event(s) not yet confirmed applied, \(refusals[v.id] ?? 0) refused request(s) or rejected change batch(es), reported \(v.reported)\(note)")
             }
         }
     }

@@ -10,7 +10,7 @@ struct FleetSyncCommand: AsyncParsableCommand {
         commandName: "fleetsync",
         abstract: "Bidirectional sync of PostgreSQL tables between the shore and a fleet of vessels.",
         subcommands: [
-            InitCommand.self, UninstallCommand.self, KeygenCommand.self, EnrollCommand.self, ServeCommand.self,
+            InitCommand.self, UninstallCommand.self, KeygenCommand.self, EnrollCommand.self, RevokeCommand.self, ServeCommand.self,
             RunCommand.self, SyncCommand.self, StatusCommand.self, SnapshotCommand.self, DLQCommand.self,
             QuarantineCommand.self, VerifyCommand.self, DemoCommand.self,
         ])

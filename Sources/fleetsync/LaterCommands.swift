@@ -11,11 +11,6 @@ extension NotYetBuilt {
     }
 }
 
-struct KeygenCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "keygen", abstract: "Create this node's ML-DSA and ML-KEM keys.")
-    static let plannedIn = "comes with the security issue"
-    @OptionGroup var options: ConfigOption
-}
 
 
 

@@ -22,14 +22,17 @@ final class LosingTransport: ExchangeTransport, @unchecked Sendable {
     }
 }
 
-/// Wraps the real HTTP transport: every request is delivered twice.
+/// Wraps the real HTTP transport: every request is delivered twice (the link duplicates it);
+/// the vessel sees the first answer. The shore refuses the duplicate of a sealed exchange as a
+/// replay and of a token request as a used challenge: it is applied once.
 final class DuplicatingTransport: ExchangeTransport, @unchecked Sendable {
     let inner: HTTPExchangeTransport
     init(_ inner: HTTPExchangeTransport) { self.inner = inner }
     var name: String { "duplicating " + inner.name }
     func send(_ request: [UInt8]) async throws -> [UInt8] {
-        _ = try await inner.send(request)
-        return try await inner.send(request)
+        let first = try await inner.send(request)
+        _ = try? await inner.send(request)
+        return first
     }
 }
 
@@ -207,6 +210,14 @@ final class ExchangeFailureTests: DatabaseTestCase {
         defer { server.stop() }
         let transport = http(fleet)
         let shore = try await connect(fleet.shore.url)
+        let sealed = try SealedClient(fleet.vessels[0], fleet: fleet)
+        defer { Task { await sealed.shutdown() } }
+        let token = try await sealed.token()
+        /// The code of the answer to `request` sent sealed with aurora's token.
+        func sealedCode(_ request: ExchangeRequest) async throws -> WireError.Code? {
+            let (frame, binding) = try sealed.seal(request, token: token)
+            return sealed.code(try await transport.send(frame), binding: binding)
+        }
         func code(_ bytes: [UInt8]) async throws -> WireError.Code? {
             do {
                 _ = try MessageFraming.decodeResponse(try await transport.send(bytes))
@@ -218,19 +229,21 @@ final class ExchangeFailureTests: DatabaseTestCase {
         let event = ChangeEvent(table: "seafarer", rowID: UUID(), fields: ["notes": FieldChange(value: .string("x"), clock: FieldClock(counter: 1, node: "aurora"))], origin: "aurora", originPosition: 1)
         let good = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [event], upTo: 1))
         var wrongVersion = good
-        wrongVersion[4] = 2
+        wrongVersion[4] = WireCodec.version + 1
         let codeMalformed = try await code(Array("GET / HTTP/1.1 this is not a message".utf8))
         XCTAssertEqual(codeMalformed, .malformed)
         let codeTruncated = try await code(Array(good.dropLast(3)))
         XCTAssertEqual(codeTruncated, .truncated)
         let codeVersion = try await code(wrongVersion)
         XCTAssertEqual(codeVersion, .unsupportedVersion)
-        let codeUnknown = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "nobody", cursor: 0, events: [event], upTo: 1)))
-        XCTAssertEqual(codeUnknown, .unknownVessel)
-        let codeFuture = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 1_000_000, events: [event], upTo: 1)))
+        let codeUnsealed = try await code(good)
+        XCTAssertEqual(codeUnsealed, .unauthenticated)
+        let codeUnknown = try await sealedCode(ExchangeRequest(vesselID: "nobody", cursor: 0, events: [event], upTo: 1))
+        XCTAssertEqual(codeUnknown, .forbidden)
+        let codeFuture = try await sealedCode(ExchangeRequest(vesselID: "aurora", cursor: 1_000_000, events: [event], upTo: 1))
         XCTAssertEqual(codeFuture, .cursorFromTheFuture)
         let many = Array(repeating: event, count: 6)
-        let codeBatch = try await code(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: many, upTo: 6)))
+        let codeBatch = try await sealedCode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: many, upTo: 6))
         XCTAssertEqual(codeBatch, .batchTooLarge)
         var oversized = WireEnvelope(kind: .request, compressed: false, rawLength: 0, body: []).encoded()
         oversized[8...11] = [0x7F, 0xFF, 0xFF, 0xFF]
@@ -239,7 +252,7 @@ final class ExchangeFailureTests: DatabaseTestCase {
         let applied: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.outbox")
         XCTAssertEqual(applied, 0, "nothing was applied")
         // Still serving.
-        let answer = try MessageFraming.decodeResponse(try await transport.send(MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [], upTo: 0))))
+        let answer = try await sealed.exchange(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [], upTo: 0), token: token)
         XCTAssertEqual(answer.events.count, 0)
     }
 
@@ -389,7 +402,11 @@ final class ExchangeFailureTests: DatabaseTestCase {
             position += 1
             let clock = FieldClock(counter: 1_000 + position, node: vessel)
             let event = ChangeEvent(table: "seafarer", rowID: row, fields: fields.mapValues { FieldChange(value: $0, clock: clock) }, origin: vessel, originPosition: position)
-            return try MessageFraming.decodeResponse(try await transport.send(MessageFraming.encode(ExchangeRequest(vesselID: vessel, cursor: 0, events: [event], upTo: position))))
+            // Sealed with the vessel's own keys and token: an authenticated vessel overreaching.
+            let client = try SealedClient(fleet.vessels.first { $0.id == vessel }!, fleet: fleet)
+            defer { Task { await client.shutdown() } }
+            _ = transport
+            return try await client.exchange(ExchangeRequest(vesselID: vessel, cursor: 0, events: [event], upTo: position))
         }
         // Borealis edits aurora's crew member, and inserts a row into aurora's partition.
         _ = try await send("borealis", ["notes": .string("hijacked"), "contact_number": .string("+0")], row: ana)

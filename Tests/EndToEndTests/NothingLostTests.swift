@@ -56,7 +56,10 @@ final class NothingLostTests: DatabaseTestCase {
             ChangeEvent(table: "seafarer", rowID: ana, fields: ["notes": FieldChange(value: .string("forged"), clock: FieldClock(counter: 1, node: "aurora"))],
                         origin: "aurora", originPosition: 50),
         ], upTo: 50)
-        _ = try MessageFraming.decodeResponse(try await transport.send(MessageFraming.encode(forged)))
+        // Sent sealed with aurora's own keys and token: the vessel itself claiming a position.
+        let sealed = try SealedClient(aurora, fleet: fleet)
+        defer { Task { await sealed.shutdown() } }
+        _ = try await sealed.exchange(forged)
         let result = try fleet.sync(aurora)
         XCTAssertEqual(result.status, 0, result.output + result.error)
         let arrived = try await scalar(fleet.shore.url, "SELECT count(*)::text FROM seafarer WHERE full_name LIKE 'New %'")

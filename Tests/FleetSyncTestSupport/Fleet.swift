@@ -67,7 +67,11 @@ public struct Fleet: Sendable {
     public static func make(vessels ids: [String], shoreID: String = "shore", limits: String = "", retentionDays: Int = 30,
                             schema: String? = nil, tables: String? = nil) async throws -> Fleet {
         let port = try FreePort.find()
+        // Every node has its own keys (fleetsync keygen); vessels pin the shore's identity file
+        // and are enrolled with theirs: every exchange in the tests is authenticated and sealed.
+        var shoreIdentity = ""
         func node(_ role: String, _ id: String) async throws -> FleetNode {
+            let keys = NSTemporaryDirectory() + "fleetsync-keys-\(id)-\(UUID().uuidString)"
             let cluster = try TestCluster.start()
             let url = try await cluster.createDatabase(prefix: id)
             if let schema {
@@ -81,6 +85,10 @@ public struct Fleet: Sendable {
             text = text.replacingOccurrences(of: "0.0.0.0:8080", with: "127.0.0.1:\(port)")
                 .replacingOccurrences(of: "http://127.0.0.1:8080", with: "http://127.0.0.1:\(port)")
                 .replacingOccurrences(of: "retention_days = 30", with: "retention_days = \(retentionDays)")
+                .replacingOccurrences(of: "directory = \"/var/lib/fleetsync/keys\"", with: "directory = \"\(keys)\"")
+            if role == "vessel" {
+                text = text.replacingOccurrences(of: "/etc/fleetsync/shore-identity.pub", with: shoreIdentity)
+            }
             if !limits.isEmpty {
                 text = text.replacingOccurrences(of: #"(?s)\[limits\].*?\n\n"#, with: limits + "\n\n", options: .regularExpression)
             }
@@ -90,13 +98,17 @@ public struct Fleet: Sendable {
             let path = try FleetSyncBinary.writeConfiguration(text)
             let result = try FleetSyncBinary.run(["init", "--config", path])
             guard result.status == 0 else { throw TestClusterError("init \(id) failed: \(result.error)") }
+            let keygen = try FleetSyncBinary.run(["keygen", "--config", path])
+            guard keygen.status == 0 else { throw TestClusterError("keygen \(id) failed: \(keygen.error)") }
             return FleetNode(id: id, url: url, configPath: path, configuration: try ConfigurationLoader.load(text: text), cluster: cluster)
         }
         let shore = try await node("shore", shoreID)
+        shoreIdentity = try shore.configuration.keysDirectory.map { $0 + "/identity.pub" } ?? { throw TestClusterError("the shore has no [keys] directory") }()
         var vessels: [FleetNode] = []
         for id in ids {
             vessels.append(try await node("vessel", id))
-            let enrolled = try FleetSyncBinary.run(["enroll", "--config", shore.configPath, "--vessel", id])
+            let identity = vessels.last!.configuration.keysDirectory! + "/identity.pub"
+            let enrolled = try FleetSyncBinary.run(["enroll", "--config", shore.configPath, "--vessel", id, "--identity", identity])
             guard enrolled.status == 0 else { throw TestClusterError("enroll \(id) failed: \(enrolled.error)") }
         }
         return Fleet(shore: shore, vessels: vessels, httpPort: port)

@@ -154,6 +154,9 @@ public struct VesselConfiguration: Sendable, Equatable {
     public var requestTimeoutSeconds: Int = 120
     /// PEM file of certificates to trust for an https shore_url (default: the system's).
     public var tlsCA: String?
+    /// The shore's public identity file (written by `fleetsync keygen` on the shore), pinned:
+    /// exchanges are sealed to its key and only answers from its holder are accepted.
+    public var shoreIdentity: String?
     public init(shoreURL: String) { self.shoreURL = shoreURL }
 }
 

@@ -16,6 +16,16 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let mustRebootstrap = Code(rawValue: 9)
         public static let internalError = Code(rawValue: 10)
         public static let positionsWentBack = Code(rawValue: 11)
+        /// No valid identity proof or token (unknown, revoked, bad signature: one answer for all).
+        public static let unauthenticated = Code(rawValue: 12)
+        /// The access token has expired: authenticate again (challenge, signature, new token).
+        public static let tokenExpired = Code(rawValue: 13)
+        /// A sealed exchange whose exchange id was already seen: a replay.
+        public static let replayed = Code(rawValue: 14)
+        /// The authenticated vessel asked for something that is not its own.
+        public static let forbidden = Code(rawValue: 15)
+        /// A sealed message that does not open: tampered, truncated, or sealed to another key.
+        public static let sealBroken = Code(rawValue: 16)
 
         public var description: String {
             switch self {
@@ -30,6 +40,11 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
             case .mustRebootstrap: return "must_rebootstrap"
             case .internalError: return "internal_error"
             case .positionsWentBack: return "positions_went_back"
+            case .unauthenticated: return "unauthenticated"
+            case .tokenExpired: return "token_expired"
+            case .replayed: return "replayed"
+            case .forbidden: return "forbidden"
+            case .sealBroken: return "seal_broken"
             default: return "code_\(rawValue)"
             }
         }
@@ -163,6 +178,13 @@ public struct WireReader {
         }
         offset += 16
         return UUID(uuid: t)
+    }
+
+    /// Exactly `count` raw bytes.
+    public mutating func fixed(_ count: Int, what: String) throws(WireError) -> [UInt8] {
+        guard remaining >= count else { throw WireError(.truncated, "\(what) of \(count) bytes is cut off after \(remaining)") }
+        defer { offset += count }
+        return Array(bytes[offset..<offset + count])
     }
 
     public mutating func rest() -> [UInt8] {

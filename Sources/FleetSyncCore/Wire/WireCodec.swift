@@ -1,9 +1,9 @@
 import Foundation
 
-/// The binary exchange format, version 1 (docs/PROTOCOL.md). The body here is uncompressed;
+/// The binary exchange format, version 2 (docs/PROTOCOL.md; version 2 seals every exchange). The body here is uncompressed;
 /// ``WireEnvelope`` frames it and the transport compresses it.
 public enum WireCodec {
-    public static let version: UInt8 = 1
+    public static let version: UInt8 = 2
 
     // MARK: requests and responses
 

@@ -6,7 +6,13 @@
 /// ```
 /// `flags` bit 0: the body is zlib-compressed; `raw length` is then its size after inflating.
 public struct WireEnvelope: Sendable, Equatable {
-    public enum Kind: UInt8, Sendable { case request = 1, response = 2, error = 3 }
+    /// Kinds 1-3 carry a (compressed) exchange message; since version 2 they travel only inside
+    /// a sealed message (4, 5). Kinds 6-9 obtain an access token (docs/PROTOCOL.md, Security).
+    public enum Kind: UInt8, Sendable {
+        case request = 1, response = 2, error = 3
+        case sealedRequest = 4, sealedResponse = 5
+        case challengeRequest = 6, challenge = 7, tokenRequest = 8, token = 9
+    }
 
     public static let magic: [UInt8] = Array("FSYN".utf8)
     public static let headerSize = 16
@@ -45,7 +51,7 @@ public struct WireEnvelope: Sendable, Equatable {
         var r = WireReader(bytes, offset: 4)
         let version = try r.byte()
         guard version == WireCodec.version else {
-            throw WireError(.unsupportedVersion, "protocol version \(version) is not supported; this node speaks version \(WireCodec.version)")
+            throw WireError(.unsupportedVersion, Self.versionRefusal(received: version))
         }
         guard let kind = Kind(rawValue: try r.byte()) else { throw WireError(.malformed, "unknown message kind") }
         let flags = try r.byte()
@@ -60,6 +66,18 @@ public struct WireEnvelope: Sendable, Equatable {
             throw WireError(r.remaining < length ? .truncated : .malformed, "body is \(r.remaining) bytes, header says \(length)")
         }
         return WireEnvelope(version: version, kind: kind, compressed: flags & 1 == 1, rawLength: raw, body: r.rest())
+    }
+
+    /// The refusal of a message of another protocol version, naming both versions and the fix.
+    public static func versionRefusal(received: UInt8) -> String {
+        let upgrade = received < WireCodec.version ? "upgrade the sender (a fleet upgrades its shore first, then its vessels)" : "upgrade this node"
+        return "the message speaks protocol version \(received), this node speaks version \(WireCodec.version) (FleetSync serves no older version: version 1 had no authentication); \(upgrade)"
+    }
+
+    /// The version byte of a message, if it has a FleetSync header.
+    public static func version(of bytes: [UInt8]) -> UInt8? {
+        guard bytes.count >= 5, Array(bytes[0..<4]) == magic else { return nil }
+        return bytes[4]
     }
 
     /// An error message body: code, then text.
