@@ -19,10 +19,13 @@ public final class VesselDaemon: Sendable {
     /// Longest one connect or exchange may take before the daemon gives up on it and reconnects.
     let deadlineSeconds: Double
     let stopRequested = Atomic<Bool>(false)
+    /// When set, a committed local change ends an idle sleep at once.
+    let watcher: LocalChangeWatcher?
 
     /// - Parameter connect: called before the first exchange and again after any failed one, so
     ///   that a restarted local database or a broken connection heals by itself.
-    public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, connect: @escaping Connector) {
+    public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, watcher: LocalChangeWatcher? = nil, connect: @escaping Connector) {
+        self.watcher = watcher
         self.intervalSeconds = intervalSeconds
         self.deadlineSeconds = deadlineSeconds
         self.logger = logger
@@ -37,6 +40,8 @@ public final class VesselDaemon: Sendable {
         var current: (sync: VesselSync, close: @Sendable () async -> Void)?
         let signals = installSignalHandlers()
         defer { signals.forEach { $0.cancel() } }
+        let listening = watcher.map { watcher in Task { await watcher.run() } }
+        defer { listening?.cancel() }
         var random = SystemRandomNumberGenerator()
         while true {
             if stopRequested.load(ordering: .relaxed) { action = loop.stop() }
@@ -73,20 +78,27 @@ public final class VesselDaemon: Sendable {
                     }
                 }
             case .sleep(let seconds):
-                await sleep(seconds)
+                // An idle sleep ends when a local change commits; a back-off does not (the
+                // shore is unreachable: the change waits for the back-off like the rest).
+                let idle = loop.state == .idle
+                if await sleep(seconds, wakingOnChange: idle) { logger.debug("a local change woke the daemon") }
                 action = loop.woke()
             }
         }
     }
 
-    /// Sleeps in short steps so that a stop request ends the sleep promptly.
-    private func sleep(_ seconds: Double) async {
+    /// Sleeps in short steps so that a stop request (and, when `wakingOnChange`, a committed
+    /// local change) ends the sleep promptly; returns whether a change ended it.
+    private func sleep(_ seconds: Double, wakingOnChange: Bool) async -> Bool {
+        if !wakingOnChange { _ = watcher?.takeChange() }
         var left = seconds
         while left > 0 && !stopRequested.load(ordering: .relaxed) {
-            let step = min(left, 0.2)
+            if wakingOnChange, watcher?.takeChange() == true { return true }
+            let step = min(left, 0.1)
             try? await Task.sleep(for: .milliseconds(Int(step * 1000)))
             left -= step
         }
+        return false
     }
 
     private func installSignalHandlers() -> [any DispatchSourceSignal] {

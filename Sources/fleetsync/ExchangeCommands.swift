@@ -78,7 +78,8 @@ struct RunCommand: AsyncParsableCommand {
         let vessel = configuration.vessel!
         let transport = try HTTPExchangeTransport(
             shoreURL: vessel.shoreURL, timeout: .seconds(Int64(vessel.requestTimeoutSeconds)), trustedCertificates: vessel.tlsCA)
-        let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger) {
+        let watcher = vessel.wakeOnChange ? LocalChangeWatcher(url: configuration.databaseURL, logger: logger) : nil
+        let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger, watcher: watcher) {
             let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: makeLogger("fleetsync.db"))
             let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
             do {

@@ -105,15 +105,19 @@ final class ServerBoundsTests: DatabaseTestCase {
         let server = try fleet.serve()
         defer { server.stop() }
         try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A'); INSERT INTO certificate_type (code, title) SELECT 'T' || i, 't' FROM generate_series(1, 2000) i;", url: fleet.shore.url)
-        let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
-        transports.append(transport)
-        let request = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: [], upTo: 0))
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        let vessel = try await connect(fleet.vessels[0].url)
+        let cursor: Int64 = try await vessel.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
+        // A real vessel's sealed requests with its token, 150 at once.
+        let client = try SealedClient(fleet.vessels[0], fleet: fleet)
+        transports.append(client.transport)
+        let token = try await client.token()
         let shore = try await connect(fleet.shore.url)
         let statuses = try await withThrowingTaskGroup(of: String.self) { group in
             for _ in 0..<150 {
                 group.addTask {
                     do {
-                        _ = try MessageFraming.decodeResponse(try await transport.send(request))
+                        _ = try await client.exchange(ExchangeRequest(vesselID: "aurora", cursor: cursor, events: [], upTo: 0), token: token)
                         return "ok"
                     } catch let error as WireError {
                         return "\(error.code)"

@@ -157,6 +157,10 @@ public struct VesselConfiguration: Sendable, Equatable {
     /// The shore's public identity file (written by `fleetsync keygen` on the shore), pinned:
     /// exchanges are sealed to its key and only answers from its holder are accepted.
     public var shoreIdentity: String?
+    /// The daemon exchanges as soon as a transaction that changed a synced table commits (it
+    /// watches the capture log), not only every `intervalSeconds`. Off on a metered link that
+    /// prefers its interval.
+    public var wakeOnChange: Bool = true
     public init(shoreURL: String) { self.shoreURL = shoreURL }
 }
 

@@ -138,7 +138,7 @@ struct ConfigurationReader {
         }
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
-            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity"])
+            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
@@ -149,6 +149,9 @@ struct ConfigurationReader {
                 if let s = integer(table, "request_timeout_seconds", path: "vessel", range: 1...3_600) { vessel?.requestTimeoutSeconds = s }
                 vessel?.tlsCA = string(table, "tls_ca", path: "vessel", required: false)
                 vessel?.shoreIdentity = string(table, "shore_identity", path: "vessel", required: false)
+                if let value = table["wake_on_change"] {
+                    if let wake = value.bool { vessel?.wakeOnChange = wake } else { fail("vessel.wake_on_change", "must be true or false", "write wake_on_change = true or false") }
+                }
             }
         }
         var keysDirectory: String?
