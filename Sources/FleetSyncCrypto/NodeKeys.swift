@@ -76,7 +76,7 @@ public struct NodeKeys: @unchecked Sendable {
         }
         let mode = info.st_mode & 0o777
         guard mode & 0o077 == 0 else {
-            throw SecurityError("private key file \(path) has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)): others can read it, so this node refuses to start. Fix: chmod 600 \(path) (and consider the key exposed: rotate it)")
+            throw SecurityError("private key file \(path) has mode \(String(mode, radix: 8, uppercase: false).leftPadded(4)): others can read it, so this node refuses to start. Fix: chmod 600 \(path) (and consider the key exposed: make new keys with keygen in a new directory and enroll or pin them again)")
         }
     }
 

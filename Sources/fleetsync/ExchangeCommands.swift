@@ -71,6 +71,13 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.load()
         try requireRole(configuration, .vessel, "run")
+        // Keys and the pinned shore identity are checked before the daemon starts: a private key
+        // others can read, or none, stops it here with the fix (not a backoff loop).
+        do {
+            _ = try VesselChannel.credentials(configuration)
+        } catch {
+            throw CommandFailure(description: "\(error)")
+        }
         var daemonLogger = makeLogger("fleetsync.vessel", defaultLevel: .info)
         daemonLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
         let logger = daemonLogger

@@ -264,6 +264,9 @@ final class SecurityTests: DatabaseTestCase {
         let sync = try fleet.sync(fleet.vessels[0])
         XCTAssertNotEqual(sync.status, 0)
         XCTAssertTrue(sync.error.contains("has mode 0644") && sync.error.contains("chmod 600 \(vesselKey)"), sync.error)
+        let daemon = try FleetSyncBinary.run(["run", "--config", fleet.vessels[0].configPath])
+        XCTAssertNotEqual(daemon.status, 0, "the daemon does not start")
+        XCTAssertTrue(daemon.error.contains("has mode 0644"), daemon.error)
         let shoreKey = fleet.shore.configuration.keysDirectory! + "/sealing.key"
         XCTAssertEqual(chmod(shoreKey, 0o640), 0)
         let serve = try FleetSyncBinary.run(["serve", "--config", fleet.shore.configPath])
