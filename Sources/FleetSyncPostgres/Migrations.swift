@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom, security]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom, security, catchUp]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -224,6 +224,88 @@ extension Migration {
         "ALTER TABLE fleetsync.sync_state ADD COLUMN max_clock bigint NOT NULL DEFAULT 0",
         // On a vessel: the largest change the shore said it accepts (0 until it has answered).
         "ALTER TABLE fleetsync.sync_state ADD COLUMN max_change_bytes bigint NOT NULL DEFAULT 0",
+    ])
+}
+
+extension Migration {
+    static let catchUp = Migration(version: 11, description: "catch-up from table state: what pruning forgot, per-vessel progress, verify results", statements: [
+        // On the shore, written by retention as it prunes: the last pruned position that touched
+        // each row (and the vessel that event went to), and each row that left a vessel
+        // (offboarding). A vessel whose cursor is below the pruning mark is caught up from these
+        // and the table state.
+        """
+        CREATE TABLE fleetsync.pruned_row (
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          last_pos bigint NOT NULL,
+          vessel text,
+          PRIMARY KEY (table_name, row_id)
+        )
+        """,
+        "CREATE INDEX pruned_row_pos ON fleetsync.pruned_row (last_pos)",
+        """
+        CREATE TABLE fleetsync.departure (
+          vessel text NOT NULL,
+          table_name text NOT NULL,
+          row_id uuid NOT NULL,
+          pos bigint NOT NULL,
+          PRIMARY KEY (vessel, table_name, row_id)
+        )
+        """,
+        // Positions pruned before this version left no trace: a vessel below it gets its whole partition.
+        "ALTER TABLE fleetsync.outbox_counter ADD COLUMN tracked_from bigint NOT NULL DEFAULT 0",
+        "UPDATE fleetsync.outbox_counter SET tracked_from = pruned_below",
+        // One catch-up per vessel: from its cursor (since) to the position it gets at the end
+        // (target); the position sent in the last page and the one the vessel confirmed, each as
+        // (phase, table rank, row id); counts for status.
+        """
+        CREATE TABLE fleetsync.catch_up (
+          vessel text PRIMARY KEY,
+          since bigint NOT NULL,
+          target bigint NOT NULL,
+          whole boolean NOT NULL,
+          total bigint NOT NULL DEFAULT 0,
+          page bigint NOT NULL DEFAULT 0,
+          sent_phase smallint NOT NULL DEFAULT 0,
+          sent_rank integer NOT NULL DEFAULT 0,
+          sent_id uuid,
+          sent_rows bigint NOT NULL DEFAULT 0,
+          sent_removals bigint NOT NULL DEFAULT 0,
+          done_phase smallint NOT NULL DEFAULT 0,
+          done_rank integer NOT NULL DEFAULT 0,
+          done_id uuid,
+          done_rows bigint NOT NULL DEFAULT 0,
+          done_removals bigint NOT NULL DEFAULT 0,
+          started_at timestamptz NOT NULL DEFAULT now(),
+          updated_at timestamptz NOT NULL DEFAULT now(),
+          finished_at timestamptz
+        )
+        """,
+        // The rows one partial catch-up may send (phase 0 removals, 1 rows), listed when it starts.
+        """
+        CREATE TABLE fleetsync.catch_up_row (
+          vessel text NOT NULL,
+          phase smallint NOT NULL,
+          rank integer NOT NULL,
+          row_id uuid NOT NULL,
+          PRIMARY KEY (vessel, phase, rank, row_id)
+        )
+        """,
+        // On a vessel: the catch-up progress the shore last reported, echoed in the next request.
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN catch_up jsonb",
+        // On a vessel: the last verify's time and result.
+        "ALTER TABLE fleetsync.sync_state ADD COLUMN last_verify jsonb",
+        // Each repair a verify made, and each refused digest request (on the shore).
+        """
+        CREATE TABLE fleetsync.verify_log (
+          id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+          at timestamptz NOT NULL DEFAULT now(),
+          kind text NOT NULL,
+          table_name text,
+          row_id uuid,
+          detail jsonb NOT NULL DEFAULT '{}'
+        )
+        """,
     ])
 }
 

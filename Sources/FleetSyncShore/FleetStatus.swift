@@ -12,6 +12,16 @@ public struct FleetStatus: Sendable {
         public var lagEvents: Int64
         public var cursor: Int64
         public var reported: String
+        /// The vessel's catch-up from table state, if one ever ran (``CatchUp``).
+        public var catchUp: JSONValue?
+
+        /// A note for the text status: a catch-up running or due.
+        public func catchUpNote(prunedBelow: Int64) -> String {
+            if case .object(let c)? = catchUp, c["finished"] == .bool(false) {
+                return "  CATCHING UP from table state: \(c["rows_confirmed"]?.int64Value ?? 0) of at most \(c["total"]?.int64Value ?? 0) row(s) confirmed"
+            }
+            return cursor < prunedBelow ? "  behind what is kept: its next exchange catches it up from table state" : ""
+        }
     }
 
     public var vessels: [Vessel]
@@ -32,12 +42,17 @@ public struct FleetStatus: Sendable {
             SELECT v.vessel_id, s.last_success, coalesce(s.acknowledged, 0),
                    (SELECT count(*) FROM fleetsync.outbox o WHERE o.pos > coalesce(s.acknowledged, 0)
                       AND o.vessel IN (v.vessel_id, '*') AND o.origin IS DISTINCT FROM v.vessel_id),
-                   coalesce(s.status, '{}')::text
+                   coalesce(s.status, '{}')::text,
+                   (SELECT jsonb_build_object('since', c.since, 'target', c.target, 'whole', c.whole, 'total', c.total, 'pages', c.page,
+                      'rows_sent', c.sent_rows, 'removals_sent', c.sent_removals, 'rows_confirmed', c.done_rows,
+                      'removals_confirmed', c.done_removals, 'started_at', c.started_at, 'updated_at', c.updated_at,
+                      'finished', c.finished_at IS NOT NULL, 'finished_at', c.finished_at)::text
+                    FROM fleetsync.catch_up c WHERE c.vessel = v.vessel_id)
             FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id ORDER BY v.vessel_id
             """, context: "reading the fleet status")
         let vessels = try rows.map { row in
-            let (id, contact, cursor, lag, reported) = try row.decode((String, Date?, Int64, Int64, String).self)
-            return Vessel(id: id, lastContact: contact, lagEvents: lag, cursor: cursor, reported: reported)
+            let (id, contact, cursor, lag, reported, catchUp) = try row.decode((String, Date?, Int64, Int64, String, String?).self)
+            return Vessel(id: id, lastContact: contact, lagEvents: lag, cursor: cursor, reported: reported, catchUp: catchUp.flatMap { try? JSONParser.parse($0) })
         }
         return FleetStatus(vessels: vessels, lastPosition: last, prunedBelow: pruned, unsequenced: unsequenced)
     }
@@ -50,7 +65,8 @@ public struct FleetStatus: Sendable {
                 .object([
                     "vessel": .string(v.id), "last_contact": v.lastContact.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
                     "lag_events": .number(String(v.lagEvents)), "cursor": .number(String(v.cursor)),
-                    "must_rebootstrap": .bool(v.cursor < prunedBelow),
+                    "behind_retention": .bool(v.cursor < prunedBelow),
+                    "catch_up": v.catchUp ?? .null,
                     "reported": (try? JSONParser.parse(v.reported)) ?? .null,
                 ])
             }),

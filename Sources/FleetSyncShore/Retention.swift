@@ -2,29 +2,71 @@ import FleetSyncCore
 import FleetSyncPostgres
 import PostgresNIO
 
-/// Prunes shore events every active vessel has acknowledged. A vessel silent for longer than the
-/// retention no longer holds events back; if its cursor falls behind what is kept, its next
-/// exchange is told to re-bootstrap.
+/// Prunes the shore's event log, by age and by size. Pruning is always safe: a vessel whose
+/// cursor falls behind what is kept is caught up from table state (``CatchUp``). What pruning
+/// forgets is kept in two small tables the catch-up reads: the last pruned position that touched
+/// each row (`fleetsync.pruned_row`) and every row that left a vessel (`fleetsync.departure`).
 public enum Retention {
-    /// Deletes events up to the lowest cursor of the vessels heard from within `days`; returns
-    /// the new horizon (events at or below it are gone).
+    /// Deletes events up to the lowest cursor of the vessels heard from within `days`, and in
+    /// any case all but the newest `maxEvents` (0: no size limit); returns the new horizon
+    /// (events at or below it are gone).
     @discardableResult
-    public static func prune(retentionDays days: Int, on db: DatabaseSession) async throws -> Int64 {
+    public static func prune(retentionDays days: Int, maxEvents: Int = 0, on db: DatabaseSession) async throws -> Int64 {
         var binds = PostgresBindings()
         binds.append(Int32(days))
+        binds.append(Int64(maxEvents))
         let rows = try await db.rows("""
             WITH active AS (
               SELECT coalesce(s.acknowledged, 0) AS acknowledged
               FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id
               WHERE coalesce(s.last_success, v.enrolled_at) > now() - make_interval(days => $1)
-            ), horizon AS (
+            ), by_age AS (
               SELECT coalesce((SELECT min(acknowledged) FROM active), (SELECT last_pos FROM fleetsync.outbox_counter)) AS h
+            ), by_size AS (
+              SELECT CASE WHEN $2 > 0 THEN (SELECT pos FROM fleetsync.outbox WHERE pos IS NOT NULL ORDER BY pos DESC OFFSET $2 LIMIT 1) END AS h
+            ), horizon AS (
+              SELECT greatest((SELECT h FROM by_age), coalesce((SELECT h FROM by_size), 0)) AS h
             ), pruned AS (
-              DELETE FROM fleetsync.outbox WHERE pos <= (SELECT h FROM horizon) RETURNING 1
+              DELETE FROM fleetsync.outbox WHERE pos <= (SELECT h FROM horizon) RETURNING pos, table_name, row_id, op, vessel
+            ), touched AS (
+              INSERT INTO fleetsync.pruned_row (table_name, row_id, last_pos, vessel)
+              SELECT DISTINCT ON (table_name, row_id) table_name, row_id, pos, vessel FROM pruned WHERE op <> 'O'
+              ORDER BY table_name, row_id, pos DESC
+              ON CONFLICT (table_name, row_id) DO UPDATE SET
+                vessel = CASE WHEN EXCLUDED.last_pos > fleetsync.pruned_row.last_pos THEN EXCLUDED.vessel ELSE fleetsync.pruned_row.vessel END,
+                last_pos = greatest(fleetsync.pruned_row.last_pos, EXCLUDED.last_pos)
+              RETURNING 1
+            ), departed AS (
+              INSERT INTO fleetsync.departure (vessel, table_name, row_id, pos)
+              SELECT DISTINCT ON (vessel, table_name, row_id) vessel, table_name, row_id, pos FROM pruned WHERE op = 'O' AND vessel IS NOT NULL
+              ORDER BY vessel, table_name, row_id, pos DESC
+              ON CONFLICT (vessel, table_name, row_id) DO UPDATE SET pos = greatest(fleetsync.departure.pos, EXCLUDED.pos)
+              RETURNING 1
             )
             UPDATE fleetsync.outbox_counter SET pruned_below = greatest(pruned_below, (SELECT h FROM horizon))
-            RETURNING pruned_below, (SELECT count(*) FROM pruned)
-            """, binds, context: "pruning acknowledged events")
-        return try rows[0].value(0)
+            RETURNING pruned_below, (SELECT count(*) FROM pruned), (SELECT count(*) FROM touched), (SELECT count(*) FROM departed)
+            """, binds, context: "pruning the shore's event log")
+        let horizon: Int64 = try rows[0].value(0)
+        try await forgetWhatNoVesselNeeds(on: db)
+        return horizon
+    }
+
+    /// Departures a vessel has passed, and pruned-row marks at or below every enrolled vessel's
+    /// cursor, are no longer needed; `tracked_from` rises with what is forgotten, and a vessel
+    /// below it is caught up whole.
+    static func forgetWhatNoVesselNeeds(on db: DatabaseSession) async throws {
+        try await db.execute("""
+            DELETE FROM fleetsync.departure d USING fleetsync.sync_state s
+            WHERE s.peer = d.vessel AND d.pos <= s.acknowledged
+            """, context: "forgetting departures every vessel has passed")
+        try await db.execute("""
+            WITH low AS (
+              SELECT min(coalesce(s.acknowledged, 0)) AS m FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id
+            ), gone AS (
+              DELETE FROM fleetsync.pruned_row WHERE last_pos <= (SELECT m FROM low) RETURNING 1
+            )
+            UPDATE fleetsync.outbox_counter SET tracked_from = greatest(tracked_from, (SELECT m FROM low))
+            WHERE (SELECT count(*) FROM gone) > 0
+            """, context: "forgetting pruned-row marks below every vessel's cursor")
     }
 }

@@ -175,13 +175,11 @@ public struct ShoreExchange: Sendable {
     private func exchangeLocked(_ request: ExchangeRequest, db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
         let vessel = request.vesselID
         let counter = try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position")
-        let (last, prunedBelow) = try counter[0].decode((Int64, Int64).self)
+        let (last, _) = try counter[0].decode((Int64, Int64).self)
         guard request.cursor <= last else {
             throw WireError(.cursorFromTheFuture, "cursor \(request.cursor) is beyond the shore's last position \(last); this vessel's state does not come from this shore")
         }
-        guard request.cursor >= prunedBelow else {
-            throw WireError(.mustRebootstrap, "events after position \(request.cursor) were pruned (retention \(configuration.shore?.retentionDays ?? 0) days); re-bootstrap this vessel from a snapshot")
-        }
+        // A cursor below pruned_below is no error: the vessel is caught up from table state (CatchUp).
         var binds = PostgresBindings()
         binds.append(vessel)
         try await db.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering contact with \(vessel)")
@@ -248,18 +246,32 @@ public struct ShoreExchange: Sendable {
         // queue is read in one snapshot with the pruning mark, so that it never skips what was
         // pruned after this vessel's cursor.
         let configuration = self.configuration
-        let batch = try await db.transaction { tx in
+        // Past what the shore keeps, or never caught up: pages of table state instead of events.
+        let catchUp = CatchUp(configuration: configuration, schema: schema, logger: logger)
+        if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: false, on: db) {
+            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: clockFloor, db: db)
+        }
+        let read = try await db.transaction { tx -> VesselQueue.Batch? in
             try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(vessel)'s queue in one snapshot")
             let prunedBelow: Int64 = try await tx.rows("SELECT pruned_below FROM fleetsync.outbox_counter", context: "reading the pruning mark")[0].value(0)
-            guard request.cursor >= prunedBelow else {
-                throw WireError(.mustRebootstrap, "events after position \(request.cursor) were pruned (retention \(configuration.shore?.retentionDays ?? 0) days); re-bootstrap this vessel from a snapshot")
-            }
+            guard request.cursor >= prunedBelow else { return nil }
             return try await VesselQueue(configuration: configuration, session: tx)
                 .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+        }
+        guard let batch = read else {
+            let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: true, on: db)!
+            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: clockFloor, db: db)
         }
         return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
                                 clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
                                 maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+    }
+
+    /// The response carrying one catch-up page (``CatchUp``): more always follows.
+    private func catchUpResponse(_ answer: CatchUp.Answer, acknowledged: Int64, request: ExchangeRequest, clockFloor: Int64, db: DatabaseSession) async throws -> ExchangeResponse {
+        ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: answer.events, cursor: answer.cursor, more: true,
+                         clockFloor: max(clockFloor, Self.highestClock(of: request.vesselID, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
+                         maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes), catchUp: answer.progress)
     }
 
     /// Queues offboardings of `rows` for `vessel`: rows it created under a row that had already

@@ -80,7 +80,7 @@ public struct ShoreServer: Sendable {
                         let session = DatabaseSession.lent(connection, logger: logger)
                         let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
                         let result = await exchange.respond(to: decoded, session: session, telemetry: telemetry)
-                        if result.status == 200 { try? await Retention.prune(retentionDays: shore.retentionDays, on: session) }
+                        if result.status == 200 { try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session) }
                         await telemetry.close()
                         return result
                     }

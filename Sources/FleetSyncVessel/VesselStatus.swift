@@ -15,6 +15,10 @@ public struct VesselStatus: Sendable {
     public var quarantinedRows: Int64
     /// Received changes waiting for a row they reference (they apply by themselves when it comes).
     public var waiting: Int64 = 0
+    /// The catch-up progress the shore last reported (``CatchUpProgress``), if any.
+    public var catchUp: JSONValue?
+    /// The last verify's time and result (``fleetsync verify``), if any.
+    public var lastVerify: JSONValue?
 
     public static func read(on db: DatabaseSession) async throws -> VesselStatus {
         let rows = try await db.rows("""
@@ -22,13 +26,14 @@ public struct VesselStatus: Sendable {
                    + (SELECT count(*) FROM fleetsync.capture_log),
                    coalesce(s.cursor, 0), coalesce(s.acknowledged, 0), s.last_success, s.last_error, s.last_error_at,
                    (SELECT count(*) FROM fleetsync.dead_letter), (SELECT count(*) FROM fleetsync.schema_quarantine),
-                   (SELECT count(*) FROM fleetsync.waiting)
+                   (SELECT count(*) FROM fleetsync.waiting), s.catch_up::text, s.last_verify::text
             FROM (SELECT 1) one LEFT JOIN fleetsync.sync_state s ON s.peer = 'shore'
             """, context: "reading the vessel status")
-        let (pending, cursor, acknowledged, success, error, errorAt, dlq, quarantine, waiting) =
-            try rows[0].decode((Int64, Int64, Int64, Date?, String?, Date?, Int64, Int64, Int64).self)
+        let (pending, cursor, acknowledged, success, error, errorAt, dlq, quarantine, waiting, catchUp, verify) =
+            try rows[0].decode((Int64, Int64, Int64, Date?, String?, Date?, Int64, Int64, Int64, String?, String?).self)
         return VesselStatus(pendingEvents: pending, cursor: cursor, acknowledged: acknowledged, lastSuccess: success,
-                            lastError: error, lastErrorAt: errorAt, deadLetters: dlq, quarantinedRows: quarantine, waiting: waiting)
+                            lastError: error, lastErrorAt: errorAt, deadLetters: dlq, quarantinedRows: quarantine, waiting: waiting,
+                            catchUp: catchUp.flatMap { try? JSONParser.parse($0) }, lastVerify: verify.flatMap { try? JSONParser.parse($0) })
     }
 
     public var json: JSONValue {
@@ -40,6 +45,7 @@ public struct VesselStatus: Sendable {
             "last_error_at": lastErrorAt.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
             "dead_letters": .number(String(deadLetters)), "quarantined_rows": .number(String(quarantinedRows)),
             "waiting": .number(String(waiting)),
+            "catch_up": catchUp ?? .null, "last_verify": lastVerify ?? .null,
         ])
     }
 }

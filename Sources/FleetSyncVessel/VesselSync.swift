@@ -159,7 +159,7 @@ public struct VesselSync: Sendable {
             vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock, holdIncoming: pending.more,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
-                     "transport": .string(transport.name)])
+                     "transport": .string(transport.name)].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a })
         let requestBytes = MessageFraming.encode(request)
         // Sealed to the pinned shore, with this vessel's token (VesselChannel).
         let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
@@ -207,6 +207,7 @@ public struct VesselSync: Sendable {
         var applier = Applier(schema: schema, session: session, telemetry: telemetry)
         applier.shoreNode = response.shore
         let report = try await applier.apply(batch: received, from: Self.peer, cursor: response.cursor)
+        if let progress = response.catchUp { try await CatchUpProgress.record(progress, on: session) }
         var success = PostgresBindings()
         success.append(Self.peer)
         try await session.execute("UPDATE fleetsync.sync_state SET last_success = now(), last_error = NULL WHERE peer = $1", success, context: "recording success")

@@ -177,6 +177,8 @@ struct StatusCommand: AsyncParsableCommand {
             print("  dead letters:    \(status.deadLetters)")
             print("  waiting:         \(status.waiting) change(s) for a row they reference")
             print("  quarantined:     \(status.quarantinedRows) row(s)")
+            print("  catch-up:        \(status.catchUp.map(CatchUpProgress.describe) ?? "none")")
+            print("  last verify:     \(status.lastVerify.map(VerifyReport.describeStored) ?? "never")")
         case .shore:
             let (status, refusals) = try await withDatabase(configuration) { db in
                 (try await FleetStatus.read(on: db), try await ShoreAuthority.refusals(on: db))
@@ -193,7 +195,7 @@ struct StatusCommand: AsyncParsableCommand {
             print("shore \(configuration.nodeID): last position \(status.lastPosition), pruned below \(status.prunedBelow), \(status.unsequenced) event(s) waiting for the next exchange to be sequenced")
             for v in status.vessels {
                 let contact = v.lastContact.map { "\($0)" } ?? "never"
-                let note = v.cursor < status.prunedBelow ? "  MUST RE-BOOTSTRAP" : ""
+                let note = v.catchUpNote(prunedBelow: status.prunedBelow)
                 print("  \(v.id): last contact \(contact), \(v.lagEvents) event(s) not yet confirmed applied, \(refusals[v.id] ?? 0) refused request(s) or rejected change batch(es), reported \(v.reported)\(note)")
             }
         }

@@ -8,9 +8,12 @@ struct InitCommand: AsyncParsableCommand {
         abstract: "Install or upgrade the fleetsync schema and capture triggers (idempotent, one transaction).")
 
     @OptionGroup var options: ConfigOption
+    @Option(name: .customLong("existing-rows"), help: "(vessel) When synced tables already hold rows at the first init: refuse (default) or merge.")
+    var existingRows: ExistingRowsPolicy = .refuse
 
     func run() async throws {
         let configuration = try options.load()
+        try await withDatabase(configuration) { [existingRows] db in try await ExistingRows.check(configuration, policy: existingRows, on: db) }
         var installer = Installer(configuration: configuration)
         installer.progress = { print($0) }
         let report = try await withDatabase(configuration) { [installer] db in

@@ -256,7 +256,9 @@ final class ExchangeFailureTests: DatabaseTestCase {
         XCTAssertEqual(answer.events.count, 0)
     }
 
-    func testVesselPastRetentionIsToldToRebootstrapAndStatusShowsIt() async throws {
+    /// Issue 18: a vessel silent past retention is no longer told to re-bootstrap: its next sync
+    /// catches it up from table state, and status says so on both sides.
+    func testVesselPastRetentionIsCaughtUpAndStatusShowsIt() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], retentionDays: 1)
         let server = try fleet.serve()
         defer { server.stop() }
@@ -264,25 +266,34 @@ final class ExchangeFailureTests: DatabaseTestCase {
         try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'A');", url: fleet.shore.url)
         XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
         XCTAssertEqual(try fleet.sync(fleet.vessels[1]).status, 0)
-        // Borealis goes silent for weeks while the shore keeps writing; its events wait for it.
+        // Borealis goes silent for weeks while the shore keeps writing; its events are pruned.
         try await shore.execute("UPDATE fleetsync.sync_state SET last_success = now() - interval '3 weeks' WHERE peer = 'borealis'")
         try await shore.execute("UPDATE fleetsync.vessel SET enrolled_at = now() - interval '4 weeks'")
         try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');", url: fleet.shore.url)
         XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
         XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)  // the second exchange acknowledges and prunes
         let status = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath, "--json"])
-        let fleetStatus = try JSONParser.parse(status.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue!
-        let borealis = fleetStatus["vessels"]!.arrayValue!.first { $0.objectValue?["vessel"] == .string("borealis") }!.objectValue!
-        XCTAssertEqual(borealis["must_rebootstrap"], .bool(true))
+        let fleetStatus = try XCTUnwrap(try JSONParser.parse(status.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue)
+        let borealis = try XCTUnwrap(fleetStatus["vessels"]?.arrayValue?.first { $0.objectValue?["vessel"] == .string("borealis") }?.objectValue, status.output)
+        XCTAssertEqual(borealis["behind_retention"], .bool(true))
+        XCTAssertNil(borealis["must_rebootstrap"])
         let result = try fleet.sync(fleet.vessels[1])
-        XCTAssertNotEqual(result.status, 0)
-        XCTAssertTrue(result.error.contains("must_rebootstrap") && result.error.contains("re-bootstrap"), result.error)
+        XCTAssertEqual(result.status, 0, result.error)
+        let vessel = try await connect(fleet.vessels[1].url)
+        let types: Int64 = try await vessel.scalar("SELECT count(*) FROM certificate_type WHERE code = 'BST'")
+        XCTAssertEqual(types, 1, "the pruned change reached borealis from table state")
         let vesselStatus = try FleetSyncBinary.run(["status", "--config", fleet.vessels[1].configPath])
-        XCTAssertTrue(vesselStatus.output.contains("must_rebootstrap"), vesselStatus.output)
+        XCTAssertFalse(vesselStatus.output.contains("must_rebootstrap"), vesselStatus.output)
+        XCTAssertTrue(vesselStatus.output.contains("caught up from table state"), vesselStatus.output)
+        let after = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath, "--json"])
+        let caughtUp = try XCTUnwrap(try JSONParser.parse(after.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue?["vessels"]?.arrayValue?
+            .first { $0.objectValue?["vessel"] == .string("borealis") }?.objectValue, after.output)
+        XCTAssertEqual(caughtUp["behind_retention"], .bool(false))
+        XCTAssertEqual(caughtUp["catch_up"]?.objectValue?["finished"], .bool(true), after.output)
     }
 
     /// Events pruned by another exchange while this one runs (after its first check) are not
-    /// skipped: the vessel is told to re-bootstrap instead of moving its cursor past them.
+    /// skipped: the vessel is caught up from table state instead of moving its cursor past them.
     func testEventsPrunedDuringAnExchangeAreNotSkipped() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"])
         let server = try fleet.serve()
@@ -292,10 +303,15 @@ final class ExchangeFailureTests: DatabaseTestCase {
         XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
         try Fixtures.runScript("INSERT INTO certificate_type (code, title) VALUES ('BST', 'b');", url: fleet.shore.url)
         _ = try await OutboxReader(session: shore).sequence()
-        // Pruning that lands while aurora's exchange runs: when its contact is recorded.
+        // Pruning that lands while aurora's exchange runs: when its contact is recorded. It
+        // keeps what retention keeps of pruned events: the last position that touched each row.
         try Fixtures.runScript("""
             CREATE FUNCTION prune_now() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
+              INSERT INTO fleetsync.pruned_row (table_name, row_id, last_pos, vessel)
+                SELECT DISTINCT ON (table_name, row_id) table_name, row_id, pos, vessel FROM fleetsync.outbox WHERE pos IS NOT NULL AND op <> 'O'
+                ORDER BY table_name, row_id, pos DESC
+                ON CONFLICT (table_name, row_id) DO UPDATE SET last_pos = EXCLUDED.last_pos, vessel = EXCLUDED.vessel;
               DELETE FROM fleetsync.outbox WHERE pos <= (SELECT last_pos FROM fleetsync.outbox_counter);
               UPDATE fleetsync.outbox_counter SET pruned_below = last_pos;
               RETURN NULL;
@@ -304,12 +320,10 @@ final class ExchangeFailureTests: DatabaseTestCase {
               WHEN (NEW.peer = 'aurora' AND NEW.last_success IS DISTINCT FROM OLD.last_success) EXECUTE FUNCTION prune_now();
             """, url: fleet.shore.url)
         let result = try fleet.sync(fleet.vessels[0])
-        XCTAssertNotEqual(result.status, 0, "the exchange must not succeed past pruned events")
-        XCTAssertTrue(result.error.contains("must_rebootstrap"), result.error)
+        XCTAssertEqual(result.status, 0, result.error)
         let vessel = try await connect(fleet.vessels[0].url)
-        let cursor: Int64 = try await vessel.scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
-        let prunedBelow: Int64 = try await shore.scalar("SELECT pruned_below FROM fleetsync.outbox_counter")
-        XCTAssertLessThan(cursor, prunedBelow, "the vessel's cursor did not move past what it never received")
+        let types: Int64 = try await vessel.scalar("SELECT count(*) FROM certificate_type WHERE code = 'BST'")
+        XCTAssertEqual(types, 1, "the change pruned during the exchange came from table state")
     }
 
     func testDaemonSyncsBacksOffWhileShoreIsDownAndStopsOnSIGTERM() async throws {

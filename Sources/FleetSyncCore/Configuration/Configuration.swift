@@ -129,6 +129,9 @@ public struct ShoreConfiguration: Sendable, Equatable {
     public var listen: String
     /// How long the shore keeps events a vessel has not acknowledged, in days.
     public var retentionDays: Int = 30
+    /// The most events the shore keeps, whatever the vessels have acknowledged (0: no size
+    /// limit). Pruning is safe: a vessel behind what is kept is caught up from table state.
+    public var retentionMaxEvents: Int = 10_000_000
     /// PEM certificate chain and private key: with both, the shore serves TLS with HTTP/2 (ALPN)
     /// and HTTP/1.1; without, cleartext HTTP/1.1.
     public var tlsCertificate: String?

@@ -115,7 +115,7 @@ struct ConfigurationReader {
         }
         var shore: ShoreConfiguration?
         if let table = section(root, "shore", required: role == .shore) {
-            checkKeys(table, path: "shore", known: ["listen", "retention_days", "tls_certificate", "tls_key",
+            checkKeys(table, path: "shore", known: ["listen", "retention_days", "retention_max_events", "tls_certificate", "tls_key",
                                                     "database_connections", "concurrent_exchanges", "request_timeout_seconds", "idle_timeout_seconds", "shutdown_timeout_seconds"])
             if role == .vessel { fail("shore", "is a shore setting in a vessel configuration", "remove the [shore] section") }
             if let listen = string(table, "listen", path: "shore", required: true) {
@@ -124,6 +124,7 @@ struct ConfigurationReader {
                 }
                 shore = ShoreConfiguration(listen: listen)
                 if let days = integer(table, "retention_days", path: "shore", range: 1...3650) { shore?.retentionDays = days }
+                if let events = integer(table, "retention_max_events", path: "shore", range: 0...1_000_000_000_000) { shore?.retentionMaxEvents = events }
                 if let n = integer(table, "database_connections", path: "shore", range: 1...1_000) { shore?.databaseConnections = n }
                 if let n = integer(table, "concurrent_exchanges", path: "shore", range: 1...100_000) { shore?.concurrentExchanges = n }
                 if let n = integer(table, "request_timeout_seconds", path: "shore", range: 1...3_600) { shore?.requestTimeoutSeconds = n }

@@ -55,8 +55,14 @@ public struct ExchangeResponse: Sendable, Equatable {
     /// The largest single change (its encoded values, in bytes) the shore accepts. A vessel
     /// sends a change larger than its batch budget alone in an exchange, up to this size.
     public var maximumChangeBytes: Int64
+    /// Present while the vessel is caught up from table state (docs/PROTOCOL.md, *Catch-up*):
+    /// the progress of the catch-up, which the vessel keeps and echoes in its next request's
+    /// status as `catch_up`, so that the shore knows which page it applied.
+    public var catchUp: [String: JSONValue]?
 
-    public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool, clockFloor: Int64 = 0, maximumChangeBytes: Int64 = 0) {
+    public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool, clockFloor: Int64 = 0, maximumChangeBytes: Int64 = 0,
+                catchUp: [String: JSONValue]? = nil) {
+        self.catchUp = catchUp
         self.shore = shore
         self.acknowledged = acknowledged
         self.events = events

@@ -64,9 +64,11 @@ public enum WireCodec {
         body.string(response.shore)
         body.signed(response.acknowledged)
         body.signed(response.cursor)
-        body.byte(response.more ? 1 : 0)
+        // Bit 1 of the more byte: a catch-up progress object follows the change limit.
+        body.byte((response.more ? 1 : 0) | (response.catchUp == nil ? 0 : 2))
         body.signed(response.clockFloor)
         body.signed(response.maximumChangeBytes)
+        if let catchUp = response.catchUp { encodeValue(.object(catchUp), into: &body) }
         encodeEvents(response.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
     }
@@ -88,12 +90,19 @@ public enum WireCodec {
         let cursor = try reader.signed()
         guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
-        guard more <= 1 else { throw WireError(.malformed, "more flag is \(more)") }
+        guard more <= 3 else { throw WireError(.malformed, "more flag is \(more)") }
         let clockFloor = try reader.signed()
         let maximumChangeBytes = try reader.signed()
         guard clockFloor >= 0, maximumChangeBytes >= 0 else { throw WireError(.malformed, "negative clock floor or change size") }
-        return ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more == 1,
-                                clockFloor: clockFloor, maximumChangeBytes: maximumChangeBytes)
+        var catchUp: [String: JSONValue]?
+        if more & 2 != 0 {
+            guard case .object(let progress) = try decodeValue(&reader, depth: 0, limits: WireLimits()) else {
+                throw WireError(.malformed, "catch-up progress is not an object")
+            }
+            catchUp = progress
+        }
+        return ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more & 1 == 1,
+                                clockFloor: clockFloor, maximumChangeBytes: maximumChangeBytes, catchUp: catchUp)
     }
 
     // MARK: events
