@@ -38,13 +38,6 @@ struct SnapshotCommand: AsyncParsableCommand {
     }
 }
 
-struct VerifyCommand: NotYetBuilt {
-    static let configuration = CommandConfiguration(commandName: "verify", abstract: "(vessel) Prove this vessel holds the shore's partition.")
-    static let plannedIn = "comes with the catch-up and verify issue"
-    @OptionGroup var options: ConfigOption
-    @Flag var repair = false
-    @Flag var json = false
-}
 
 struct DemoCommand: NotYetBuilt {
     static let configuration = CommandConfiguration(commandName: "demo", abstract: "Run a narrated local demo fleet.")
