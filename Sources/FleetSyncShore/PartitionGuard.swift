@@ -90,13 +90,17 @@ struct PartitionGuard {
                 }
             }
         }
+        // A row this vessel created whose first change waits here for its parent is not on the
+        // shore yet: a later change of it (with no routing value of its own) is the vessel's too.
+        let unrouted = events.filter { known[$0.rowID] == nil && configuration.table(named: $0.table).map { $0.route != .broadcast } == true }
+        let waiting = try await WaitingRoom.rows(from: vessel, among: unrouted.map(\.rowID), on: db)
         for event in events {
             guard let table = configuration.table(named: event.table), table.route != .broadcast else {
                 decision.admitted.append(event)
                 continue
             }
             let route = known[event.rowID]
-            if route == vessel || movedAway.contains(event.rowID) {
+            if route == vessel || movedAway.contains(event.rowID) || (route == nil && waiting.contains(event.rowID)) {
                 decision.admitted.append(event)
                 decision.routes[event.rowID] = vessel
             } else {

@@ -148,6 +148,27 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(left, 0)
     }
 
+    /// A later change of a row whose insert waits for its parent (in another batch: a partial
+    /// row that cannot apply alone) waits with it instead of going to the dead-letter queue, and
+    /// both apply, merged, when the parent comes.
+    func testALaterChangeOfAWaitingRowWaitsWithIt() async throws {
+        let (configuration, db) = try await installedNode()
+        let applier = try await makeApplier(configuration, db)
+        let seafarer = UUID(), type = UUID(), cert = UUID()
+        _ = try await applier.apply([
+            event("certificate_type", type, ["code": .string("BST"), "title": .string("t")], clock: 1),
+            event("certificate", cert, ["seafarer_id": .string(seafarer.uuidString), "certificate_type_id": .string(type.uuidString), "number": .string("N")], clock: 3),
+        ], from: "shore", cursor: 1)
+        let later = try await applier.apply([event("certificate", cert, ["remarks": .string("renewed")], clock: 4)], from: "shore", cursor: 2)
+        XCTAssertEqual(later.waiting, 1)
+        XCTAssertEqual(later.deadLettered, 0, "not dead-lettered as a partial row")
+        _ = try await applier.apply([event("seafarer", seafarer, ["full_name": .string("Ana")], clock: 2)], from: "shore", cursor: 3)
+        let row: String = try await db.scalar("SELECT number || ' ' || remarks FROM certificate")
+        XCTAssertEqual(row, "N renewed")
+        let left: Int64 = try await db.scalar("SELECT (SELECT count(*) FROM fleetsync.waiting) + (SELECT count(*) FROM fleetsync.dead_letter)")
+        XCTAssertEqual(left, 0)
+    }
+
     func testUnknownColumnsAndTablesAreQuarantinedThenDrainedAfterUpgrade() async throws {
         let (configuration, db) = try await installedNode()
         var applier = try await makeApplier(configuration, db)

@@ -242,7 +242,11 @@ public struct Applier: Sendable {
                 if let rest = moved.rest { try await isolate([rest], quarantine: &quarantine, report: &report) }
                 continue
             }
-            if WaitingRoom.isWaiting(error) {
+            // A row that waits for its parent, or a later change of a row whose first change
+            // waits (a partial row, which cannot apply alone): it waits too, and they apply
+            // together, merged, once the parent is there.
+            let waits = try await WaitingRoom.isWaiting(error) ? true : WaitingRoom.holds(group.table, group.rowID, on: session)
+            if waits {
                 try await WaitingRoom.add(group.event, sender: group.sender, error: error, on: session)
                 if retriesWaiting { await recordApplyFailure(group.event, error, kind: "waiting") }
                 report.waiting += 1

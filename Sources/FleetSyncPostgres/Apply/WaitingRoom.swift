@@ -37,6 +37,24 @@ public enum WaitingRoom {
             """, binds, context: "keeping an event that waits for another row")
     }
 
+    /// Whether changes of the row wait already.
+    static func holds(_ table: String, _ rowID: UUID, on db: DatabaseSession) async throws -> Bool {
+        var binds = PostgresBindings()
+        binds.append(table)
+        binds.append(rowID)
+        return try await db.rows("SELECT EXISTS (SELECT 1 FROM fleetsync.waiting WHERE table_name = $1 AND row_id = $2)", binds, context: "looking for waiting changes of a row")[0].value(0)
+    }
+
+    /// Rows among `ids` with changes from `sender` waiting (for a row they reference).
+    public static func rows(from sender: String, among ids: [UUID], on db: DatabaseSession) async throws -> Set<UUID> {
+        guard !ids.isEmpty else { return [] }
+        var binds = PostgresBindings()
+        binds.append(sender)
+        binds.append(ids)
+        let rows = try await db.rows("SELECT DISTINCT row_id FROM fleetsync.waiting WHERE sender = $1 AND row_id = ANY($2::uuid[])", binds, context: "finding rows whose changes wait")
+        return Set(try rows.map { try $0.decode(UUID.self) })
+    }
+
     public static func count(on db: DatabaseSession) async throws -> Int64 {
         try await db.rows("SELECT count(*) FROM fleetsync.waiting", context: "counting waiting events")[0].value(0)
     }
