@@ -297,4 +297,34 @@ final class CatchUpTests: DatabaseTestCase {
         let again = try FleetSyncBinary.run(["init", "--config", config])
         XCTAssertEqual(again.status, 0, "a later init of an installed vessel is not refused: \(again.error)")
     }
+
+    /// Retention by size: with `retention_max_events = 5` the shore keeps at most 5 events after
+    /// each exchange, whatever the vessels have confirmed; a vessel behind that is caught up.
+    func testRetentionBySizeKeepsTheNewestEventsAndABehindVesselCatchesUp() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], schema: try Self.preexistingSchema(crew: 30))
+        let text = try String(contentsOfFile: fleet.shore.configPath, encoding: .utf8)
+            .replacingOccurrences(of: "retention_max_events = 10000000", with: "retention_max_events = 5")
+        XCTAssertTrue(text.contains("retention_max_events = 5"), text)
+        try text.write(toFile: fleet.shore.configPath, atomically: true, encoding: .utf8)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[1]).status, 0)
+        try Fixtures.runScript("""
+            DO $$ DECLARE r int; BEGIN
+              FOR r IN 1..10 LOOP UPDATE seafarer SET rank = 'rank ' || r WHERE vessel_code IN ('aurora', 'borealis'); END LOOP;
+            END $$;
+            """, url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[1]).status, 0)  // borealis's exchanges prune by size
+        let shore = try await connect(fleet.shore.url)
+        let (kept, pruned, aurora): (Int64, Int64, Int64) = try await shore.rows("""
+            SELECT (SELECT count(*) FROM fleetsync.outbox WHERE pos IS NOT NULL), pruned_below,
+                   (SELECT acknowledged FROM fleetsync.sync_state WHERE peer = 'aurora') FROM fleetsync.outbox_counter
+            """)[0].decode((Int64, Int64, Int64).self)
+        XCTAssertLessThanOrEqual(kept, 5, "at most retention_max_events events kept")
+        XCTAssertGreaterThan(pruned, aurora, "aurora, silent meanwhile, is behind what is kept")
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        try await assertHoldsPartition(fleet, 0, "aurora after pruning by size")
+        try await assertHoldsPartition(fleet, 1, "borealis")
+    }
 }
