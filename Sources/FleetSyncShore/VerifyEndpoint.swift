@@ -10,13 +10,18 @@ import PostgresNIO
 /// The shore's side of the digest exchange (`POST /v1/verify`, docs/PROTOCOL.md): summaries and
 /// row hashes of key ranges of one vessel's partition, and the current rows (with their field
 /// clocks) that a repair needs. Read-only. A request that does not fit the protocol is refused
-/// with a clear error, counted in `fleetsync.verify_log`, and nothing is read.
+/// with a clear error, counted in `fleetsync.verify_log`, and nothing is read. Every message is
+/// sealed and carries the vessel's access token, like an exchange (``ShoreAuthority``): the
+/// vessel is the token's, a message naming another vessel is refused, and answers are sealed
+/// to the vessel.
 public struct VerifyEndpoint: Sendable {
     public var configuration: FleetSyncConfiguration
     public var schema: LocalSchema
     public var logger: Logger
+    public var authority: ShoreAuthority?
 
-    public init(configuration: FleetSyncConfiguration, schema: LocalSchema, logger: Logger) {
+    public init(configuration: FleetSyncConfiguration, schema: LocalSchema, logger: Logger, authority: ShoreAuthority? = nil) {
+        self.authority = authority
         self.configuration = configuration
         self.schema = schema
         self.logger = logger
@@ -25,12 +30,16 @@ public struct VerifyEndpoint: Sendable {
     public static let path = "/v1/verify"
 
     /// Answers one framed message: (HTTP status, framed answer).
-    public func handle(_ body: [UInt8], session: DatabaseSession) async -> (status: Int, body: [UInt8]) {
+    /// - Parameter authenticated: the vessel the message's token proved; the message must name it.
+    public func handle(_ body: [UInt8], session: DatabaseSession, authenticated: String? = nil) async -> (status: Int, body: [UInt8]) {
         var vessel: String?
         do {
             let request = try VerifyFraming.decode(body)
             guard let id = request["vessel"]?.stringValue, Identifiers.isValidNodeID(id) else {
                 throw DigestProtocolError("the request names no valid vessel id")
+            }
+            if let authenticated, authenticated != id {
+                return try await refuse(403, "the request names vessel \(id) but its token is vessel \(authenticated)'s; a vessel verifies only its own partition", vessel: authenticated, session: session)
             }
             vessel = id
             var binds = PostgresBindings()
@@ -110,6 +119,42 @@ public struct VerifyEndpoint: Sendable {
 }
 
 extension VerifyEndpoint {
+    /// Opens a sealed message (token checked, replay refused), answers it and seals the answer.
+    /// Refusals before the vessel is known are plain framed errors, as for exchanges.
+    func sealedHandle(_ body: [UInt8], session: DatabaseSession) async -> (status: Int, body: [UInt8]) {
+        guard let authority else {
+            return (503, MessageFraming.encode(WireError(.unauthenticated, "this shore has no keys: verify needs fleetsync keygen on the shore")))
+        }
+        let opened: ShoreAuthority.Opened
+        let inner: [UInt8]
+        do {
+            let sealedOnly = WireError(.unauthenticated, "this shore answers only sealed verify messages carrying an access token (protocol version \(WireCodec.version))")
+            guard let envelope = try? WireEnvelope.decode(body, limits: WireLimits()) else { throw sealedOnly }
+            switch envelope.kind {
+            case .sealedRequest: break
+            // The vessel's channel authenticates where it sends: challenge and token as for exchanges.
+            case .challengeRequest: return (200, try await authority.challenge(envelope.body, on: session))
+            case .tokenRequest: return (200, try await authority.token(envelope.body, on: session))
+            default: throw sealedOnly
+            }
+            let unsealed = try authority.unseal(envelope.body)
+            opened = try await authority.authenticate(unsealed, on: session)
+            inner = unsealed.inner
+        } catch let error as WireError {
+            logger.warning("verify request refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+            return (ShoreExchange.httpStatus(error.code), MessageFraming.encode(error))
+        } catch {
+            logger.error("verify request failed", metadata: ["error": "\(error)"])
+            return (500, MessageFraming.encode(WireError(.internalError, "the shore could not check the verify request; retry later")))
+        }
+        let answer = await handle(inner, session: session, authenticated: opened.vessel)
+        do {
+            return (answer.status, try authority.seal(answer.body, for: opened))
+        } catch {
+            return (500, MessageFraming.encode(WireError(.internalError, "the shore could not seal its verify answer")))
+        }
+    }
+
     /// Adds `POST /v1/verify` to the shore's router: each request on a database connection of
     /// its own, closed after the answer.
     public func install(on router: Router<BasicRequestContext>) {
@@ -128,7 +173,7 @@ extension VerifyEndpoint {
             } catch {
                 return reply(503, VerifyFraming.encode(.object(["error": .string("the shore database is unavailable; retry later")])))
             }
-            let answer = await endpoint.handle(Array(buffer: body), session: session)
+            let answer = await endpoint.sealedHandle(Array(buffer: body), session: session)
             await session.close()
             return reply(answer.status, answer.body)
         }

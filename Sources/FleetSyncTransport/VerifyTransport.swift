@@ -29,7 +29,7 @@ public enum VerifyFraming {
 }
 
 /// Posts digest-exchange messages to `{shore_url}/v1/verify`, counting bytes both ways.
-public final class HTTPVerifyTransport: @unchecked Sendable {
+public final class HTTPVerifyTransport: ExchangeTransport, @unchecked Sendable {
     public let endpoint: String
     let timeout: TimeAmount
     private let client: HTTPClient
@@ -59,9 +59,32 @@ public final class HTTPVerifyTransport: @unchecked Sendable {
         lock.withLock { (sent, received, trips) }
     }
 
+    public var name: String { "http verify" }
+
+    /// Seals a message and opens the answer (the vessel's `VesselChannel`: the same token and
+    /// HPKE sealing as its exchanges). Set before the first `post`; without it, messages go
+    /// unsealed, which the shore refuses.
+    public var sealer: (@Sendable ([UInt8]) async throws -> [UInt8])?
+
     /// Sends one message; a refusal from the shore (`{"error": ...}`) is thrown.
     public func post(_ message: JSONValue) async throws -> [String: JSONValue] {
         let body = VerifyFraming.encode(message)
+        let answer: [UInt8]
+        if let sealer { answer = try await sealer(body) } else { answer = try await send(body) }
+        let decoded: [String: JSONValue]
+        do {
+            decoded = try VerifyFraming.decode(answer)
+        } catch {
+            // A refusal before the vessel was known comes as a framed error.
+            do { _ = try MessageFraming.decodeResponse(answer) } catch let refusal as WireError { throw refusal } catch {}
+            throw TransportError("the shore at \(endpoint) answered without a verify message: \(error)")
+        }
+        if let error = decoded["error"]?.stringValue { throw DigestProtocolError("the shore refused the verify request: \(error)") }
+        return decoded
+    }
+
+    /// Posts raw bytes to the verify endpoint and returns the answer's bytes, counted.
+    public func send(_ body: [UInt8]) async throws -> [UInt8] {
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/octet-stream")
@@ -79,14 +102,8 @@ public final class HTTPVerifyTransport: @unchecked Sendable {
             received += answer.readableBytes
             trips += 1
         }
-        let decoded: [String: JSONValue]
-        do {
-            decoded = try VerifyFraming.decode(Array(buffer: answer))
-        } catch {
-            throw TransportError("the shore at \(endpoint) answered HTTP \(response.status.code) without a verify message: \(error)")
-        }
-        if let error = decoded["error"]?.stringValue { throw DigestProtocolError("the shore refused the verify request: \(error)") }
-        return decoded
+        _ = response
+        return Array(buffer: answer)
     }
 
     public func shutdown() async { try? await client.shutdown() }

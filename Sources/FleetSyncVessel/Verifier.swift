@@ -126,6 +126,12 @@ public struct Verifier: Sendable {
         self.telemetry = telemetry
         self.transport = transport
         self.logger = logger
+        // Digests and rows cross the link sealed, with the vessel's token, like its exchanges.
+        if transport.sealer == nil {
+            transport.sealer = { body in
+                try await VesselChannel(configuration: configuration, session: session, transport: transport).send(body, limits: WireLimits()).answer
+            }
+        }
     }
 
     public func run(repair: Bool) async throws -> VerifyOutcome {

@@ -2,6 +2,7 @@ import FleetSyncCore
 import FleetSyncPostgres
 import FleetSyncTestSupport
 import FleetSyncTransport
+import FleetSyncVessel
 import Foundation
 import PostgresNIO
 import XCTest
@@ -85,6 +86,19 @@ final class VerifyTests: DatabaseTestCase {
             """, url: fleet.shore.url)
         let transport = try HTTPVerifyTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
         defer { Task { await transport.shutdown() } }
+        // Unsealed, without a token, as curl would send it: refused before anything is read.
+        do {
+            _ = try await transport.post(.object(["vessel": .string("aurora"), "op": .string("summaries"), "ranges": .array([])]))
+            XCTFail("an unsealed verify message was answered")
+        } catch {
+            XCTAssertTrue("\(error)".contains("only sealed verify messages"), "\(error)")
+        }
+        // Sealed with aurora's token, as its verify sends them.
+        let aurora = fleet.vessels[0]
+        let vesselDB = try await connect(aurora.url)
+        transport.sealer = { body in
+            try await VesselChannel(configuration: aurora.configuration, session: vesselDB, transport: transport).send(body, limits: WireLimits()).answer
+        }
         func refused(_ message: JSONValue, _ words: String) async {
             do {
                 _ = try await transport.post(message)
@@ -99,7 +113,7 @@ final class VerifyTests: DatabaseTestCase {
         await refused(.object(["vessel": .string("aurora"), "op": .string("rows"), "ranges": ranges((0..<5_000).map { ("seafarer", String(format: "%04x", $0)) })]), "at most")
         await refused(.object(["vessel": .string("aurora"), "op": .string("summaries"), "ranges": ranges([("pg_authid", "")])]), "not synced")
         await refused(.object(["vessel": .string("aurora"), "op": .string("summaries"), "ranges": ranges([("seafarer", "xyz")])]), "hexadecimal")
-        await refused(.object(["vessel": .string("zephyr"), "op": .string("summaries"), "ranges": ranges([("seafarer", "")])]), "not enrolled")
+        await refused(.object(["vessel": .string("borealis"), "op": .string("summaries"), "ranges": ranges([("seafarer", "")])]), "token is vessel aurora's")
         await refused(.object(["vessel": .string("aurora"), "op": .string("drop")]), "op")
         let shore = try await connect(fleet.shore.url)
         let counted: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.verify_log WHERE kind = 'refused_request'")
