@@ -28,6 +28,7 @@ final class DaemonWakeTests: DatabaseTestCase {
             }
             return false
         }
+        XCTAssertTrue(base.contains("wake_on_change = true"), "the example configuration turns the wake on")
         let waking = try FleetSyncBinary.writeConfiguration(base)
         var daemon = try FleetSyncProcess(["run", "--config", waking], environment: ["FLEETSYNC_LOG_LEVEL": "info"])
         try daemon.waitFor("exchange done")
@@ -40,7 +41,7 @@ final class DaemonWakeTests: DatabaseTestCase {
         daemon.stop()
 
         // Off: the daemon keeps to its interval.
-        let quiet = try FleetSyncBinary.writeConfiguration(base.replacingOccurrences(of: "[vessel]\n", with: "[vessel]\nwake_on_change = false\n"))
+        let quiet = try FleetSyncBinary.writeConfiguration(base.replacingOccurrences(of: "wake_on_change = true", with: "wake_on_change = false"))
         daemon = try FleetSyncProcess(["run", "--config", quiet], environment: ["FLEETSYNC_LOG_LEVEL": "info"])
         defer { daemon.stop() }
         try daemon.waitFor("exchange done")
