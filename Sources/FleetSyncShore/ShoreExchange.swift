@@ -185,6 +185,8 @@ public struct ShoreExchange: Sendable {
         try await db.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering contact with \(vessel)")
         let stored = try await db.rows("SELECT max_clock, acknowledged FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")
         let (clockFloor, seen) = try stored[0].decode((Int64, Int64).self)
+        // The floor this vessel is held to, raised by the clocks of its own writes accepted below.
+        var floor = clockFloor
         // A vessel whose clock is below the clocks it already sent was restored from a backup:
         // its new writes may carry clocks the shore holds for other values. Nothing is applied;
         // the answer names the floor, and the vessel moves its pending changes' clocks past it.
@@ -216,10 +218,11 @@ public struct ShoreExchange: Sendable {
             try await Self.offboard(partition.offboardAfterwards, from: vessel, on: db)
             // Only clocks the shore accepted count: one refused as beyond the bound (``ClockBound``)
             // must not raise the floor this vessel is held to.
-            let accepted = try await ClockRecoveryBound.lamport(on: db)
+            let accepted = Self.highestClock(of: vessel, in: partition.admitted, atMost: try await ClockBound.current(on: db))
+            floor = max(floor, accepted)
             var highest = PostgresBindings()
             highest.append(vessel)
-            highest.append(Self.highestClock(of: vessel, in: partition.admitted, atMost: accepted))
+            highest.append(accepted)
             try await db.execute("UPDATE fleetsync.sync_state SET max_clock = greatest(max_clock, $2) WHERE peer = $1", highest, context: "recording \(vessel)'s clock")
             logger.info("applied vessel events", metadata: [
                 "vessel": "\(vessel)", "events": "\(request.events.count)", "rows": "\(report.appliedRows)",
@@ -238,7 +241,7 @@ public struct ShoreExchange: Sendable {
         // The vessel has more of its own to send: nothing of the shore's this time.
         if request.holdIncoming {
             return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,
-                                    clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
+                                    clockFloor: floor,
                                     maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
         }
         // Another vessel's exchange may have pruned since the check above (this vessel, silent
@@ -249,7 +252,7 @@ public struct ShoreExchange: Sendable {
         // Past what the shore keeps, or never caught up: pages of table state instead of events.
         let catchUp = CatchUp(configuration: configuration, schema: schema, logger: logger)
         if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: false, on: db) {
-            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: clockFloor, db: db)
+            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
         let read = try await db.transaction { tx -> VesselQueue.Batch? in
             try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(vessel)'s queue in one snapshot")
@@ -260,17 +263,17 @@ public struct ShoreExchange: Sendable {
         }
         guard let batch = read else {
             let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: true, on: db)!
-            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: clockFloor, db: db)
+            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
         return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
-                                clockFloor: max(clockFloor, Self.highestClock(of: vessel, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
+                                clockFloor: floor,
                                 maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
     }
 
     /// The response carrying one catch-up page (``CatchUp``): more always follows.
     private func catchUpResponse(_ answer: CatchUp.Answer, acknowledged: Int64, request: ExchangeRequest, clockFloor: Int64, db: DatabaseSession) async throws -> ExchangeResponse {
         ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: answer.events, cursor: answer.cursor, more: true,
-                         clockFloor: max(clockFloor, Self.highestClock(of: request.vesselID, in: request.events, atMost: try await ClockRecoveryBound.lamport(on: db))),
+                         clockFloor: clockFloor,
                          maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes), catchUp: answer.progress)
     }
 
@@ -300,9 +303,3 @@ public struct ShoreExchange: Sendable {
     }
 }
 
-/// The shore's own logical clock, which every clock it accepted is at or below.
-enum ClockRecoveryBound {
-    static func lamport(on db: DatabaseSession) async throws -> Int64 {
-        try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "reading the logical clock")[0].value(0)
-    }
-}

@@ -155,9 +155,9 @@ extension VerifyEndpoint {
         }
     }
 
-    /// Adds `POST /v1/verify` to the shore's router: each request on a database connection of
-    /// its own, closed after the answer.
-    public func install(on router: Router<BasicRequestContext>) {
+    /// Adds `POST /v1/verify` to the shore's router: each request on a connection of the
+    /// server's pool (``ShoreServer``: `database_connections` bound it, as for exchanges).
+    public func install(on router: Router<BasicRequestContext>, pool: PostgresClient) {
         let endpoint = self
         router.post(RouterPath(Self.path)) { request, _ -> Response in
             var request = request
@@ -167,15 +167,14 @@ extension VerifyEndpoint {
             guard let body = try? await request.collectBody(upTo: VerifyFraming.maximumBytes) else {
                 return reply(413, VerifyFraming.encode(.object(["error": .string("verify request larger than \(VerifyFraming.maximumBytes) bytes")])))
             }
-            let session: DatabaseSession
             do {
-                session = try await DatabaseSession.connect(url: endpoint.configuration.databaseURL, logger: endpoint.logger)
+                let answer = try await pool.withConnection { connection in
+                    await endpoint.sealedHandle(Array(buffer: body), session: DatabaseSession.lent(connection, logger: endpoint.logger))
+                }
+                return reply(answer.status, answer.body)
             } catch {
-                return reply(503, VerifyFraming.encode(.object(["error": .string("the shore database is unavailable; retry later")])))
+                return reply(503, MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later")))
             }
-            let answer = await endpoint.sealedHandle(Array(buffer: body), session: session)
-            await session.close()
-            return reply(answer.status, answer.body)
         }
     }
 }

@@ -33,6 +33,12 @@ public final class HTTPExchangeTransport: ExchangeTransport {
         self.endpoint = shoreURL.hasSuffix("/") ? shoreURL + "v1/exchange" : shoreURL + "/v1/exchange"
         self.timeout = timeout
         self.maximumResponseBytes = maximumResponseBytes
+        self.client = try Self.makeClient(timeout: timeout, trustedCertificates: trustedCertificates)
+    }
+
+    /// An HTTP client whose connect timeout is min(10 s, `timeout`) and read timeout `timeout`,
+    /// trusting the certificates in `trustedCertificates` (PEM) instead of the system's if given.
+    static func makeClient(timeout: TimeAmount, trustedCertificates: String?) throws -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = .init(connect: .seconds(min(10, max(1, timeout.nanoseconds / 1_000_000_000))), read: timeout)
         if let trustedCertificates {
@@ -44,7 +50,7 @@ public final class HTTPExchangeTransport: ExchangeTransport {
             }
             configuration.tlsConfiguration = tls
         }
-        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     /// Sends the request and reads the whole answer within `timeout`: the deadline covers the

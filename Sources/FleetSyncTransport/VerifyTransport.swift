@@ -40,18 +40,7 @@ public final class HTTPVerifyTransport: ExchangeTransport, @unchecked Sendable {
         let timeout = TimeAmount.seconds(Int64(timeoutSeconds))
         endpoint = shoreURL.hasSuffix("/") ? shoreURL + "v1/verify" : shoreURL + "/v1/verify"
         self.timeout = timeout
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(min(10, max(1, timeout.nanoseconds / 1_000_000_000))), read: timeout)
-        if let trustedCertificates {
-            var tls = TLSConfiguration.makeClientConfiguration()
-            do {
-                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(trustedCertificates))
-            } catch {
-                throw TransportError("cannot read trusted certificates from \(trustedCertificates): \(error)")
-            }
-            configuration.tlsConfiguration = tls
-        }
-        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        client = try HTTPExchangeTransport.makeClient(timeout: timeout, trustedCertificates: trustedCertificates)
     }
 
     /// Bytes sent and received and requests made so far (bodies only).

@@ -22,7 +22,7 @@ public struct ClockRecovery: Sendable {
 
     /// The node's logical clock now (its Lamport counter's last value).
     public static func current(on db: DatabaseSession) async throws -> Int64 {
-        try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "reading the logical clock")[0].value(0)
+        try await ClockBound.current(on: db)
     }
 
     /// Moves the clock past `floor` and re-clocks pending changes at or below it; returns how

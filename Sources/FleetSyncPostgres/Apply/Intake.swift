@@ -22,8 +22,13 @@ public enum ClockBound {
 
     /// The highest counter accepted now, from the local clock's last value (read once per batch).
     static func ceiling(on db: DatabaseSession) async throws -> Int64 {
-        let rows = try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "reading the logical clock")
-        return ceiling(local: try rows[0].value(0, context: "reading the logical clock"))
+        ceiling(local: try await current(on: db))
+    }
+
+    /// This node's logical clock: its Lamport counter's last value, at or above every clock it
+    /// gave or accepted.
+    public static func current(on db: DatabaseSession) async throws -> Int64 {
+        try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "reading the logical clock")[0].value(0, context: "reading the logical clock")
     }
 
     static func refusal(counter: Int64, ceiling: Int64) -> String {
