@@ -1,0 +1,83 @@
+"""Side-by-side benchmark driver (see benchmarks/side-by-side.sh for the command and settings)."""
+import argparse
+import json
+import os
+import platform
+import sys
+sys.dont_write_bytecode = True
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from contenders import Native  # noqa: E402
+from fleetsync import FleetSync  # noqa: E402
+import report  # noqa: E402
+from workloads import run_workloads, update_script  # noqa: E402
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true", help="10,000 rows and transactions instead of 100,000")
+    p.add_argument("--only", default="native,fleetsync,bucardo", help="comma-separated contenders")
+    p.add_argument("--bin", required=True, help="the fleetsync binary")
+    p.add_argument("--out", required=True, help="directory for results.json, results.md and lag.png")
+    p.add_argument("--idle", type=int, default=None, help="idle exchanges of the vessel daemon to measure memory after")
+    p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--perf", action="store_true", help="profile each stream with perf (system wide; slows it: figures not comparable)")
+    a = p.parse_args()
+    rows = transactions = 10_000 if a.quick else 100_000
+    idle_exchanges = a.idle if a.idle is not None else (20 if a.quick else 120)
+    timeout = 120 if a.quick else 300
+    only = a.only.split(",")
+    os.makedirs(a.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="fleetsync-side-by-side-")
+    os.chmod(work, 0o777)
+    script = update_script(work, rows)
+    log(f"==> {rows:,} rows, {transactions:,} transactions per workload, {os.cpu_count()} cores, {platform.node()}; work dir {work}")
+    results, idle, notes = [], None, []
+    factories = {
+        "native": lambda: Native(work, rows),
+        "fleetsync": lambda: FleetSync(work, rows, a.bin, batch_events=a.batch_events),
+        "bucardo": lambda: __import__("bucardo").Bucardo(work, rows),
+    }
+    for name in only:
+        log(f"==> {name}: setting up two clusters")
+        contender = None
+        started = time.monotonic()
+        try:
+            contender = factories[name]()
+            for run in contender.runs():
+                log(f"==> {run.name}")
+                results.append(run_workloads(run, rows, transactions, script, timeout, log, a.out if a.perf else None))
+            if name == "fleetsync" and idle_exchanges > 0:
+                log(f"==> FleetSync vessel daemon idle for {idle_exchanges} exchanges")
+                idle = contender.idle(idle_exchanges, timeout=idle_exchanges * 3 + 60)
+                log(f"    {idle[0]} exchanges in {idle[1]} s: resident {idle[2]} MB → {idle[3]} MB, peak {idle[4]} MB")
+        except Exception as e:  # one contender failing must not lose the others' figures
+            log(f"!!! {name} failed: {e}")
+            notes.append(f"{name} failed: {e}")
+        finally:
+            if contender is not None:
+                contender.stop()
+        log(f"    ({name}: {time.monotonic() - started:.0f} s in all)")
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"rows": rows, "transactions": transactions, "results": results, "idle": idle, "notes": notes}, f, indent=1)
+    figures = report.figures_table(results)
+    targets = report.targets_table(results, idle)
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(figures + "\n\n" + targets + "\n" + "".join(f"\n- {n}" for n in notes) + "\n")
+    if results:
+        report.chart(results, os.path.join(a.out, "lag.png"), transactions)
+    log("\n" + figures + "\n\nFleetSync against the issue's targets (ratios to native logical replication in this run):\n\n" + targets)
+    for n in notes:
+        log(f"- {n}")
+    log(f"\nresults: {a.out}/results.md, results.json, lag.png")
+    os.system(f"rm -rf {work}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The three workloads, run on one direction of one contender:
+
+stream  100,000 single-row UPDATE transactions from two pgbench clients while replication runs;
+        the same on the source cluster's 'plain' database (no capture, no publication) first,
+        for the source throughput ratio; lag sampled every 100 ms.
+bulk    one transaction updating every row.
+drain   replication paused, 100,000 single-row UPDATE transactions, replication resumed: the time
+        until the target equals the source gives the drain rate."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+from measure import CPU, LagSampler, percentile, pgbench, wait_equal
+
+CLUSTERS = ("source postgres", "target postgres")
+
+
+def update_script(work, rows):
+    path = os.path.join(work, "update.sql")
+    with open(path, "w") as f:
+        f.write(f"\\set k random(1, {rows})\nUPDATE bench_item SET hits = nextval('tick') WHERE k = :k;\n")
+    return path
+
+
+def start_profile(directory, name):
+    """perf record, system wide with call graphs, until stop_profile (only with --perf)."""
+    if not directory:
+        return None
+    path = os.path.join(directory, re.sub(r"[^a-z]+", "-", name.lower()).strip("-") + ".perf.data")
+    return path, subprocess.Popen(["perf", "record", "-a", "-g", "-F", "499", "-o", path],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(profile, log):
+    if not profile:
+        return
+    path, process = profile
+    process.send_signal(signal.SIGINT)
+    process.wait()
+    for sort, lines in (("comm", 25), ("comm,dso,sym", 80)):
+        out = subprocess.run(["perf", "report", "-i", path, "--stdio", "--no-children", "-g", "none", "--percent-limit", "0.5",
+                              "--sort", sort], capture_output=True, text=True).stdout
+        text = "\n".join(l for l in out.splitlines() if l.strip() and not l.startswith("#"))
+        with open(path.replace(".perf.data", f".{sort.replace(',', '-')}.txt"), "w") as f:
+            f.write(out)
+        log(f"    profile by {sort} ({path}):\n" + "\n".join(text.splitlines()[:lines]))
+
+
+def run_workloads(run, rows, transactions, script, timeout, log, perf=None):
+    src, tgt = run.source, run.target
+    roles = {"source postgres": lambda: [src.postmaster_pid()], "target postgres": lambda: [tgt.postmaster_pid()]}
+    roles.update(run.roles)
+    cpu = CPU(roles)
+    run.prepare()
+    r = {"name": run.name}
+
+    plain_tps, _ = pgbench(src, "plain", script, transactions)
+    top = max(src.execute("bench", "SELECT coalesce(max(hits), 0) FROM bench_item")[0],
+              tgt.execute("bench", "SELECT coalesce(max(hits), 0) FROM bench_item")[0]) + 1
+    src.execute("bench", "SELECT setval('tick', %s)", (top,))
+    sampler = LagSampler(src, tgt, "bench", top)
+    sampler.start()
+    time.sleep(0.3)
+    cpu.start()
+    profile = start_profile(perf, run.name)
+    t0 = time.monotonic()
+    tps, _ = pgbench(src, "bench", script, transactions)
+    writers_done = time.monotonic()
+    equal = wait_equal(src, tgt, "bench", timeout)
+    stop_profile(profile, log)
+    r["stream_cpu"] = cpu.stop()
+    time.sleep(0.3)
+    sampler.finish()
+    end = equal or time.monotonic()
+    lags = [(t, lag) for t, lag in sampler.lags(t0) if t <= end - t0]
+    during = [lag for t, lag in lags if t >= 0]
+    r.update(plain_tps=round(plain_tps), source_tps=round(tps), source_ratio=round(tps / plain_tps, 3),
+             stream_seconds=round(end - t0, 2), caught_up=equal is not None,
+             after_writers_seconds=round(end - writers_done, 2),
+             end_to_end=round(transactions / (end - t0)) if equal else None,
+             lag_p50=percentile(during, 50), lag_p99=percentile(during, 99), lag_max=max(during, default=None),
+             lags=lags)
+    log(f"    stream: plain {plain_tps:.0f} tps, with replication {tps:.0f} tps ({r['source_ratio']:.2f}); "
+        f"target equal {r['after_writers_seconds']} s after the writers stopped; end to end {r['end_to_end']} changes/s; "
+        f"lag p50 {r['lag_p50']} s, p99 {r['lag_p99']} s; CPU {r['stream_cpu']}")
+
+    cpu.start()
+    t0 = time.monotonic()
+    src.execute("bench", "UPDATE bench_item SET quantity = quantity + 1")
+    committed = time.monotonic()
+    equal = wait_equal(src, tgt, "bench", timeout)
+    r["bulk_cpu"] = cpu.stop()
+    r.update(bulk_statement_seconds=round(committed - t0, 2), bulk_caught_up=equal is not None,
+             bulk_seconds=round(equal - t0, 2) if equal else None)
+    log(f"    one {rows}-row transaction: committed in {r['bulk_statement_seconds']} s, on the target after "
+        f"{r['bulk_seconds']} s; CPU {r['bulk_cpu']}")
+
+    cpu.start()
+    run.pause(cpu)
+    pgbench(src, "bench", script, transactions)
+    paused_cpu = cpu.stop()
+    cpu.start()
+    t0 = time.monotonic()
+    run.resume()
+    equal = wait_equal(src, tgt, "bench", timeout)
+    r["drain_cpu"] = cpu.stop()
+    r["drain_write_cpu"] = paused_cpu
+    r.update(drain_caught_up=equal is not None, drain_seconds=round(equal - t0, 2) if equal else None,
+             drain_rate=round(transactions / (equal - t0)) if equal else None)
+    log(f"    drain of {transactions} changes: {r['drain_seconds']} s, {r['drain_rate']} changes/s; CPU {r['drain_cpu']}")
+    r["memory_mb"] = {k: round(v, 1) for k, v in run.memory().items()}
+    if r["memory_mb"]:
+        log(f"    peak memory (VmHWM): {r['memory_mb']}")
+    return r
