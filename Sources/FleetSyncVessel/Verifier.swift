@@ -134,7 +134,8 @@ public struct Verifier: Sendable {
         }
     }
 
-    public func run(repair: Bool) async throws -> VerifyOutcome {
+    /// - Parameter reason: why the daemon runs it (stored with the result); nil when run by hand.
+    public func run(repair: Bool, reason: String? = nil) async throws -> VerifyOutcome {
         let digester = RangeDigester(configuration: configuration, schema: schema, session: session, vessel: nil)
         let wanted = Dictionary(uniqueKeysWithValues: digester.tables.map { ($0, digester.columns(of: $0)) })
         let remote = RemoteDigestSide(transport: transport, vessel: configuration.nodeID, wanted: wanted)
@@ -145,7 +146,7 @@ public struct Verifier: Sendable {
             outcome = VerifyOutcome(differences: result.differences)
             if repair && !result.differences.isEmpty { try await self.repair(&outcome, remote: remote) }
         } catch {
-            try? await record(.object(["error": .string("\(error)")]))
+            try? await record(.object(["error": .string("\(error)"), "reason": reason.map(JSONValue.string) ?? .null]))
             throw error
         }
         let after = transport.counters
@@ -156,6 +157,7 @@ public struct Verifier: Sendable {
         stored["differences"] = nil
         stored["skipped"] = .number(String(outcome.skipped.count))
         stored["repair"] = .bool(repair)
+        if let reason { stored["reason"] = .string(reason) }
         try await record(.object(stored))
         logger.info("verify done", metadata: [
             "differing": "\(outcome.differences.count)", "repaired": "\(outcome.repaired)", "bytes": "\(outcome.bytesSent + outcome.bytesReceived)",

@@ -8,7 +8,9 @@ import Synchronization
 
 /// `fleetsync run`: exchanges while anything is pending, otherwise every `interval_seconds`;
 /// backs off exponentially with jitter while the shore is unreachable; stops between exchanges
-/// on SIGTERM or SIGINT.
+/// on SIGTERM or SIGINT. When idle it verifies its partition against the shore's (``Verifier``)
+/// after every catch-up from table state, after a detected restore and every
+/// `verify_interval_seconds` (``VerifySchedule``), repairing what it finds if `verify_repair`.
 public final class VesselDaemon: Sendable {
     /// Opens what an exchange needs (database session, schema, transport) and a way to close it.
     public typealias Connector = @Sendable () async throws -> (sync: VesselSync, close: @Sendable () async -> Void)
@@ -21,11 +23,28 @@ public final class VesselDaemon: Sendable {
     let stopRequested = Atomic<Bool>(false)
     /// When set, a committed local change ends an idle sleep at once.
     let watcher: LocalChangeWatcher?
+    /// How the daemon verifies by itself; nil: it does not.
+    let verifying: DaemonVerify?
+
+    /// The daemon's own verifies: how often, whether they repair, and a fresh transport for each.
+    public struct DaemonVerify: Sendable {
+        public var intervalSeconds: Int
+        public var repair: Bool
+        public var makeTransport: @Sendable () throws -> HTTPVerifyTransport
+        public init(intervalSeconds: Int, repair: Bool, makeTransport: @escaping @Sendable () throws -> HTTPVerifyTransport) {
+            self.intervalSeconds = intervalSeconds
+            self.repair = repair
+            self.makeTransport = makeTransport
+        }
+    }
+
 
     /// - Parameter connect: called before the first exchange and again after any failed one, so
     ///   that a restarted local database or a broken connection heals by itself.
-    public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, watcher: LocalChangeWatcher? = nil, connect: @escaping Connector) {
+    public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, watcher: LocalChangeWatcher? = nil, verifying: DaemonVerify? = nil,
+                connect: @escaping Connector) {
         self.watcher = watcher
+        self.verifying = verifying
         self.intervalSeconds = intervalSeconds
         self.deadlineSeconds = deadlineSeconds
         self.logger = logger
@@ -43,6 +62,7 @@ public final class VesselDaemon: Sendable {
         let listening = watcher.map { watcher in Task { await watcher.run() } }
         defer { listening?.cancel() }
         var random = SystemRandomNumberGenerator()
+        var schedule: VerifySchedule?
         while true {
             if stopRequested.load(ordering: .relaxed) { action = loop.stop() }
             switch action {
@@ -59,6 +79,17 @@ public final class VesselDaemon: Sendable {
                     let sync = current!.sync
                     let outcome = try await withDeadline(seconds: deadlineSeconds) { try await sync.exchangeOnce() }
                     action = loop.succeeded(pending: outcome.pending)
+                    if let verifying {
+                        if schedule == nil { schedule = VerifySchedule(intervalSeconds: verifying.intervalSeconds, last: try await Self.lastVerify(on: sync)) }
+                        schedule!.exchanged(caughtUp: outcome.caughtUp, restored: outcome.reclocked > 0)
+                        if !outcome.pending, let reason = schedule!.due(at: Date()) {
+                            let succeeded = await verify(sync, verifying, reason: reason)
+                            schedule!.ran(at: Date(), succeeded: succeeded)
+                        }
+                        if case .sleep(let seconds) = action, let wait = schedule!.secondsUntilDue(at: Date()) {
+                            action = .sleep(seconds: max(0.1, min(seconds, wait)))
+                        }
+                    }
                     if !outcome.pending, let close = current?.close {
                         // Idle: hold no connection while sleeping, so that a restarted or
                         // dropped local database costs nothing; the next exchange reconnects.
@@ -85,6 +116,34 @@ public final class VesselDaemon: Sendable {
                 action = loop.woke()
             }
         }
+    }
+
+    /// One verify of the partition, bounded by the daemon's deadline (twice: a repair follows the
+    /// walk); its result is stored for `status` by the verifier, failures included.
+    private func verify(_ sync: VesselSync, _ verifying: DaemonVerify, reason: VerifySchedule.Reason) async -> Bool {
+        logger.info("verifying the partition against the shore's", metadata: ["reason": "\(reason.rawValue)", "repair": "\(verifying.repair)"])
+        do {
+            let transport = try verifying.makeTransport()
+            defer { Task { await transport.shutdown() } }
+            let verifier = Verifier(configuration: sync.configuration, schema: sync.schema, session: sync.session, telemetry: sync.telemetry,
+                                    transport: transport, logger: logger)
+            let outcome = try await withDeadline(seconds: deadlineSeconds * 2) { try await verifier.run(repair: verifying.repair, reason: reason.rawValue) }
+            if !outcome.differences.isEmpty {
+                logger.warning("verify found rows that differ from the shore's", metadata: [
+                    "differing": "\(outcome.differences.count)", "repaired": "\(outcome.repaired)", "left_alone": "\(outcome.skipped.count)"])
+            }
+            return true
+        } catch {
+            logger.warning("verify failed; retrying later", metadata: ["error": "\(error)", "reason": "\(reason.rawValue)"])
+            return false
+        }
+    }
+
+    /// When the last verify ran, as stored for `status` (nil: never).
+    static func lastVerify(on sync: VesselSync) async throws -> Date? {
+        let rows = try await sync.session.rows("SELECT (last_verify->>'at')::timestamptz FROM fleetsync.sync_state WHERE peer = 'shore'",
+                                               context: "reading when the last verify ran")
+        return try rows.first?.decode(Date?.self)
     }
 
     /// Sleeps in short steps so that a stop request (and, when `wakingOnChange`, a committed

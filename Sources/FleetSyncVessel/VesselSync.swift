@@ -26,6 +26,8 @@ public struct ExchangeOutcome: Sendable {
     public var waitingApplied = 0
     /// Pending changes re-clocked because the shore knew higher clocks of this vessel (a restore).
     public var reclocked = 0
+    /// This exchange brought the last page of a catch-up from table state.
+    public var caughtUp = false
 }
 
 /// The vessel's side of an exchange: send compacted pending events with the cursor, drop what
@@ -159,7 +161,8 @@ public struct VesselSync: Sendable {
             vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock, holdIncoming: pending.more,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
-                     "transport": .string(transport.name)].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a })
+                     "transport": .string(transport.name)].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
+                .merging(status.lastVerify.map { ["last_verify": VerifyReport.reported($0)] } ?? [:]) { a, _ in a })
         let requestBytes = MessageFraming.encode(request)
         // Sealed to the pinned shore, with this vessel's token (VesselChannel).
         let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
@@ -223,6 +226,7 @@ public struct VesselSync: Sendable {
         outcome.deadLettered = report.deadLettered + pending.setAside
         outcome.waitingApplied = report.waitingApplied
         outcome.reclocked = reclocked
+        outcome.caughtUp = response.catchUp?["done"] == .bool(true)
         return outcome
     }
 

@@ -86,7 +86,11 @@ struct RunCommand: AsyncParsableCommand {
         let transport = try HTTPExchangeTransport(
             shoreURL: vessel.shoreURL, timeout: .seconds(Int64(vessel.requestTimeoutSeconds)), trustedCertificates: vessel.tlsCA)
         let watcher = vessel.wakeOnChange ? LocalChangeWatcher(url: configuration.databaseURL, logger: logger) : nil
-        let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger, watcher: watcher) {
+        let verifying = VesselDaemon.DaemonVerify(intervalSeconds: vessel.verifyIntervalSeconds, repair: vessel.verifyRepair) {
+            try HTTPVerifyTransport(shoreURL: vessel.shoreURL, timeoutSeconds: vessel.requestTimeoutSeconds, trustedCertificates: vessel.tlsCA)
+        }
+        let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger,
+                                  watcher: watcher, verifying: verifying) {
             let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: makeLogger("fleetsync.db"))
             let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
             do {

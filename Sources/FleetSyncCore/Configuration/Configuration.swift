@@ -164,6 +164,14 @@ public struct VesselConfiguration: Sendable, Equatable {
     /// watches the capture log), not only every `intervalSeconds`. Off on a metered link that
     /// prefers its interval.
     public var wakeOnChange: Bool = true
+    /// Seconds between verifies the daemon runs by itself (``fleetsync verify``); 0 turns the
+    /// schedule off. The daemon also verifies after every catch-up from table state and after
+    /// it detects a restored database, whatever this says.
+    public var verifyIntervalSeconds: Int = 86_400
+    /// Whether the daemon's verifies repair what they find (through the normal apply path). On
+    /// by default: a restored vessel's undone rows, and writes that bypassed capture, are only
+    /// ever brought back by a repair.
+    public var verifyRepair: Bool = true
     public init(shoreURL: String) { self.shoreURL = shoreURL }
 }
 

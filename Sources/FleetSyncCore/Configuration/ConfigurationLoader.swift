@@ -139,7 +139,8 @@ struct ConfigurationReader {
         }
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
-            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change"])
+            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change",
+                                                       "verify_interval_seconds", "verify_repair"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
@@ -152,6 +153,10 @@ struct ConfigurationReader {
                 vessel?.shoreIdentity = string(table, "shore_identity", path: "vessel", required: false)
                 if let value = table["wake_on_change"] {
                     if let wake = value.bool { vessel?.wakeOnChange = wake } else { fail("vessel.wake_on_change", "must be true or false", "write wake_on_change = true or false") }
+                }
+                if let s = integer(table, "verify_interval_seconds", path: "vessel", range: 0...31_536_000) { vessel?.verifyIntervalSeconds = s }
+                if let value = table["verify_repair"] {
+                    if let repair = value.bool { vessel?.verifyRepair = repair } else { fail("vessel.verify_repair", "must be true or false", "write verify_repair = true or false") }
                 }
             }
         }
