@@ -67,9 +67,15 @@ let package = Package(
             "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ], path: "Benchmarks/ApplyBenchmark"),
+        // `benchmarks/fleet-load.sh`: N simulated vessels (real keys, tokens, sealed requests)
+        // exchanging against one `fleetsync serve` process and one shore PostgreSQL.
+        .executableTarget(name: "fleetsync-fleet-load", dependencies: [
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncCrypto", "FleetSyncTransport", "FleetSyncShore", "FleetSyncTestSupport",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+        ], path: "Benchmarks/FleetLoad"),
         // Throwaway PostgreSQL 15 clusters for tests.
         .target(name: "FleetSyncTestSupport", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncCrypto", "FleetSyncTransport",
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ], path: "Tests/FleetSyncTestSupport"),
         .testTarget(name: "FleetSyncCoreTests", dependencies: ["FleetSyncCore", "FleetSyncTransport", "FleetSyncTestSupport"]),

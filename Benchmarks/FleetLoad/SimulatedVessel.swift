@@ -1,0 +1,102 @@
+import FleetSyncCore
+import FleetSyncCrypto
+import FleetSyncTestSupport
+import FleetSyncTransport
+import Foundation
+
+/// One simulated vessel: a real protocol client (its own keys, enrolled on the shore; challenge,
+/// ML-DSA proof and token; every request sealed with X-Wing HPKE) without a database of its own.
+/// It keeps what a vessel keeps between exchanges (cursor, logical clock, outbox position,
+/// catch-up progress, the ids of its partition's crew) and writes a few fields of its own rows
+/// per exchange (`contact_number`, vessel-owned; `notes`, shared).
+final class SimulatedVessel: @unchecked Sendable {
+    let client: SealedClient
+    let writesPerExchange: Int
+    private var token: [UInt8] = []
+    private var tokenTakenAt = Date.distantPast
+    private var cursor: Int64 = 0
+    private var clock: Int64 = 0
+    private var position: Int64 = 0
+    private var catchUp: [String: JSONValue]?
+    private var crew: [UUID] = []
+    private var known: Set<UUID> = []
+
+    init(client: SealedClient, writesPerExchange: Int) {
+        self.client = client
+        self.writesPerExchange = writesPerExchange
+    }
+
+    var vessel: String { client.vessel }
+
+    /// One outcome of an exchange attempt, as the recorder counts it.
+    enum Outcome: Sendable {
+        case ok(seconds: Double, sent: Int, received: Int, more: Bool)
+        case failed(kind: String, seconds: Double)
+    }
+
+    /// One exchange: a fresh token when needed (challenge and proof), then the sealed request
+    /// with this vessel's writes, then what the answer changes (cursor, clock, crew).
+    func exchange() async -> Outcome {
+        let start = ContinuousClock.now
+        func seconds() -> Double {
+            let d = ContinuousClock.now - start
+            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        }
+        do {
+            if Date().timeIntervalSince(tokenTakenAt) > Double(AccessToken.lifetimeSeconds) / 2 {
+                token = try await client.token()
+                tokenTakenAt = Date()
+            }
+            let events = writes()
+            var status: [String: JSONValue] = ["pending": .number("\(events.count)")]
+            if let catchUp { status["catch_up"] = .object(catchUp) }
+            let request = ExchangeRequest(vesselID: vessel, cursor: cursor, events: events, upTo: position, clock: clock, status: status)
+            let response = try await client.exchange(request, token: token)
+            take(response)
+            return .ok(seconds: seconds(), sent: events.count, received: response.events.count, more: response.more || response.catchUp != nil)
+        } catch let error as WireError {
+            // The writes are sent again next time (a real vessel keeps them in its outbox);
+            // an expired or refused token is taken anew.
+            if error.code == .tokenExpired || error.code == .unauthenticated { tokenTakenAt = .distantPast }
+            return .failed(kind: "\(error.code)", seconds: seconds())
+        } catch let error as TransportError {
+            let text = error.description
+            let kind = text.contains("did not answer") ? "transport: no answer in time" : text.contains("cannot reach") ? "transport: cannot reach" : "transport"
+            return .failed(kind: kind, seconds: seconds())
+        } catch {
+            return .failed(kind: "\(type(of: error))", seconds: seconds())
+        }
+    }
+
+    /// This exchange's writes: `writesPerExchange` fields of rows of the vessel's partition, each
+    /// with the next clock of the vessel and the next outbox position.
+    private func writes() -> [ChangeEvent] {
+        guard !crew.isEmpty, catchUp == nil else { return [] }
+        var events: [ChangeEvent] = []
+        for i in 0..<min(writesPerExchange, crew.count) {
+            clock += 1
+            position += 1
+            let column = i % 2 == 0 ? "contact_number" : "notes"
+            let row = crew[Int.random(in: 0..<crew.count)]
+            events.append(ChangeEvent(table: "seafarer", rowID: row,
+                                      fields: [column: FieldChange(value: .string("\(vessel) write \(position)"), clock: FieldClock(counter: clock, node: vessel))],
+                                      origin: vessel, originPosition: position))
+        }
+        return events
+    }
+
+    /// What a vessel keeps of an answer: its new cursor and catch-up progress, its clock moved
+    /// past every clock received (Lamport), and which crew rows its partition now has.
+    private func take(_ response: ExchangeResponse) {
+        cursor = response.cursor
+        catchUp = response.catchUp
+        for event in response.events where event.table == "seafarer" {
+            if let highest = event.maximumClock?.counter, highest > clock, highest - clock < 1 << 40 { clock = highest }
+            if event.offboard || event.isTombstone {
+                if known.remove(event.rowID) != nil { crew.removeAll { $0 == event.rowID } }
+            } else if known.insert(event.rowID).inserted {
+                crew.append(event.rowID)
+            }
+        }
+    }
+}

@@ -1,0 +1,92 @@
+// Fleet load: N simulated vessels, each a real protocol client (keys enrolled on the shore,
+// challenge and ML-DSA proof, token, X-Wing HPKE sealed requests, its own partition of crew rows
+// and a few writes each way per exchange), exchanging against one `fleetsync serve` process and
+// one shore PostgreSQL 15 (a throwaway cluster), while a writer on the shore changes their
+// partitions. Prints, per fleet size: exchanges per second, p50/p99/max exchange latency,
+// failures by kind, the server's peak resident memory (VmHWM) and the shore database's
+// connections in use (peak). Run through benchmarks/fleet-load.sh (release build).
+import Foundation
+
+struct Options {
+    var binary = ".build/release/fleetsync"
+    var fleets = [50, 100, 200, 500, 1_000]
+    var seconds = 30
+    var interval = 5.0
+    var writes = 3
+    var crew = 8
+    var pool = 20
+    var exchanges = 64
+
+    static let usage = """
+        usage: fleetsync-fleet-load [--fleetsync PATH] [--vessels 50,100,200,500,1000] [--seconds 30]
+                                    [--interval 5] [--writes 3] [--crew 8] [--pool 20] [--exchanges 64]
+          --vessels    fleet sizes to run, one after the other, each against a fresh shore
+          --seconds    how long each fleet exchanges
+          --interval   seconds between one vessel's exchanges (±20 %); more to fetch: at once
+          --writes     writes per exchange each way (vessel: fields of its rows; shore: its partition)
+          --crew       crew rows routed to each vessel at the start
+          --pool       [shore] database_connections;  --exchanges  [shore] concurrent_exchanges
+        """
+
+    static func parse(_ arguments: [String]) -> Options {
+        var options = Options()
+        var rest = arguments[...]
+        func fail(_ why: String) -> Never {
+            FileHandle.standardError.write(Data("fleetsync-fleet-load: \(why)\n\(usage)\n".utf8))
+            exit(2)
+        }
+        while let flag = rest.popFirst() {
+            guard let value = rest.popFirst() else { fail("\(flag) needs a value") }
+            func int(_ range: ClosedRange<Int>) -> Int {
+                guard let n = Int(value), range.contains(n) else { fail("\(flag) \(value): expected a whole number in \(range)") }
+                return n
+            }
+            switch flag {
+            case "--fleetsync": options.binary = value
+            case "--vessels":
+                let sizes = value.split(separator: ",").compactMap { Int($0) }
+                guard !sizes.isEmpty, sizes.allSatisfy({ (1...20_000).contains($0) }) else { fail("--vessels \(value): expected sizes like 50,100,500 (1 to 20000)") }
+                options.fleets = sizes
+            case "--seconds": options.seconds = int(5...3_600)
+            case "--interval":
+                guard let s = Double(value), s >= 0.1, s <= 3_600 else { fail("--interval \(value): expected seconds from 0.1 to 3600") }
+                options.interval = s
+            case "--writes": options.writes = int(0...100)
+            case "--crew": options.crew = int(1...1_000)
+            case "--pool": options.pool = int(1...1_000)
+            case "--exchanges": options.exchanges = int(1...100_000)
+            default: fail("unknown option \(flag)")
+            }
+        }
+        guard FileManager.default.isExecutableFile(atPath: options.binary) else { fail("no fleetsync executable at \(options.binary): build it (swift build -c release --product fleetsync)") }
+        return options
+    }
+}
+
+// Each simulated vessel has its own HTTP connections: allow a descriptor per connection.
+var limit = rlimit()
+getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+limit.rlim_cur = limit.rlim_max
+setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+
+let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
+print("fleet load: \(options.seconds) s per fleet, an exchange every \(options.interval) s per vessel, \(options.writes) writes each way per exchange, \(options.crew) crew per vessel, pool \(options.pool), concurrent_exchanges \(options.exchanges)")
+func ms(_ s: Double) -> String { String(format: "%.0f", s * 1_000) }
+var rows: [String] = []
+for n in options.fleets {
+    let run = LoadRun(binary: options.binary, vessels: n, seconds: options.seconds, interval: options.interval, writes: options.writes, crew: options.crew,
+                      bounds: .init(databaseConnections: options.pool, concurrentExchanges: options.exchanges))
+    let r = try await run.run()
+    let failures = r.failures.isEmpty ? "0" : r.failures.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+    print("\(n) vessels: \(r.exchanges) exchanges, \(String(format: "%.1f", r.perSecond))/s, p50 \(ms(r.p50)) ms, p99 \(ms(r.p99)) ms, max \(ms(r.maximum)) ms, "
+          + "failures \(failures), events vessel→shore \(r.sent), shore→vessel \(r.received) (shore wrote \(r.shoreWrites) rows), "
+          + "server peak \(String(format: "%.0f", r.peakMB)) MB (after \(String(format: "%.0f", r.afterMB)) MB), server CPU \(String(format: "%.1f", r.serverCPU)) s, "
+          + "PostgreSQL connections peak \(r.connections) (pool \(r.serverConnections) of \(r.pool))")
+    rows.append("| \(n) | \(r.exchanges) | \(String(format: "%.1f", r.perSecond)) | \(ms(r.p50)) | \(ms(r.p99)) | \(ms(r.maximum)) | \(failures) | \(r.sent) / \(r.received) | \(String(format: "%.0f", r.peakMB)) | \(String(format: "%.1f", r.serverCPU)) | \(r.connections) (\(r.serverConnections)/\(r.pool)) |")
+}
+print("""
+
+    | vessels | exchanges | per s | p50 ms | p99 ms | max ms | failures | events up / down | server peak MB | server CPU s | PG connections (pool used/size) |
+    |---|---|---|---|---|---|---|---|---|---|---|
+    """)
+rows.forEach { print($0) }
