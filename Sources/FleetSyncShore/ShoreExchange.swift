@@ -104,13 +104,40 @@ public struct ShoreExchange: Sendable {
     /// is checked first. Every failure becomes a framed error, sealed to the vessel once it is
     /// authenticated; refusals of security checks are logged and recorded for `status`.
     public func respond(to incoming: Incoming, session: DatabaseSession, telemetry: TelemetryWriter) async -> (status: Int, body: [UInt8]) {
+        switch await reply(to: incoming, session: session, telemetry: telemetry, longPollMaxSeconds: 0) {
+        case .answer(let status, let body): return (status, body)
+        case .park(let parked): return emptyAnswer(parked)
+        }
+    }
+
+    /// What to do with a message: answer it, or (a long poll that found nothing for its vessel)
+    /// hold it without a database connection until something arrives (``LongPollHub``).
+    public enum Reply: Sendable {
+        case answer(status: Int, body: [UInt8])
+        case park(Parked)
+    }
+
+    /// A long poll whose exchange is done (its events applied, its answer empty), waiting.
+    public struct Parked: Sendable {
+        public var vessel: String
+        public var seconds: Int
+        /// The outbox position before the vessel's queue was read: events after it may be news.
+        public var seen: Int64
+        var cursor: Int64
+        var response: ExchangeResponse
+        var channel: ShoreAuthority.Opened
+    }
+
+    /// ``respond(to:session:telemetry:)``, parking a long poll of an empty exchange for up to
+    /// `longPollMaxSeconds` (0: never).
+    public func reply(to incoming: Incoming, session: DatabaseSession, telemetry: TelemetryWriter, longPollMaxSeconds: Int) async -> Reply {
         var opened: ShoreAuthority.Opened?
         do {
             switch incoming.message {
             case .challengeRequest(let body):
-                return (200, try await authority.challenge(body, on: session))
+                return .answer(status: 200, body: try await authority.challenge(body, on: session))
             case .tokenRequest(let body):
-                return (200, try await authority.token(body, on: session))
+                return .answer(status: 200, body: try await authority.token(body, on: session))
             case .exchange(let request, let unsealed):
                 let channel = try await authority.authenticate(unsealed, on: session)
                 opened = channel
@@ -119,8 +146,14 @@ public struct ShoreExchange: Sendable {
                     throw WireError(.forbidden, "the request names vessel \(request.vesselID) but its token is vessel \(channel.vessel)'s; a vessel acts only as itself")
                 }
                 try StatusBounds.check(request.status)
+                let seconds = request.events.isEmpty && !request.holdIncoming ? min(request.waitSeconds, longPollMaxSeconds) : 0
+                var seen: Int64 = 0
+                if seconds > 0 { seen = try await VesselQueue(configuration: configuration, session: session).lastPosition() }
                 let response = try await exchange(request, as: channel.vessel, session: session, telemetry: telemetry)
-                return (200, try authority.seal(MessageFraming.encode(response), for: channel))
+                if seconds > 0, response.events.isEmpty, !response.more, response.catchUp == nil {
+                    return .park(Parked(vessel: channel.vessel, seconds: seconds, seen: seen, cursor: request.cursor, response: response, channel: channel))
+                }
+                return .answer(status: 200, body: try authority.seal(MessageFraming.encode(response), for: channel))
             }
         } catch {
             let wire = error as? WireError ?? WireError(.internalError, "the shore could not complete the exchange; retry later")
@@ -133,9 +166,42 @@ public struct ShoreExchange: Sendable {
                 try? await ShoreAuthority.record(vessel: opened?.vessel, kind: "\(wire.code)", detail: "claimed vessel \(incoming.vesselID): \(wire.message)", on: session)
             }
             let frame = MessageFraming.encode(wire)
-            if let opened, let sealed = try? authority.seal(frame, for: opened) { return (Self.httpStatus(wire.code), sealed) }
-            return (Self.httpStatus(wire.code), frame)
+            if let opened, let sealed = try? authority.seal(frame, for: opened) { return .answer(status: Self.httpStatus(wire.code), body: sealed) }
+            return .answer(status: Self.httpStatus(wire.code), body: frame)
         }
+    }
+
+    /// A parked long poll's answer when its time is up or the server stops: the exchange's own
+    /// (empty) answer. No database work.
+    public func emptyAnswer(_ parked: Parked) -> (status: Int, body: [UInt8]) {
+        do {
+            return (200, try authority.seal(MessageFraming.encode(parked.response), for: parked.channel))
+        } catch {
+            return (500, MessageFraming.encode(WireError(.internalError, "the shore could not seal its answer; retry")))
+        }
+    }
+
+    /// Reads a parked vessel's queue again after a wake: its answer when something is there (or
+    /// when it now needs a catch-up: an empty answer saying more follows), else nil and the
+    /// position read up to, to wait again.
+    public func recheck(_ parked: Parked, session db: DatabaseSession) async throws -> (answer: (status: Int, body: [UInt8])?, seen: Int64) {
+        let configuration = self.configuration
+        let seen = try await VesselQueue(configuration: configuration, session: db).lastPosition()
+        let read = try await db.transaction { tx -> VesselQueue.Batch? in
+            try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(parked.vessel)'s queue in one snapshot")
+            let prunedBelow: Int64 = try await tx.rows("SELECT pruned_below FROM fleetsync.outbox_counter", context: "reading the pruning mark")[0].value(0)
+            guard parked.cursor >= prunedBelow else { return nil }
+            return try await VesselQueue(configuration: configuration, session: tx)
+                .read(vessel: parked.vessel, after: parked.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+        }
+        var response = parked.response
+        if let batch = read {
+            guard !batch.events.isEmpty || batch.more else { return (nil, seen) }
+            (response.events, response.cursor, response.more) = (batch.events, batch.cursor, batch.more)
+        } else {
+            response.more = true
+        }
+        return ((200, try authority.seal(MessageFraming.encode(response), for: parked.channel)), seen)
     }
 
     /// The HTTP status of a refusal, so that proxies and dashboards can tell them apart.

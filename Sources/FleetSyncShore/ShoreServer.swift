@@ -44,6 +44,9 @@ public struct ShoreServer: Sendable {
         let logger = self.logger
         let pool = PostgresClient(configuration: try Self.poolConfiguration(configuration.databaseURL, shore), backgroundLogger: logger)
         let gate = ExchangeGate(limit: shore.concurrentExchanges)
+        // Long polls wait here, without a database connection (docs/PROTOCOL.md, *Long poll*).
+        let probe = ShoreWorkProbe(pool: pool, logger: logger)
+        let longPoll = LongPollHub(maximumWaiters: shore.longPollMaxWaiters, logger: logger) { await probe($0) }
         let router = Router()
         router.post(RouterPath(Self.exchangePath)) { request, _ -> Response in
             var request = request
@@ -64,7 +67,9 @@ public struct ShoreServer: Sendable {
             guard gate.enter() else {
                 return Self.busy("the shore is at its limit of \(gate.limit) exchanges in progress; retry in a few seconds", retryAfter: 2)
             }
-            defer { gate.leave() }
+            // A parked long poll leaves the gate: it holds no database connection while it waits.
+            var inGate = true
+            defer { if inGate { gate.leave() } }
             // Decoded and checked before any database connection is taken.
             let decoded: ShoreExchange.Incoming
             switch exchange.decode(Array(buffer: body)) {
@@ -72,21 +77,21 @@ public struct ShoreServer: Sendable {
             case .success(let request): decoded = request
             }
             let held = HeldConnection()
-            let result = await withDeadline(seconds: shore.requestTimeoutSeconds, {
+            let result: ShoreExchange.Reply = await withDeadline(seconds: shore.requestTimeoutSeconds, {
                 do {
-                    return try await pool.withConnection { connection in
-                        guard held.hold(connection) else { return (503, MessageFraming.encode(WireError(.busy, "the exchange ran out of time; retry"))) }
+                    return try await pool.withConnection { connection -> ShoreExchange.Reply in
+                        guard held.hold(connection) else { return .answer(status: 503, body: MessageFraming.encode(WireError(.busy, "the exchange ran out of time; retry"))) }
                         defer { held.release() }
                         let session = DatabaseSession.lent(connection, logger: logger)
                         let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
-                        let result = await exchange.respond(to: decoded, session: session, telemetry: telemetry)
-                        if result.status == 200 { try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session) }
+                        let result = await exchange.reply(to: decoded, session: session, telemetry: telemetry, longPollMaxSeconds: shore.longPollMaxSeconds)
+                        if case .answer(200, _) = result { try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session) }
                         await telemetry.close()
                         return result
                     }
                 } catch {
                     logger.error("database unavailable", metadata: ["error": "\(error)"])
-                    return (503, MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later")))
+                    return .answer(status: 503, body: MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later")))
                 }
             }, onTimeout: {
                 // The database did not answer in time (stopping, say): the connection is closed,
@@ -94,9 +99,16 @@ public struct ShoreServer: Sendable {
                 logger.error("exchange ran out of time; its database connection is closed", metadata: [
                     "vessel": "\(decoded.vesselID)", "seconds": "\(shore.requestTimeoutSeconds)"])
                 await held.abandon()
-                return (500, MessageFraming.encode(WireError(.internalError, "the shore could not finish the exchange within \(shore.requestTimeoutSeconds) s; retry later")))
+                return ShoreExchange.Reply.answer(status: 500, body: MessageFraming.encode(WireError(.internalError, "the shore could not finish the exchange within \(shore.requestTimeoutSeconds) s; retry later")))
             })
-            return Self.answer(result)
+            switch result {
+            case .answer(let status, let body):
+                return Self.answer((status, body))
+            case .park(let parked):
+                gate.leave()
+                inGate = false
+                return Self.answer(await exchange.hold(parked, hub: longPoll, pool: pool, timeoutSeconds: shore.requestTimeoutSeconds))
+            }
         }
         // Other methods on the endpoints: 405 with the one that is allowed.
         for method in [HTTPRequest.Method.get, .put, .delete, .patch] {
@@ -131,14 +143,15 @@ public struct ShoreServer: Sendable {
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: pool), .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
-        try await Self.runBounded(group, shutdownSeconds: shore.shutdownTimeoutSeconds, logger: logger)
+        try await Self.runBounded(group, shutdownSeconds: shore.shutdownTimeoutSeconds, logger: logger, onSignal: { longPoll.stop() })
     }
 
     /// Runs the server's services; once a shutdown signal arrives, the process ends within
     /// `shutdownSeconds` (plus a second) even if a request in flight never finishes.
-    static func runBounded(_ group: ServiceGroup, shutdownSeconds: Int, logger: Logger) async throws {
+    static func runBounded(_ group: ServiceGroup, shutdownSeconds: Int, logger: Logger, onSignal: @escaping @Sendable () -> Void = {}) async throws {
         let signals = DispatchSource.makeSignalSource(signal: SIGTERM, queue: .global())
         signals.setEventHandler {
+            onSignal()
             DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(shutdownSeconds + 1)) {
                 logger.error("requests still in flight after the shutdown timeout; exiting", metadata: ["seconds": "\(shutdownSeconds)"])
                 exit(0)

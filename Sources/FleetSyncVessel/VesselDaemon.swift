@@ -25,6 +25,8 @@ public final class VesselDaemon: Sendable {
     let watcher: LocalChangeWatcher?
     /// How the daemon verifies by itself; nil: it does not.
     let verifying: DaemonVerify?
+    /// The longest long poll (docs/PROTOCOL.md); 0: the idle daemon sleeps its interval instead.
+    let longPollSeconds: Int
 
     /// The daemon's own verifies: how often, whether they repair, and a fresh transport for each.
     public struct DaemonVerify: Sendable {
@@ -40,9 +42,11 @@ public final class VesselDaemon: Sendable {
 
 
     /// - Parameter connect: called before the first exchange and again after any failed one, so
+    ///   `longPollSeconds`: when idle, hold an exchange open that long instead of sleeping (0: sleep).
     ///   that a restarted local database or a broken connection heals by itself.
     public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, watcher: LocalChangeWatcher? = nil, verifying: DaemonVerify? = nil,
-                connect: @escaping Connector) {
+                longPollSeconds: Int = 0, connect: @escaping Connector) {
+        self.longPollSeconds = longPollSeconds
         self.watcher = watcher
         self.verifying = verifying
         self.intervalSeconds = intervalSeconds
@@ -62,6 +66,8 @@ public final class VesselDaemon: Sendable {
         let listening = watcher.map { watcher in Task { await watcher.run() } }
         defer { listening?.cancel() }
         var random = SystemRandomNumberGenerator()
+        // Set when the next exchange is a long poll of this many seconds.
+        var polling: Int?
         var schedule: VerifySchedule?
         while true {
             if stopRequested.load(ordering: .relaxed) { action = loop.stop() }
@@ -77,7 +83,15 @@ public final class VesselDaemon: Sendable {
                         current = try await withDeadline(seconds: deadlineSeconds) { try await connect() }
                     }
                     let sync = current!.sync
-                    let outcome = try await withDeadline(seconds: deadlineSeconds) { try await sync.exchangeOnce() }
+                    // An idle daemon's exchange waits at the shore (a long poll) until shore
+                    // changes arrive; a local change to send or a stop ends the wait.
+                    let poll = polling.map { seconds in
+                        VesselSync.LongPoll(seconds: seconds) {
+                            self.stopRequested.load(ordering: .relaxed) || self.watcher?.takeChange() == true
+                        }
+                    }
+                    polling = nil
+                    let outcome = try await withDeadline(seconds: deadlineSeconds) { try await sync.exchangeOnce(longPoll: poll) }
                     action = loop.succeeded(pending: outcome.pending)
                     if let verifying {
                         if schedule == nil { schedule = VerifySchedule(intervalSeconds: verifying.intervalSeconds, last: try await Self.lastVerify(on: sync)) }
@@ -95,6 +109,9 @@ public final class VesselDaemon: Sendable {
                         // dropped local database costs nothing; the next exchange reconnects.
                         _ = try? await withDeadline(seconds: 10) { await close() }
                         current = nil
+                } catch is LongPollAbandoned {
+                    logger.debug("a local change ended the long poll")
+                    action = .exchange
                     }
                 } catch {
                     if let sync = current?.sync {
@@ -111,6 +128,11 @@ public final class VesselDaemon: Sendable {
             case .sleep(let seconds):
                 // An idle sleep ends when a local change commits; a back-off does not (the
                 // shore is unreachable: the change waits for the back-off like the rest).
+                if idle, longPollSeconds > 0, seconds >= 1 {
+                    polling = min(longPollSeconds, Int(seconds))
+                    action = loop.woke()
+                    continue
+                }
                 let idle = loop.state == .idle
                 if await sleep(seconds, wakingOnChange: idle) { logger.debug("a local change woke the daemon") }
                 action = loop.woke()

@@ -11,6 +11,9 @@ public struct ShoreMismatch: Error, Sendable, CustomStringConvertible {
     public var description: String
 }
 
+/// A long poll ended by the daemon before its answer came (a local change to send, a stop).
+public struct LongPollAbandoned: Error, Sendable {}
+
 /// What one exchange did.
 public struct ExchangeOutcome: Sendable {
     public var sent: Int
@@ -140,14 +143,30 @@ public struct VesselSync: Sendable {
     /// One request/response with the shore. Exchanges of one vessel run one at a time (the
     /// daemon and a manual `fleetsync sync --once` may both try): a response applied after another
     /// exchange has moved past it could bring back a row an offboarding removed.
-    public func exchangeOnce() async throws -> ExchangeOutcome {
-        try await session.withLock(Self.exchangeLock, context: "holding this vessel's exchange lock") { try await exchangeHoldingTheLock() }
+    ///
+    /// With `longPoll`, an exchange that has nothing to send asks the shore to hold its answer
+    /// until something arrives for this vessel (or `seconds`); `abandon`, checked ten times a
+    /// second while the answer is awaited, ends the wait (a local change to send, a stop) with
+    /// ``LongPollAbandoned`` before anything was applied: the shore's answer is dropped and
+    /// everything in it comes again.
+    public func exchangeOnce(longPoll: LongPoll? = nil) async throws -> ExchangeOutcome {
+        try await session.withLock(Self.exchangeLock, context: "holding this vessel's exchange lock") { try await exchangeHoldingTheLock(longPoll: longPoll) }
+    }
+
+    /// A long poll's bounds (docs/PROTOCOL.md, *Long poll*).
+    public struct LongPoll: Sendable {
+        public var seconds: Int
+        public var abandon: @Sendable () -> Bool
+        public init(seconds: Int, abandon: @escaping @Sendable () -> Bool) {
+            self.seconds = seconds
+            self.abandon = abandon
+        }
     }
 
     /// The advisory lock one exchange of the vessel holds.
     public static let exchangeLock = "fleetsync.exchange"
 
-    private func exchangeHoldingTheLock() async throws -> ExchangeOutcome {
+    private func exchangeHoldingTheLock(longPoll: LongPoll?) async throws -> ExchangeOutcome {
         let (cursor, acknowledged, knownShore, shoreMaximumChangeBytes) = try await state()
         var pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes)
         // A change larger than a batch, before the shore has said how large a change it takes:
@@ -157,17 +176,22 @@ public struct VesselSync: Sendable {
         }
         let clock = try await ClockRecovery.current(on: session)
         let status = try await VesselStatus.read(on: session)
-        let request = ExchangeRequest(
+        var request = ExchangeRequest(
             vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock, holdIncoming: pending.more,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
                      "transport": .string(transport.name)].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
                 .merging(status.lastVerify.map { ["last_verify": VerifyReport.reported($0)] } ?? [:]) { a, _ in a })
+        let poll = pending.events.isEmpty && !pending.more ? longPoll.flatMap { $0.seconds > 0 ? $0 : nil } : nil
+        request.waitSeconds = poll?.seconds ?? 0
         let requestBytes = MessageFraming.encode(request)
         // Sealed to the pinned shore, with this vessel's token (VesselChannel).
         let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
         let wire = WireCount()
-        let (responseBytes, response, received) = try await sendRetryingBusy(requestBytes, via: channel, counting: wire)
+        let responseLimits = self.responseLimits
+        let (responseBytes, response, received) = try await Self.abandoning(poll?.abandon) {
+            try await sendRetryingBusy(requestBytes, via: channel, counting: wire, limits: responseLimits)
+        }
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
         }
@@ -233,7 +257,7 @@ public struct VesselSync: Sendable {
     /// Sends a request and decodes the answer. A `busy` answer (the shore at its bound, or another
     /// exchange of this vessel in progress there: a retry racing its original) is retried with
     /// the same request a little later, a few times.
-    func sendRetryingBusy(_ requestBytes: [UInt8], via channel: VesselChannel, counting wire: WireCount) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
+    func sendRetryingBusy(_ requestBytes: [UInt8], via channel: VesselChannel, counting wire: WireCount, limits responseLimits: WireLimits) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
         var attempt = 0
         while true {
             let (bytes, sent, received) = try await channel.send(requestBytes, limits: responseLimits)
@@ -247,6 +271,23 @@ public struct VesselSync: Sendable {
             }
             try await Task.sleep(for: .milliseconds(200 << attempt))
             attempt += 1
+        }
+    }
+
+    /// Runs `work`, ended early with ``LongPollAbandoned`` when `abandon` says so (checked every
+    /// 100 ms): the work is cancelled, which cancels the HTTP request in flight.
+    static func abandoning<T: Sendable>(_ abandon: (@Sendable () -> Bool)?, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        guard let abandon else { return try await work() }
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                while !abandon() { try await Task.sleep(for: .milliseconds(100)) }
+                return nil
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            guard let value = first else { throw LongPollAbandoned() }
+            return value
         }
     }
 

@@ -90,7 +90,7 @@ struct RunCommand: AsyncParsableCommand {
             try HTTPVerifyTransport(shoreURL: vessel.shoreURL, timeoutSeconds: vessel.requestTimeoutSeconds, trustedCertificates: vessel.tlsCA)
         }
         let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger,
-                                  watcher: watcher, verifying: verifying) {
+                                  watcher: watcher, verifying: verifying, longPollSeconds: Self.longPollSeconds(vessel)) {
             let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: makeLogger("fleetsync.db"))
             let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
             do {
@@ -105,6 +105,12 @@ struct RunCommand: AsyncParsableCommand {
         }
         await daemon.run()
         await transport.shutdown()
+    }
+
+    /// How long an idle daemon's long poll lasts: its interval, so that an idle link carries no
+    /// more exchanges than with plain polling, and well inside the request timeout.
+    static func longPollSeconds(_ vessel: VesselConfiguration) -> Int {
+        vessel.longPoll ? max(0, min(vessel.intervalSeconds, vessel.requestTimeoutSeconds - 10)) : 0
     }
 }
 

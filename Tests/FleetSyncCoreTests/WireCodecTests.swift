@@ -26,6 +26,29 @@ final class WireCodecTests: XCTestCase {
         XCTAssertThrowsError(try MessageFraming.decodeResponse(MessageFraming.encode(error))) { XCTAssertEqual($0 as? WireError, error) }
     }
 
+    func testLongPollFlagCarriesItsWaitAndIsBounded() throws {
+        var request = ExchangeRequest(vesselID: "aurora", cursor: 5, events: [], upTo: 0, holdIncoming: true)
+        request.waitSeconds = 30
+        let decoded = try WireCodec.decodeRequest(WireCodec.encode(request))
+        XCTAssertEqual(decoded.waitSeconds, 30)
+        XCTAssertTrue(decoded.holdIncoming)
+        XCTAssertEqual(decoded, request)
+        request.waitSeconds = 0
+        XCTAssertEqual(try WireCodec.decodeRequest(WireCodec.encode(request)).waitSeconds, 0)
+        // The flags byte follows the vessel id, exchange id and three signed numbers.
+        var plain = WireCodec.encode(ExchangeRequest(vesselID: "aurora", cursor: 5, events: [], upTo: 0))
+        let flagsAt = try Self.flagsOffset(plain)
+        for (flags, tail, why) in [(UInt8(4), [UInt8](), "unknown flag"), (2, [0], "a wait of 0 s"), (2, [0x91, 0x1c], "a wait of 3,601 s")] {
+            var bad = plain
+            bad[flagsAt] = flags
+            bad.insert(contentsOf: tail, at: flagsAt + 1)
+            XCTAssertThrowsError(try WireCodec.decodeRequest(bad), why) { XCTAssertEqual(($0 as? WireError)?.code, .malformed, why) }
+        }
+        plain[flagsAt] = 2
+        plain.insert(contentsOf: [0x90, 0x1c], at: flagsAt + 1)
+        XCTAssertEqual(try WireCodec.decodeRequest(plain).waitSeconds, 3_600)
+    }
+
     func testBadMessagesAreRefusedWithCodes() {
         let good = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: sampleEvents(30), upTo: 1))
         func code(_ bytes: [UInt8], limits: WireLimits = WireLimits()) -> WireError.Code? {
@@ -142,5 +165,15 @@ final class WireCodecTests: XCTestCase {
         let bytes = MessageFraming.encode(ExchangeRequest(vesselID: "aurora", cursor: 0, events: events, upTo: 6000)).count
         print("wire bytes per single-column update at batch 1,000: \(Double(bytes) / 1000)")
         XCTAssertLessThan(Double(bytes) / 1000, 60)
+    }
+
+    /// Where a request's flags byte is: re-read the fields before it.
+    static func flagsOffset(_ bytes: [UInt8]) throws -> Int {
+        var reader = WireReader(bytes)
+        _ = try StringTable.read(&reader, limits: WireLimits())
+        _ = try reader.string(limit: 63, what: "vessel id")
+        _ = try reader.uuid()
+        for _ in 0..<3 { _ = try reader.signed() }
+        return bytes.count - reader.remaining
     }
 }

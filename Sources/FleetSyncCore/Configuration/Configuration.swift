@@ -145,6 +145,11 @@ public struct ShoreConfiguration: Sendable, Equatable {
     public var requestTimeoutSeconds: Int = 60
     public var idleTimeoutSeconds: Int = 30
     public var shutdownTimeoutSeconds: Int = 10
+    /// Long poll: the longest the shore holds an exchange that asked to wait (0: never; answers
+    /// at once), and how many vessels may wait at once per server process (past it, a waiting
+    /// request is answered at once). A waiting vessel holds no database connection.
+    public var longPollMaxSeconds: Int = 30
+    public var longPollMaxWaiters: Int = 10_000
     public init(listen: String) { self.listen = listen }
 }
 
@@ -164,6 +169,11 @@ public struct VesselConfiguration: Sendable, Equatable {
     /// watches the capture log), not only every `intervalSeconds`. Off on a metered link that
     /// prefers its interval.
     public var wakeOnChange: Bool = true
+    /// When idle, the daemon holds one exchange open (a long poll) instead of sleeping its
+    /// interval, so that shore changes arrive as soon as they are made; each poll lasts at most
+    /// `interval_seconds` (and the shore's `long_poll_max_seconds`), so that an idle link carries
+    /// no more exchanges than with plain polling. Off: the daemon polls every `interval_seconds`.
+    public var longPoll: Bool = true
     /// Seconds between verifies the daemon runs by itself (``fleetsync verify``); 0 turns the
     /// schedule off. The daemon also verifies after every catch-up from table state and after
     /// it detects a restored database, whatever this says.

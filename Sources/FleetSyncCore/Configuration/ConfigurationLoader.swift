@@ -116,7 +116,8 @@ struct ConfigurationReader {
         var shore: ShoreConfiguration?
         if let table = section(root, "shore", required: role == .shore) {
             checkKeys(table, path: "shore", known: ["listen", "retention_days", "retention_max_events", "tls_certificate", "tls_key",
-                                                    "database_connections", "concurrent_exchanges", "request_timeout_seconds", "idle_timeout_seconds", "shutdown_timeout_seconds"])
+                                                    "database_connections", "concurrent_exchanges", "request_timeout_seconds", "idle_timeout_seconds", "shutdown_timeout_seconds",
+                                                    "long_poll_max_seconds", "long_poll_max_waiters"])
             if role == .vessel { fail("shore", "is a shore setting in a vessel configuration", "remove the [shore] section") }
             if let listen = string(table, "listen", path: "shore", required: true) {
                 if !Identifiers.isValidListenAddress(listen) {
@@ -130,6 +131,8 @@ struct ConfigurationReader {
                 if let n = integer(table, "request_timeout_seconds", path: "shore", range: 1...3_600) { shore?.requestTimeoutSeconds = n }
                 if let n = integer(table, "idle_timeout_seconds", path: "shore", range: 1...3_600) { shore?.idleTimeoutSeconds = n }
                 if let n = integer(table, "shutdown_timeout_seconds", path: "shore", range: 1...600) { shore?.shutdownTimeoutSeconds = n }
+                if let n = integer(table, "long_poll_max_seconds", path: "shore", range: 0...3_600) { shore?.longPollMaxSeconds = n }
+                if let n = integer(table, "long_poll_max_waiters", path: "shore", range: 0...1_000_000) { shore?.longPollMaxWaiters = n }
                 shore?.tlsCertificate = string(table, "tls_certificate", path: "shore", required: false)
                 shore?.tlsKey = string(table, "tls_key", path: "shore", required: false)
                 if (shore?.tlsCertificate == nil) != (shore?.tlsKey == nil) {
@@ -139,7 +142,7 @@ struct ConfigurationReader {
         }
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
-            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change",
+            checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change", "long_poll",
                                                        "verify_interval_seconds", "verify_repair"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
@@ -153,6 +156,9 @@ struct ConfigurationReader {
                 vessel?.shoreIdentity = string(table, "shore_identity", path: "vessel", required: false)
                 if let value = table["wake_on_change"] {
                     if let wake = value.bool { vessel?.wakeOnChange = wake } else { fail("vessel.wake_on_change", "must be true or false", "write wake_on_change = true or false") }
+                }
+                if let value = table["long_poll"] {
+                    if let poll = value.bool { vessel?.longPoll = poll } else { fail("vessel.long_poll", "must be true or false", "write long_poll = true or false") }
                 }
                 if let s = integer(table, "verify_interval_seconds", path: "vessel", range: 0...31_536_000) { vessel?.verifyIntervalSeconds = s }
                 if let value = table["verify_repair"] {

@@ -20,6 +20,12 @@ public struct ExchangeRequest: Sendable, Equatable {
     /// time. A vessel applies nothing newer while writes it made earlier are unsent, so that its
     /// cursor still says which partition it had seen when it wrote them (``PartitionGuard``).
     public var holdIncoming: Bool = false
+    /// Long poll: when nothing waits for this vessel, the shore may hold the answer up to this
+    /// many seconds (bounded by its own `long_poll_max_seconds`) and answer as soon as something
+    /// arrives for the vessel. 0: answer at once. Only a request with no events is held.
+    public var waitSeconds: Int = 0
+    /// The longest hold a request may ask for.
+    public static let maximumWaitSeconds = 3_600
     /// Summaries for the shore's view of the fleet (pending, dead letters, quarantine, ...).
     public var status: [String: JSONValue]
 

@@ -15,7 +15,9 @@ public enum WireCodec {
         body.signed(request.cursor)
         body.signed(request.upTo)
         body.signed(request.clock)
-        body.byte(request.holdIncoming ? 1 : 0)
+        // Bit 1: a long poll; the seconds the shore may hold the answer follow.
+        body.byte((request.holdIncoming ? 1 : 0) | (request.waitSeconds > 0 ? 2 : 0))
+        if request.waitSeconds > 0 { body.varint(UInt64(min(request.waitSeconds, ExchangeRequest.maximumWaitSeconds))) }
         encodeValue(.object(request.status), into: &body)
         encodeEvents(request.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
@@ -49,12 +51,21 @@ public enum WireCodec {
         let clock = try reader.signed()
         guard cursor >= 0, upTo >= 0, clock >= 0 else { throw WireError(.malformed, "negative cursor, position or clock") }
         let flags = try reader.byte()
-        guard flags <= 1 else { throw WireError(.malformed, "request flags are \(flags)") }
+        guard flags <= 3 else { throw WireError(.malformed, "request flags are \(flags)") }
+        var waitSeconds = 0
+        if flags & 2 != 0 {
+            let seconds = try reader.varint()
+            guard seconds >= 1, seconds <= UInt64(ExchangeRequest.maximumWaitSeconds) else {
+                throw WireError(.malformed, "a long poll of \(seconds) s (1 to \(ExchangeRequest.maximumWaitSeconds) s)")
+            }
+            waitSeconds = Int(seconds)
+        }
         guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
             throw WireError(.malformed, "status is not an object")
         }
         var request = ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, clock: clock, status: status)
-        request.holdIncoming = flags == 1
+        request.holdIncoming = flags & 1 != 0
+        request.waitSeconds = waitSeconds
         return request
     }
 
