@@ -12,6 +12,8 @@ public struct InstallReport: Sendable, Equatable {
     public var removedTables: [String] = []
     /// On the shore: rows per table that existed before init and got their clocks now.
     public var clockedRows: [String: Int] = [:]
+    /// On the shore: rows that changed vessel because the routing rules changed (``RoutingChange``).
+    public var rowsMovedByRouting = 0
 }
 
 /// The configuration does not fit the database; nothing was changed.
@@ -79,6 +81,9 @@ public struct Installer: Sendable {
                 report.capturedTables.append(table.name)
             }
             let routing = RoutingBuilder(configuration: configuration, physical: installed)
+            // Rows the new routing rules move between vessels travel as transfers would.
+            report.rowsMovedByRouting = try await RoutingChange(configuration: configuration, physical: installed)
+                .queueMoves(newRouteFunction: routing.routeFunction(), on: db)
             for statement in [routing.routeFunction()] + routing.sagaStatements() + ChangeSizeLimit.statements(maximumBytes: configuration.limits.maximumChangeBytes) {
                 try await db.execute(statement, context: "installing routing")
             }

@@ -7,8 +7,8 @@ import PostgresNIO
 /// event for a row routed to another vessel is rejected whole, recorded, and never applied.
 /// The routed vessel of each row also decides who owns its `vessel` fields. A write is judged
 /// against the partition its writer had seen: a row that left the vessel after the vessel's
-/// cursor (its offboarding is still queued for it) was still the vessel's when it wrote, so the
-/// write applies and reaches the row's new vessel.
+/// cursor (its offboarding is still queued for it, or, pruned, recorded as a departure) was still
+/// the vessel's when it wrote, so the write applies and reaches the row's new vessel.
 struct PartitionGuard {
     var configuration: FleetSyncConfiguration
 
@@ -114,7 +114,9 @@ struct PartitionGuard {
     }
 
     /// Rows among `ids` whose offboarding from `vessel` is queued after position `seen`: they
-    /// left the vessel after the last position it had applied.
+    /// left the vessel after the last position it had applied. An offboarding already pruned
+    /// from the event log is remembered in `fleetsync.departure` (``Retention``) until the vessel
+    /// has passed it, so a vessel silent past retention is judged by what it had seen too.
     private func offboardedSince(_ seen: Int64, vessel: String, ids: [UUID], on db: DatabaseSession) async throws -> Set<UUID> {
         guard !ids.isEmpty, seen < .max else { return [] }
         var binds = PostgresBindings()
@@ -122,7 +124,8 @@ struct PartitionGuard {
         binds.append(seen)
         binds.append(ids)
         let rows = try await db.rows("""
-            SELECT DISTINCT row_id FROM fleetsync.outbox WHERE vessel = $1 AND pos > $2 AND op = 'O' AND row_id = ANY($3::uuid[])
+            SELECT row_id FROM fleetsync.outbox WHERE vessel IN ($1, '*') AND pos > $2 AND op = 'O' AND row_id = ANY($3::uuid[])
+            UNION SELECT row_id FROM fleetsync.departure WHERE vessel IN ($1, '*') AND pos > $2 AND row_id = ANY($3::uuid[])
             """, binds, context: "finding rows that left \(vessel) after its cursor")
         return Set(try rows.map { try $0.decode(UUID.self) })
     }

@@ -28,6 +28,9 @@ struct InitCommand: AsyncParsableCommand {
         for (table, rows) in report.clockedRows.sorted(by: { $0.key < $1.key }) {
             print("\(table): \(rows) row(s) that existed before init now carry the shore's clocks")
         }
+        if report.rowsMovedByRouting > 0 {
+            print("the routing rules changed: \(report.rowsMovedByRouting) row(s) move between vessels (offboardings and baselines queued, as for transfers)")
+        }
         print("capture installed on \(report.capturedTables.count) table(s): \(report.capturedTables.joined(separator: ", "))")
         for table in report.removedTables { print("capture removed from \(table) (no longer configured)") }
         print("node \(configuration.nodeID) (\(configuration.role.rawValue)) is ready")

@@ -97,8 +97,8 @@ public struct CatchUpReader: Sendable {
               SELECT table_name, row_id FROM fleetsync.pruned_row WHERE last_pos > $2 AND vessel IN ($1, '*')
               UNION SELECT table_name, row_id FROM fleetsync.outbox WHERE pos > $2 AND pos <= $3 AND op <> 'O' AND vessel IN ($1, '*')
             ), departed AS (
-              SELECT table_name, row_id FROM fleetsync.departure WHERE vessel = $1 AND pos > $2
-              UNION SELECT table_name, row_id FROM fleetsync.outbox WHERE pos > $2 AND pos <= $3 AND op = 'O' AND vessel = $1
+              SELECT table_name, row_id FROM fleetsync.departure WHERE vessel IN ($1, '*') AND pos > $2
+              UNION SELECT table_name, row_id FROM fleetsync.outbox WHERE pos > $2 AND pos <= $3 AND op = 'O' AND vessel IN ($1, '*')
             ), listed AS (
               INSERT INTO fleetsync.catch_up_row (vessel, phase, rank, row_id)
               SELECT $1, 1, ranks.row_rank, touched.row_id FROM touched JOIN ranks ON ranks.name = touched.table_name
