@@ -57,6 +57,11 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
 }
 
 let environment = ProcessInfo.processInfo.environment
+if environment["WORKLOAD"] == "updates" {
+    try await updatesWorkload(rows: Int(environment["ROWS"] ?? "") ?? 100_000, batches: Int(environment["BATCHES"] ?? "") ?? 20,
+                              rounds: Int(environment["ROUNDS"] ?? "") ?? 3)
+    exit(0)
+}
 let totalEvents = Int(environment["EVENTS"] ?? "") ?? 100_000
 let rounds = Int(environment["ROUNDS"] ?? "") ?? 3
 print("command: EVENTS=\(totalEvents) ROUNDS=\(rounds) swift run -c release fleetsync-apply-benchmark")

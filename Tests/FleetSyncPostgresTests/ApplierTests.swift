@@ -46,6 +46,30 @@ final class ApplierTests: DatabaseTestCase {
         XCTAssertEqual(outboxAfter, 1)
     }
 
+    /// The receiver reads only the columns an update touches: the other columns' values and
+    /// clocks stay as they were, and a later older write to one of them still loses.
+    func testAnUpdateOfOneColumnKeepsTheOtherColumnsAndTheirClocks() async throws {
+        let (configuration, db) = try await installedNode()
+        let applier = try await makeApplier(configuration, db)
+        let vesselID = UUID(), seafarerID = UUID()
+        _ = try await applier.apply([
+            event("vessel", vesselID, ["code": .string("aurora"), "name": .string("MV Aurora")], clock: 9),
+            event("seafarer", seafarerID, ["full_name": .string("Ana"), "vessel_code": .string("aurora"), "rank": .string("Mate")], clock: 20),
+        ], from: "shore", cursor: 1)
+        let one = try await applier.apply([event("seafarer", seafarerID, ["notes": .string("checked")], clock: 30)], from: "shore", cursor: 2)
+        XCTAssertEqual(one.appliedRows, 1)
+        let row: String = try await db.scalar("SELECT full_name || '/' || rank || '/' || notes FROM seafarer")
+        XCTAssertEqual(row, "Ana/Mate/checked")
+        let clocks: String = try await db.scalar("SELECT sync_clock::text FROM seafarer")
+        for field in ["full_name", "vessel_code", "rank", "notes"] { XCTAssertTrue(clocks.contains("\"\(field)\""), "\(field)'s clock kept: \(clocks)") }
+        // rank's clock (20) still decides: an older write of it loses, a newer one wins.
+        let older = try await applier.apply([event("seafarer", seafarerID, ["rank": .string("Cook")], clock: 15)], from: "shore", cursor: 3)
+        XCTAssertEqual(older.appliedRows, 0)
+        _ = try await applier.apply([event("seafarer", seafarerID, ["rank": .string("Master")], clock: 40)], from: "shore", cursor: 4)
+        let after: String = try await db.scalar("SELECT full_name || '/' || rank || '/' || notes FROM seafarer")
+        XCTAssertEqual(after, "Ana/Master/checked")
+    }
+
     func testSelfReferencingChainDeliveredInReverseApplies() async throws {
         let tables = Fixtures.exampleTables() + [TableConfiguration(name: "task", route: .broadcast)]
         let (configuration, db) = try await installedNode(tables: tables, schema: "CREATE TABLE task (id uuid PRIMARY KEY, parent_id uuid REFERENCES task (id), title text);")

@@ -33,6 +33,8 @@ public struct Applier: Sendable {
     /// every response). Shore-owned fields are accepted only from that writer. Nil on the shore,
     /// which is the shore itself, and where the sender is the shore's id.
     public var shoreNode: String?
+    /// The receiver's former read of every column of an updated row (benchmark only: TableWriter).
+    public var readsEveryColumn = false
     /// Whether a batch that changed something is followed by a retry of the waiting events
     /// (off while retrying them).
     var retriesWaiting = true
@@ -334,6 +336,7 @@ public struct Applier: Sendable {
     func tableWriter(for table: String, sender: String) -> TableWriter {
         var writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
         if configuration.role == .shore { writer.relayFrom = sender }
+        writer.readsEveryColumn = readsEveryColumn
         return writer
     }
 

@@ -12,6 +12,9 @@ struct TableWriter {
     /// On the shore: the node whose changes these are, so that they are queued for the other
     /// vessels (relayed) with their own clocks.
     var relayFrom: String? = nil
+    /// Reads every synced column of the rows an update touches, as before 2026-11 (only for
+    /// the side-by-side benchmark, `WORKLOAD=updates fleetsync-apply-benchmark`).
+    var readsEveryColumn = false
 
     struct Outcome: Sendable {
         var applied = 0
@@ -61,7 +64,12 @@ struct TableWriter {
 
     func write(_ groups: [RowGroup], prepared: CopyPieces? = nil, on db: DatabaseSession) async throws -> Outcome {
         var outcome = Outcome()
-        let local = try await readLocal(groups.map(\.rowID), on: db)
+        // Only the columns the incoming changes touch are read (the merge compares no other
+        // value, and the update writes no other column); the other fields' clocks are kept whole.
+        var touched = Set<String>()
+        for group in groups { touched.formUnion(group.state.fields.keys) }
+        if readsEveryColumn { touched = Set(physical.syncedColumns.map(\.name)) }
+        let local = try await readLocal(groups.map(\.rowID), columns: touched, on: db)
         var newRows: [RowGroup] = []
         var updates: [JSONValue] = []
         var updateColumns: Set<String> = []
@@ -77,7 +85,7 @@ struct TableWriter {
                     continue
                 }
                 updateColumns.formUnion(changed.filter { $0 != ChangeEvent.deletedField })
-                updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version)))
+                updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version), otherClocks: existing.otherClocks))
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
             } else {
                 newRows.append(group)
@@ -102,10 +110,11 @@ struct TableWriter {
     }
 
     /// The JSON record of a row as `jsonb_populate_recordset` reads it.
-    private func record(id: UUID, state: RowState, version: Int64) -> JSONValue {
+    /// `otherClocks`: the stored clocks of fields not read (``readLocal(_:columns:on:)``), kept.
+    private func record(id: UUID, state: RowState, version: Int64, otherClocks: [String: JSONValue] = [:]) -> JSONValue {
         var object: [String: JSONValue] = [:]
         object.reserveCapacity(state.fields.count + 4)
-        var clocks: [String: JSONValue] = [:]
+        var clocks = otherClocks
         for (name, change) in state.fields {
             // A field never written through FleetSync has no clock (the lowest): none is stored.
             if !change.clock.node.isEmpty { clocks[name] = change.clock.json }
@@ -202,13 +211,17 @@ struct TableWriter {
     }
 
     private struct LocalRow {
+        /// The fields read, with their values and clocks.
         var state: RowState
         var version: Int64
+        /// The clocks of the row's other fields, as stored.
+        var otherClocks: [String: JSONValue]
     }
 
-    /// Reads and locks the local rows among `ids`, values in the capture encoding.
-    private func readLocal(_ ids: [UUID], on db: DatabaseSession) async throws -> [UUID: LocalRow] {
-        let values = ColumnCodec.captureObject(physical.syncedColumns, row: "t")
+    /// Reads and locks the local rows among `ids`: the values of `columns` in the capture
+    /// encoding, every clock.
+    private func readLocal(_ ids: [UUID], columns: Set<String>, on db: DatabaseSession) async throws -> [UUID: LocalRow] {
+        let values = ColumnCodec.captureObject(physical.syncedColumns.filter { columns.contains($0.name) }, row: "t")
         var binds = PostgresBindings()
         binds.append(ids)
         let rows = try await db.rows("""
@@ -223,6 +236,7 @@ struct TableWriter {
             let deleted: Bool = try row.value(2, context: context)
             let clocks = try JSONParser.parse(try row.value(3, as: String.self, context: context)).objectValue ?? [:]
             let values = try JSONParser.parse(try row.value(4, as: String.self, context: context)).objectValue ?? [:]
+            let otherClocks = clocks.filter { values[$0.key] == nil && $0.key != ChangeEvent.deletedField }
             var state = RowState()
             // Rows that existed before init have no clocks: the lowest clock, so any sync wins.
             let none = FieldClock(counter: 0, node: "")
@@ -234,7 +248,7 @@ struct TableWriter {
             } else if deleted {
                 state.fields[ChangeEvent.deletedField] = FieldChange(value: .bool(true), clock: none)
             }
-            result[id] = LocalRow(state: state, version: version)
+            result[id] = LocalRow(state: state, version: version, otherClocks: otherClocks)
         }
         return result
     }
