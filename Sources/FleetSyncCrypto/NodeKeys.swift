@@ -9,6 +9,11 @@ import Glibc
 public struct NodeKeys: @unchecked Sendable {
     public let identity: MLDSA65.PrivateKey
     public let sealing: XWingMLKEM768X25519.PrivateKey
+    /// (shore, during a key rotation) Other sealing keys requests may be sealed to: the next
+    /// keys' (announced) and the previous keys' (kept after a promotion).
+    public var otherSealing: [XWingMLKEM768X25519.PrivateKey] = []
+    /// (shore, during a key rotation) The announcement sent in token answers (``ShoreAnnouncement``).
+    public var announcement: ShoreAnnouncement?
 
     public static let identityFile = "identity.key"
     public static let sealingFile = "sealing.key"
@@ -61,6 +66,45 @@ public struct NodeKeys: @unchecked Sendable {
                             sealing: try XWingMLKEM768X25519.PrivateKey(integrityCheckedRepresentation: sealingData))
         } catch {
             throw SecurityError("the private keys in \(directory) are damaged (\(error)); restore them from a backup or run fleetsync keygen for a new identity and enroll it again")
+        }
+    }
+
+    /// The shore's keys with what a rotation adds (docs/SECURITY.md, *Key rotation*): a promotion
+    /// cut off by a crash is finished first; next keys are announced and opened with; the previous
+    /// sealing key is still opened with and the endorsement of the current keys announced.
+    public static func loadShore(directory: String) throws -> NodeKeys {
+        let files = KeyDirectory(directory)
+        try files.completeDecidedPromotion(role: .shore)
+        var keys = try load(directory: directory)
+        let current = try PublicIdentity.load(path: path(directory, publicFile))
+        let state = files.observe()
+        if state.previousKept {
+            keys.otherSealing.append(try NodeKeys.loadSealing(path(files.previous, sealingFile)))
+            let endorsement = try files.readEndorsement(files.previous)
+            let previous = try PublicIdentity.load(path: path(files.previous, publicFile))
+            guard KeyEndorsement.verify(endorsement, new: current, oldSigningKey: previous.signingKey, oldSealingKey: previous.sealingKey) else {
+                throw SecurityError("\(files.previous)/endorsement does not endorse the current identity with the previous key: restore the keys directory from a backup")
+            }
+            keys.announcement = ShoreAnnouncement(identity: current, endorsement: endorsement)
+        }
+        if state.nextComplete {
+            let next = try files.loadNext()
+            guard KeyEndorsement.verify(next.endorsement, new: next.identity, oldSigningKey: current.signingKey, oldSealingKey: current.sealingKey) else {
+                throw SecurityError("\(files.next)/endorsement does not endorse the next identity with the current key: remove \(files.next) and run fleetsync rotate-keys again")
+            }
+            keys.otherSealing.append(next.keys.sealing)
+            keys.announcement = ShoreAnnouncement(identity: next.identity, endorsement: next.endorsement)
+        }
+        return keys
+    }
+
+    static func loadSealing(_ file: String) throws -> XWingMLKEM768X25519.PrivateKey {
+        do {
+            return try XWingMLKEM768X25519.PrivateKey(integrityCheckedRepresentation: try readPrivate(file, header: sealingHeader))
+        } catch let error as SecurityError {
+            throw error
+        } catch {
+            throw SecurityError("the private key \(file) is damaged (\(error))")
         }
     }
 

@@ -14,7 +14,7 @@ public struct Migration: Sendable {
 
 extension Migration {
     /// Every migration this build knows, oldest first.
-    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom, security, catchUp]
+    public static let all: [Migration] = [initial, applyBookkeeping, routing, captureLog, pinnedJSON, shoreIdentity, waitingRoom, security, catchUp, keyRotation]
 
     /// The version this build installs.
     public static var latestVersion: Int { all.last!.version }
@@ -342,5 +342,23 @@ extension Migration {
         "CREATE INDEX security_event_vessel ON fleetsync.security_event (vessel, at)",
         // On a vessel: the access token it holds and when it stops using it (its own clock).
         "ALTER TABLE fleetsync.sync_state ADD COLUMN token bytea, ADD COLUMN token_expires_at timestamptz",
+    ])
+}
+
+extension Migration {
+    static let keyRotation = Migration(version: 12, description: "key rotation: a vessel's next keys on the shore, the shore's announced identity on a vessel", statements: [
+        // On the shore: a vessel's new keys, endorsed by its enrolled key, accepted alongside it
+        // until the vessel first authenticates with them; when its current keys were enrolled.
+        """
+        ALTER TABLE fleetsync.vessel ADD COLUMN next_identity text, ADD COLUMN next_signing_key bytea,
+          ADD COLUMN next_sealing_key bytea, ADD COLUMN next_since timestamptz, ADD COLUMN keys_since timestamptz NOT NULL DEFAULT now()
+        """,
+        // On a vessel: the shore identity it trusts instead of the pinned file (announced by the
+        // shore, endorsed by the key trusted before), the fingerprint of the pinned file it
+        // descends from, and how many announcements were refused.
+        """
+        ALTER TABLE fleetsync.sync_state ADD COLUMN shore_identity text, ADD COLUMN shore_identity_root text,
+          ADD COLUMN shore_announcements_refused integer NOT NULL DEFAULT 0
+        """,
     ])
 }

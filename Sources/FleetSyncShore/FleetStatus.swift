@@ -14,6 +14,10 @@ public struct FleetStatus: Sendable {
         public var reported: String
         /// The vessel's catch-up from table state, if one ever ran (``CatchUp``).
         public var catchUp: JSONValue?
+        /// When the vessel's current keys were enrolled or rotated in; when its endorsed next keys
+        /// arrived (a rotation pending until it authenticates with them), if they did.
+        public var keysSince: Date? = nil
+        public var nextKeysSince: Date? = nil
 
         /// A note for the text status: a catch-up running or due.
         public func catchUpNote(prunedBelow: Int64) -> String {
@@ -47,12 +51,14 @@ public struct FleetStatus: Sendable {
                       'rows_sent', c.sent_rows, 'removals_sent', c.sent_removals, 'rows_confirmed', c.done_rows,
                       'removals_confirmed', c.done_removals, 'started_at', c.started_at, 'updated_at', c.updated_at,
                       'finished', c.finished_at IS NOT NULL, 'finished_at', c.finished_at)::text
-                    FROM fleetsync.catch_up c WHERE c.vessel = v.vessel_id)
+                    FROM fleetsync.catch_up c WHERE c.vessel = v.vessel_id),
+                   v.keys_since, v.next_since
             FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id ORDER BY v.vessel_id
             """, context: "reading the fleet status")
         let vessels = try rows.map { row in
-            let (id, contact, cursor, lag, reported, catchUp) = try row.decode((String, Date?, Int64, Int64, String, String?).self)
-            return Vessel(id: id, lastContact: contact, lagEvents: lag, cursor: cursor, reported: reported, catchUp: catchUp.flatMap { try? JSONParser.parse($0) })
+            let (id, contact, cursor, lag, reported, catchUp, keysSince, nextSince) = try row.decode((String, Date?, Int64, Int64, String, String?, Date?, Date?).self)
+            return Vessel(id: id, lastContact: contact, lagEvents: lag, cursor: cursor, reported: reported, catchUp: catchUp.flatMap { try? JSONParser.parse($0) },
+                          keysSince: keysSince, nextKeysSince: nextSince)
         }
         return FleetStatus(vessels: vessels, lastPosition: last, prunedBelow: pruned, unsequenced: unsequenced)
     }
@@ -67,6 +73,8 @@ public struct FleetStatus: Sendable {
                     "lag_events": .number(String(v.lagEvents)), "cursor": .number(String(v.cursor)),
                     "behind_retention": .bool(v.cursor < prunedBelow),
                     "catch_up": v.catchUp ?? .null,
+                    "keys_since": v.keysSince.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
+                    "key_rotation_pending_since": v.nextKeysSince.map { .string(ISO8601DateFormatter().string(from: $0)) } ?? .null,
                     "reported": (try? JSONParser.parse(v.reported)) ?? .null,
                 ])
             }),

@@ -65,7 +65,7 @@ public struct ShoreAuthority: Sendable {
         var binds = PostgresBindings()
         binds.append(vessel)
         let rows = try await db.rows("""
-            SELECT signing_key, sealing_key FROM fleetsync.vessel
+            SELECT signing_key, sealing_key, next_signing_key, next_sealing_key FROM fleetsync.vessel
             WHERE vessel_id = $1 AND revoked_at IS NULL AND signing_key IS NOT NULL AND sealing_key IS NOT NULL
             """, binds, context: "reading the keys of vessel \(vessel)")
         let enrolled = try rows.first?.decode((Data, Data).self)
@@ -81,7 +81,12 @@ public struct ShoreAuthority: Sendable {
         w.varint(UInt64(token.count))
         w.raw(token)
         w.varint(UInt64(AccessToken.lifetimeSeconds))
-        let sealed = try Sealing.seal(w.bytes, vessel: vessel, exchangeID: UUID(), direction: .token, to: enrolled.1)
+        // During the shore's key rotation: its next (or newly promoted) identity, endorsed.
+        if let announcement = keys.announcement?.encoded {
+            w.varint(UInt64(announcement.count))
+            w.raw(announcement)
+        }
+        let sealed = try Sealing.seal(w.bytes, vessel: vessel, exchangeID: UUID(), direction: .token, to: sealTo)
         return MessageFraming.frameRaw(.token, body: sealed.body)
     }
 
@@ -118,7 +123,13 @@ public struct ShoreAuthority: Sendable {
     /// Opens a sealed request (kind 4) with the shore's X-Wing key: any altered, truncated or
     /// mis-addressed byte is refused here, before anything is decoded. No database work.
     public func unseal(_ body: [UInt8]) throws(WireError) -> Unsealed {
-        let (header, plaintext, binding) = try Sealing.open(body, direction: .vesselToShore, with: keys.sealing)
+        // During a key rotation a request may be sealed to the next or the previous key.
+        var key = keys.sealing
+        if !keys.otherSealing.isEmpty, let (header, _) = try? Sealing.header(of: body),
+           let other = keys.otherSealing.first(where: { Sealing.keyID($0.publicKey.rawRepresentation) == header.recipientKeyID }) {
+            key = other
+        }
+        let (header, plaintext, binding) = try Sealing.open(body, direction: .vesselToShore, with: key)
         var r = WireReader(plaintext)
         let tokenLength = try r.count(limit: AccessToken.maximumBytes, what: "token byte")
         let token = try r.fixed(tokenLength, what: "access token")
@@ -185,7 +196,8 @@ public struct ShoreAuthority: Sendable {
         try binds.append(identity.sealingKey)
         try await db.execute("""
             INSERT INTO fleetsync.vessel (vessel_id, identity, signing_key, sealing_key) VALUES ($1, $2, $3, $4)
-            ON CONFLICT (vessel_id) DO UPDATE SET identity = $2, signing_key = $3, sealing_key = $4, revoked_at = NULL, authorized_since = now()
+            ON CONFLICT (vessel_id) DO UPDATE SET identity = $2, signing_key = $3, sealing_key = $4, revoked_at = NULL, authorized_since = now(),
+              next_identity = NULL, next_signing_key = NULL, next_sealing_key = NULL, next_since = NULL, keys_since = now()
             """, binds, context: "enrolling vessel \(vessel)")
     }
 

@@ -132,6 +132,7 @@ public struct ShoreServer: Sendable {
             } catch {
                 throw ShoreError("cannot load TLS certificate \(certificate) or key \(key): \(error)")
             }
+        ShoreKeyRotation(authority: exchange.authority, logger: logger).install(on: router, pool: pool)
         }
         let app = Application(
             router: router,
@@ -197,7 +198,7 @@ public struct ShoreServer: Sendable {
             throw ShoreError("serve needs the shore's keys: set [keys] directory and run fleetsync keygen --config FILE (every exchange is sealed and authenticated; there is no unauthenticated mode)")
         }
         do {
-            return try NodeKeys.load(directory: directory)
+            return try NodeKeys.loadShore(directory: directory)
         } catch {
             throw ShoreError("\(error)")
         }

@@ -29,8 +29,10 @@ public final class HTTPExchangeTransport: ExchangeTransport {
     public var name: String { endpoint.hasPrefix("https") ? "https (http/2 or http/1.1)" : "http/1.1" }
 
     /// - Parameter trustedCertificates: PEM file of certificates to trust instead of the system's.
-    public init(shoreURL: String, timeout: TimeAmount = .seconds(120), maximumResponseBytes: Int = 64 * 1_048_576, trustedCertificates: String? = nil) throws {
-        self.endpoint = shoreURL.hasSuffix("/") ? shoreURL + "v1/exchange" : shoreURL + "/v1/exchange"
+    /// - Parameter path: the endpoint under `shoreURL` (the key rotation message goes to `v1/keys`).
+    public init(shoreURL: String, timeout: TimeAmount = .seconds(120), maximumResponseBytes: Int = 64 * 1_048_576, trustedCertificates: String? = nil,
+                path: String = "v1/exchange") throws {
+        self.endpoint = shoreURL.hasSuffix("/") ? shoreURL + path : shoreURL + "/" + path
         self.timeout = timeout
         self.maximumResponseBytes = maximumResponseBytes
         self.client = try Self.makeClient(timeout: timeout, trustedCertificates: trustedCertificates)

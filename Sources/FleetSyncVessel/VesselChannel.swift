@@ -34,6 +34,8 @@ public struct VesselChannel: Sendable {
         guard let pinned = configuration.vessel?.shoreIdentity else {
             throw SecurityError("[vessel] shore_identity is not set: copy the shore's identity.pub (written by fleetsync keygen on the shore) to this vessel and name it there; exchanges are sealed to that key and only its holder's answers are accepted")
         }
+        // A key promotion cut off by a crash is finished first: the vessel starts with the new keys.
+        try KeyDirectory(directory).completeDecidedPromotion(role: .vessel)
         let keys = try NodeKeys.load(directory: directory)
         let shore = try PublicIdentity.load(path: pinned)
         guard shore.role == "shore" else {
@@ -55,6 +57,8 @@ public struct VesselChannel: Sendable {
     public func send(_ requestFrame: [UInt8], limits: WireLimits) async throws -> (answer: [UInt8], sent: Int, received: Int) {
         var sent = 0, received = 0
         var token = try await storedToken()
+        // The pinned shore identity, or the one it announced since (ShoreTrust).
+        let shore = try await trustedShore()
         for attempt in 0..<2 {
             if token == nil {
                 let fresh = try await authenticate()
@@ -75,6 +79,14 @@ public struct VesselChannel: Sendable {
             let envelope = try open(answer, limits: outerLimits(limits))
             switch envelope.kind {
             case .sealedResponse:
+                // Sealed to a key this vessel no longer has (a token obtained before its key
+                // rotation): obtain a token with the current key and resend once.
+                if attempt == 0, let (header, _) = try? Sealing.header(of: envelope.body),
+                   header.recipientKeyID != Sealing.keyID(keys.sealing.publicKey.rawRepresentation) {
+                    try await forgetToken()
+                    token = nil
+                    continue
+                }
                 let opened = try Sealing.open(envelope.body, direction: .shoreToVessel, with: keys.sealing, binding: sealed.answerBinding)
                 guard opened.header.vessel == configuration.nodeID, opened.header.exchangeID == exchangeID else {
                     throw WireError(.sealBroken, "the shore's answer is for vessel \(opened.header.vessel), exchange \(opened.header.exchangeID); refused")
@@ -137,6 +149,12 @@ public struct VesselChannel: Sendable {
         let token = try t.fixed(try t.count(limit: AccessToken.maximumBytes, what: "token byte"), what: "access token")
         let lifetime = try t.varint()
         try await store(token, lifetimeSeconds: Int64(min(lifetime, 86_400)))
+        finishRotationIfConfirmed()
+        // During the shore's key rotation, its next identity endorsed by its current key.
+        if !t.isAtEnd {
+            let announcement = try t.fixed(try t.count(limit: ShoreAnnouncement.maximumBytes, what: "announcement byte"), what: "key announcement")
+            try await consider(announcement: announcement)
+        }
         return (token, askFrame.count + proofFrame.count, challengeAnswer.count + tokenAnswer.count)
     }
 

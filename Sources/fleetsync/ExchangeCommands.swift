@@ -189,6 +189,7 @@ struct StatusCommand: AsyncParsableCommand {
             print("  quarantined:     \(status.quarantinedRows) row(s)")
             print("  catch-up:        \(status.catchUp.map(CatchUpProgress.describe) ?? "none")")
             print("  last verify:     \(status.lastVerify.map(VerifyReport.describeStored) ?? "never")")
+            printKeyStatus(configuration, vessel: status)
         case .shore:
             let (status, refusals) = try await withDatabase(configuration) { db in
                 (try await FleetStatus.read(on: db), try await ShoreAuthority.refusals(on: db))
@@ -202,11 +203,12 @@ struct StatusCommand: AsyncParsableCommand {
             }
             print(ShoreAuthority.statusLine)
             if let unattributed = refusals[""] { print("refused requests that proved no identity: \(unattributed)") }
+            printKeyStatus(configuration, vessel: nil)
             print("shore \(configuration.nodeID): last position \(status.lastPosition), pruned below \(status.prunedBelow), \(status.unsequenced) event(s) waiting for the next exchange to be sequenced")
             for v in status.vessels {
                 let contact = v.lastContact.map { "\($0)" } ?? "never"
                 let note = v.catchUpNote(prunedBelow: status.prunedBelow)
-                print("  \(v.id): last contact \(contact), \(v.lagEvents) event(s) not yet confirmed applied, \(refusals[v.id] ?? 0) refused request(s) or rejected change batch(es), reported \(v.reported)\(note)")
+                print("  \(v.id): last contact \(contact), \(v.lagEvents) event(s) not yet confirmed applied, \(refusals[v.id] ?? 0) refused request(s) or rejected change batch(es), reported \(v.reported)\(note)\(v.keyNote)")
             }
         }
     }

@@ -12,7 +12,7 @@ struct FleetSyncCommand: AsyncParsableCommand {
         subcommands: [
             InitCommand.self, UninstallCommand.self, KeygenCommand.self, EnrollCommand.self, RevokeCommand.self, ServeCommand.self,
             RunCommand.self, SyncCommand.self, StatusCommand.self, SnapshotCommand.self, DLQCommand.self,
-            QuarantineCommand.self, VerifyCommand.self, DemoCommand.self,
+            QuarantineCommand.self, VerifyCommand.self, DemoCommand.self, RotateKeysCommand.self,
         ])
 }
 
