@@ -40,10 +40,9 @@ public final class VesselDaemon: Sendable {
         }
     }
 
-
     /// - Parameter connect: called before the first exchange and again after any failed one, so
-    ///   `longPollSeconds`: when idle, hold an exchange open that long instead of sleeping (0: sleep).
     ///   that a restarted local database or a broken connection heals by itself.
+    ///   `longPollSeconds`: when idle, hold an exchange open that long instead of sleeping (0: sleep).
     public init(intervalSeconds: Int, deadlineSeconds: Double, logger: Logger, watcher: LocalChangeWatcher? = nil, verifying: DaemonVerify? = nil,
                 longPollSeconds: Int = 0, connect: @escaping Connector) {
         self.longPollSeconds = longPollSeconds
@@ -58,6 +57,7 @@ public final class VesselDaemon: Sendable {
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
 
     public func run() async {
+        Heap.limitArenas(2)
         var loop = ExchangeLoop(intervalSeconds: Double(intervalSeconds))
         var action = loop.start()
         var current: (sync: VesselSync, close: @Sendable () async -> Void)?
@@ -66,9 +66,9 @@ public final class VesselDaemon: Sendable {
         let listening = watcher.map { watcher in Task { await watcher.run() } }
         defer { listening?.cancel() }
         var random = SystemRandomNumberGenerator()
+        var schedule: VerifySchedule?
         // Set when the next exchange is a long poll of this many seconds.
         var polling: Int?
-        var schedule: VerifySchedule?
         while true {
             if stopRequested.load(ordering: .relaxed) { action = loop.stop() }
             switch action {
@@ -109,10 +109,11 @@ public final class VesselDaemon: Sendable {
                         // dropped local database costs nothing; the next exchange reconnects.
                         _ = try? await withDeadline(seconds: 10) { await close() }
                         current = nil
+                        Heap.giveBack()
+                    }
                 } catch is LongPollAbandoned {
                     logger.debug("a local change ended the long poll")
                     action = .exchange
-                    }
                 } catch {
                     if let sync = current?.sync {
                         _ = try? await withDeadline(seconds: 10) { await sync.recordFailure(error) }
@@ -128,12 +129,12 @@ public final class VesselDaemon: Sendable {
             case .sleep(let seconds):
                 // An idle sleep ends when a local change commits; a back-off does not (the
                 // shore is unreachable: the change waits for the back-off like the rest).
+                let idle = loop.state == .idle
                 if idle, longPollSeconds > 0, seconds >= 1 {
                     polling = min(longPollSeconds, Int(seconds))
                     action = loop.woke()
                     continue
                 }
-                let idle = loop.state == .idle
                 if await sleep(seconds, wakingOnChange: idle) { logger.debug("a local change woke the daemon") }
                 action = loop.woke()
             }
