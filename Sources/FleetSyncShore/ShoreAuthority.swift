@@ -68,11 +68,20 @@ public struct ShoreAuthority: Sendable {
             SELECT signing_key, sealing_key, next_signing_key, next_sealing_key FROM fleetsync.vessel
             WHERE vessel_id = $1 AND revoked_at IS NULL AND signing_key IS NOT NULL AND sealing_key IS NOT NULL
             """, binds, context: "reading the keys of vessel \(vessel)")
-        let enrolled = try rows.first?.decode((Data, Data).self)
+        let enrolled = try rows.first?.decode((Data, Data, Data?, Data?).self)
         // The same work whether the vessel is known or not.
         let signingKey = enrolled?.0 ?? keys.identity.publicKey.rawRepresentation
-        let valid = ChallengeProof.verify(signature, shore: shoreID, vessel: vessel, nonce: nonce, signingKey: signingKey)
-        guard let enrolled, valid else {
+        var valid = ChallengeProof.verify(signature, shore: shoreID, vessel: vessel, nonce: nonce, signingKey: signingKey)
+        var sealTo = enrolled?.1
+        // During the vessel's key rotation its next key is accepted too; the first proof by it
+        // makes it the vessel's only key (ShoreKeyRotation).
+        if !valid, let enrolled, let nextSigning = enrolled.2, let nextSealing = enrolled.3,
+           ChallengeProof.verify(signature, shore: shoreID, vessel: vessel, nonce: nonce, signingKey: nextSigning) {
+            try await ShoreKeyRotation.promoteVesselKeys(vessel: vessel, signingKey: nextSigning, on: db)
+            valid = true
+            sealTo = nextSealing
+        }
+        guard let sealTo, valid else {
             try? await Self.record(vessel: nil, kind: "authentication_failed", detail: "token request naming vessel \(vessel.prefix(63))", on: db)
             throw WireError(.unauthenticated, Self.authenticationFailed)
         }
