@@ -3,31 +3,67 @@ import FleetSyncTestSupport
 import Foundation
 import XCTest
 
-/// A side of the digest exchange held in memory: rows by table, id → row hash. Summaries are an
-/// FNV-1a hash of the range's rows in id order, as the database side aggregates them.
+/// A side of the digest exchange held in memory: rows by table, id → row hash. Summaries fold
+/// each row's precomputed 64-bit FNV-1a hash (of its id and row hash) in id order, so that a
+/// range's summary changes with any row in it, its order or its count, as the database side's
+/// aggregate does. Ids are kept as two big-endian halves: a hexadecimal prefix is a bit prefix,
+/// so ranges are found by binary search on integers (this side is the test's model; keeping it
+/// cheap keeps the property test fast in debug builds).
 struct MemorySide: DigestSide {
+    struct Entry {
+        var hi: UInt64
+        var lo: UInt64
+        var row: RowHash
+        var digest: UInt64
+    }
     var tables: [String: [UUID: String]]
-    let sorted: [String: [(hex: String, row: RowHash)]]
+    let sorted: [String: [Entry]]
+
+    static func halves(_ id: UUID) -> (UInt64, UInt64) {
+        withUnsafeBytes(of: id.uuid) { raw in
+            (UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)), UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
+    }
+
+    static func fnv(_ bytes: some Sequence<UInt8>, _ start: UInt64 = 0xcbf2_9ce4_8422_2325) -> UInt64 {
+        var h = start
+        for byte in bytes { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return h
+    }
 
     init(_ tables: [String: [UUID: String]]) {
         self.tables = tables
-        sorted = tables.mapValues { rows in rows.map { (DigestRange.hex($0.key), RowHash(id: $0.key, hash: $0.value)) }.sorted { $0.hex < $1.hex } }
+        sorted = tables.mapValues { rows in
+            rows.map { id, hash in
+                let (hi, lo) = Self.halves(id)
+                return Entry(hi: hi, lo: lo, row: RowHash(id: id, hash: hash), digest: Self.fnv(hash.utf8, hi ^ (lo &* 31)))
+            }.sorted { $0.hi != $1.hi ? $0.hi < $1.hi : $0.lo < $1.lo }
+        }
     }
 
-    /// The rows whose id starts with the prefix: a binary search to the first, then in order.
-    func inRange(_ range: DigestRange) -> [RowHash] {
+    /// The rows whose id starts with the prefix: the prefix as the low and high ids it spans,
+    /// a binary search to the first, then in order.
+    func inRange(_ range: DigestRange) -> ArraySlice<Entry> {
         guard let rows = sorted[range.table] else { return [] }
+        var hi: UInt64 = 0, lo: UInt64 = 0
+        for (index, digit) in range.prefix.utf8.enumerated() {
+            let value = UInt64(digit <= 57 ? digit - 48 : digit - 87)
+            if index < 16 { hi |= value << (60 - 4 * UInt64(index)) } else { lo |= value << (60 - 4 * UInt64(index - 16)) }
+        }
+        let bits = range.prefix.utf8.count * 4
+        func inside(_ e: Entry) -> Bool {
+            if bits == 0 { return true }
+            if bits <= 64 { return bits == 64 ? e.hi == hi : (e.hi >> UInt64(64 - bits)) == (hi >> UInt64(64 - bits)) }
+            return e.hi == hi && (bits == 128 ? e.lo == lo : (e.lo >> UInt64(128 - bits)) == (lo >> UInt64(128 - bits)))
+        }
         var low = 0, high = rows.count
         while low < high {
             let mid = (low + high) / 2
-            if rows[mid].hex < range.prefix { low = mid + 1 } else { high = mid }
+            if rows[mid].hi < hi || (rows[mid].hi == hi && rows[mid].lo < lo) { low = mid + 1 } else { high = mid }
         }
-        var result: [RowHash] = []
-        while low < rows.count && rows[low].hex.hasPrefix(range.prefix) {
-            result.append(rows[low].row)
-            low += 1
-        }
-        return result
+        var end = low
+        while end < rows.count && inside(rows[end]) { end += 1 }
+        return rows[low..<end]
     }
 
     func summaries(_ ranges: [DigestRange]) async throws -> [RangeSummary] {
@@ -35,16 +71,14 @@ struct MemorySide: DigestSide {
         return ranges.map { range in
             var h: UInt64 = 0xcbf2_9ce4_8422_2325
             let rows = inRange(range)
-            for row in rows {
-                for byte in (DigestRange.hex(row.id) + row.hash + ";").utf8 { h = (h ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            }
+            for row in rows { h = (h ^ row.digest) &* 0x100_0000_01b3 }
             return RangeSummary(count: Int64(rows.count), digest: String(h, radix: 16))
         }
     }
 
     func rows(_ ranges: [DigestRange]) async throws -> [[RowHash]] {
         try DigestRules.validate(ranges, tables: Set(tables.keys))
-        return ranges.map(inRange)
+        return ranges.map { inRange($0).map(\.row) }
     }
 }
 
