@@ -93,3 +93,30 @@ final class Once: @unchecked Sendable {
         return true
     }
 }
+
+/// Bytes of request bodies being read at once, reserved before reading (the declared length, or
+/// the largest message when none is declared): past the budget, a request is answered busy
+/// before any of its body is read, so that many large bodies at once cannot take the memory
+/// (issue 16). The budget is twice the largest message, and at least 64 MiB.
+final class ByteBudget: @unchecked Sendable {
+    private let lock = NSLock()
+    private var used = 0
+    let bytes: Int
+
+    init(maximumMessage: Int) { bytes = max(2 * maximumMessage, 64 * 1_048_576) }
+
+    func reserve(_ n: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard used + n <= bytes || used == 0 else { return false }
+        used += n
+        return true
+    }
+
+    func release(_ n: Int) {
+        lock.lock()
+        used -= n
+        lock.unlock()
+    }
+}
+

@@ -38,8 +38,19 @@ public struct ShoreAuthority: Sendable {
         var binds = PostgresBindings()
         try binds.append(Data(nonce))
         binds.append(Int32(Self.challengeSeconds))
+        // At most this many challenges alive at once: a flood of challenge requests (they need
+        // no identity) fills no more of the table; past it, requests are answered busy until some
+        // are answered (which deletes them) or expire. A fleet's own use stays far below.
+        let maximumLive = 4_096
+        binds.append(Int64(maximumLive))
         try await db.execute("DELETE FROM fleetsync.auth_challenge WHERE expires_at < now()", context: "forgetting expired challenges")
-        try await db.execute("INSERT INTO fleetsync.auth_challenge (nonce, expires_at) VALUES ($1, now() + make_interval(secs => $2))", binds, context: "storing a challenge")
+        let stored = try await db.rows("""
+            INSERT INTO fleetsync.auth_challenge (nonce, expires_at) SELECT $1, now() + make_interval(secs => $2)
+            WHERE (SELECT count(*) FROM (SELECT 1 FROM fleetsync.auth_challenge LIMIT $3) live) < $3 RETURNING 1
+            """, binds, context: "storing a challenge")
+        guard !stored.isEmpty else {
+            throw WireError(.busy, "the shore has \(maximumLive) unanswered challenges (each lives \(Self.challengeSeconds) s); retry in a few seconds")
+        }
         var w = WireWriter()
         w.raw(nonce)
         w.varint(UInt64(Self.challengeSeconds))

@@ -44,6 +44,7 @@ public struct ShoreServer: Sendable {
         let logger = self.logger
         let pool = PostgresClient(configuration: try Self.poolConfiguration(configuration.databaseURL, shore), backgroundLogger: logger)
         let gate = ExchangeGate(limit: shore.concurrentExchanges)
+        let bodies = ByteBudget(maximumMessage: maximumBody)
         // Long polls wait here, without a database connection (docs/PROTOCOL.md, *Long poll*).
         let probe = ShoreWorkProbe(pool: pool, logger: logger)
         let longPoll = LongPollHub(maximumWaiters: shore.longPollMaxWaiters, logger: logger) { await probe($0) }
@@ -54,6 +55,12 @@ public struct ShoreServer: Sendable {
             if let declared = request.headers[.contentLength].flatMap(Int.init), declared > maximumBody {
                 return Self.answer((413, MessageFraming.encode(WireError(.tooLarge, "request body of \(declared) bytes exceeds the limit of \(maximumBody)"))))
             }
+            // Bodies read at once stay within a memory budget; past it, busy before reading.
+            let reserved = request.headers[.contentLength].flatMap(Int.init) ?? maximumBody
+            guard bodies.reserve(reserved) else {
+                return Self.busy("the shore is reading \(bodies.bytes / 1_048_576) MiB of request bodies, its limit; retry in a few seconds", retryAfter: 2)
+            }
+            defer { bodies.release(reserved) }
             let body: ByteBuffer
             do {
                 body = try await request.collectBody(upTo: maximumBody)
@@ -118,10 +125,16 @@ public struct ShoreServer: Sendable {
         }
         router.get("/health") { _, _ -> String in "ok" }
         VerifyEndpoint(configuration: configuration, schema: schema, logger: logger, authority: exchange.authority).install(on: router, pool: pool)
+        ShoreKeyRotation(authority: exchange.authority, logger: logger).install(on: router, pool: pool)
         let (host, port) = try Self.split(shore.listen)
         // Idle or silent client connections (a half-sent request, say) are closed after the idle timeout.
         let idle = TimeAmount.seconds(Int64(shore.idleTimeoutSeconds))
-        var server: HTTPServerBuilder = .http1(configuration: .init(idleTimeout: idle))
+        // A request's body must arrive within the request timeout; HTTP/1.0 connections close
+        // after their answer (ConnectionBounds.swift).
+        let bodySeconds = Int64(shore.requestTimeoutSeconds)
+        var server = HTTPServerBuilder { responder in
+            BoundedHTTP1Channel(inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idle)), bodySeconds: bodySeconds)
+        }
         if let certificate = shore.tlsCertificate, let key = shore.tlsKey {
             do {
                 let tls = TLSConfiguration.makeServerConfiguration(
@@ -132,7 +145,6 @@ public struct ShoreServer: Sendable {
             } catch {
                 throw ShoreError("cannot load TLS certificate \(certificate) or key \(key): \(error)")
             }
-        ShoreKeyRotation(authority: exchange.authority, logger: logger).install(on: router, pool: pool)
         }
         let app = Application(
             router: router,
