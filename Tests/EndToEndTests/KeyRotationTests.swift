@@ -63,6 +63,41 @@ final class KeyRotationTests: DatabaseTestCase {
         return (fleet, server)
     }
 
+    /// The pure machine: a vessel's steps in order, a shore that promotes only when asked, and a
+    /// decided promotion that only goes forward whatever the rest says.
+    func testMachineStepsFromObservedState() {
+        let vessel = KeyRotationMachine(role: .vessel), shore = KeyRotationMachine(role: .shore)
+        var o = KeyRotationMachine.Observed()
+        var steps: [KeyRotationStep] = []
+        let all: Set<String> = [NodeKeys.identityFile, NodeKeys.sealingFile, NodeKeys.publicFile]
+        while let step = vessel.next(o), steps.count < 20 {
+            steps.append(step)
+            switch step {
+            case .writePending: o.nextComplete = true; o.filesInNext = all
+            case .sendEndorsement: o.shoreConfirmed = true
+            case .forgetToken: o.tokenForgotten = true
+            case .markPromotion: o.promotionMarked = true
+            case .promoteIdentityKey: o.filesInNext.remove(NodeKeys.identityFile)
+            case .promoteSealingKey: o.filesInNext.remove(NodeKeys.sealingFile)
+            case .promotePublicIdentity: o.filesInNext.remove(NodeKeys.publicFile)
+            case .confirmNewKey: o.newKeyConfirmed = true
+            case .finish, .keepPrevious: o = KeyRotationMachine.Observed()
+            }
+            if step == .finish { break }
+        }
+        XCTAssertEqual(steps, Self.vesselSteps + [.finish])
+        // A restart forgets what the shore said: before the mark, the endorsement is sent again.
+        var restarted = KeyRotationMachine.Observed()
+        restarted.nextComplete = true
+        restarted.filesInNext = all
+        XCTAssertEqual(vessel.next(restarted), .sendEndorsement)
+        restarted.promotionMarked = true
+        XCTAssertEqual(vessel.next(restarted), .promoteIdentityKey, "a decided promotion goes forward without asking the shore again")
+        XCTAssertNil(shore.next(restarted.with { $0.promotionMarked = false }, promote: false), "the shore promotes only when asked")
+        XCTAssertEqual(shore.next(restarted), .keepPrevious, "the shore keeps its previous key before moving files")
+        XCTAssertEqual(shore.next(KeyRotationMachine.Observed()), .writePending)
+    }
+
     static let vesselSteps: [KeyRotationStep] = [.writePending, .sendEndorsement, .forgetToken, .markPromotion,
                                                  .promoteIdentityKey, .promoteSealingKey, .promotePublicIdentity, .confirmNewKey]
 
@@ -236,5 +271,13 @@ final class KeyRotationTests: DatabaseTestCase {
                 cygnusLeftBehind = true
             }
         }
+    }
+}
+
+extension KeyRotationMachine.Observed {
+    func with(_ change: (inout Self) -> Void) -> Self {
+        var copy = self
+        change(&copy)
+        return copy
     }
 }
