@@ -95,7 +95,7 @@ public final class VesselDaemon: Sendable {
                     action = loop.succeeded(pending: outcome.pending)
                     if let verifying {
                         if schedule == nil { schedule = VerifySchedule(intervalSeconds: verifying.intervalSeconds, last: try await Self.lastVerify(on: sync)) }
-                        schedule!.exchanged(caughtUp: outcome.caughtUp, restored: outcome.reclocked > 0)
+                        schedule!.exchanged(caughtUp: outcome.caughtUp, restored: outcome.restoreDetected)
                         if !outcome.pending, let reason = schedule!.due(at: Date()) {
                             let succeeded = await verify(sync, verifying, reason: reason)
                             schedule!.ran(at: Date(), succeeded: succeeded)

@@ -31,6 +31,8 @@ public struct ExchangeOutcome: Sendable {
     public var reclocked = 0
     /// This exchange brought the last page of a catch-up from table state.
     public var caughtUp = false
+    /// The shore knew clocks of this vessel above its own: its database went back (a restore).
+    public var restoreDetected = false
 }
 
 /// The vessel's side of an exchange: send compacted pending events with the cursor, drop what
@@ -251,6 +253,7 @@ public struct VesselSync: Sendable {
         outcome.waitingApplied = report.waitingApplied
         outcome.reclocked = reclocked
         outcome.caughtUp = response.catchUp?["done"] == .bool(true)
+        outcome.restoreDetected = response.clockFloor > clock
         return outcome
     }
 

@@ -113,6 +113,53 @@ final class DaemonVerifyTests: DatabaseTestCase {
         XCTAssertTrue(daemon.log.contains("after_catch_up"), daemon.log)
     }
 
+    /// A vessel restored from a backup: rows written after the backup reached the shore, with
+    /// the vessel as their origin, so no exchange sends them back. The daemon detects the restore
+    /// (the shore knows clocks of the vessel above its own), verifies with the schedule off, and
+    /// the repair brings those rows back.
+    func testTheDaemonVerifiesAfterADetectedRestoreAndBringsBackWhatTheRestoreUndid() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], schema: try CatchUpTests.preexistingSchema(crew: 300))
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let aurora = fleet.vessels[0]
+        XCTAssertEqual(try fleet.sync(aurora).status, 0)
+        // The backup: a copy of the vessel's database as it is now.
+        let name = String(aurora.url.split(separator: "/").last!)
+        try Fixtures.runScript("CREATE DATABASE \(name)_backup TEMPLATE \(name);", url: aurora.cluster!.url(database: "postgres"))
+        let someone: UUID = try await connect(aurora.url).scalar("SELECT id FROM seafarer ORDER BY id LIMIT 1")
+        try Fixtures.runScript("""
+            INSERT INTO seafarer (vessel_code, full_name) VALUES ('aurora', 'signed on after the backup');
+            UPDATE seafarer SET contact_number = '+47 after the backup' WHERE id = '\(someone)';
+            """, url: aurora.url)
+        XCTAssertEqual(try fleet.sync(aurora).status, 0)
+
+        // The vessel's database is restored from the backup; the daemon runs against it.
+        let restoredURL = aurora.cluster!.url(database: name + "_backup")
+        let text = try String(contentsOfFile: try daemonConfiguration(aurora, verifyEvery: 0, repair: true), encoding: .utf8)
+            .replacingOccurrences(of: aurora.url, with: restoredURL)
+        let config = try FleetSyncBinary.writeConfiguration(text)
+        let restored = try await connect(restoredURL)
+        let before: Int64 = try await restored.scalar("SELECT count(*) FROM seafarer WHERE full_name = 'signed on after the backup'")
+        XCTAssertEqual(before, 0, "the restore undid the row")
+        let daemon = try FleetSyncProcess(["run", "--config", config], environment: ["FLEETSYNC_LOG_LEVEL": "info"])
+        defer { daemon.stop() }
+        let deadline = Date().addingTimeInterval(40)
+        var verify: [String: JSONValue] = [:]
+        while Date() < deadline {
+            let result = try FleetSyncBinary.run(["status", "--config", config, "--json"])
+            verify = (try? JSONParser.parse(result.output.trimmingCharacters(in: .whitespacesAndNewlines)))?.objectValue?["last_verify"]?.objectValue ?? [:]
+            if verify["at"] != nil { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        XCTAssertEqual(verify["reason"], .string("after_restore"), JSONValue.object(verify).serialized + "\n" + daemon.log.suffix(3_000))
+        XCTAssertEqual(verify["differing"], .number("2"), JSONValue.object(verify).serialized)
+        XCTAssertEqual(verify["repaired"], .number("2"), JSONValue.object(verify).serialized)
+        let back: Int64 = try await restored.scalar("SELECT count(*) FROM seafarer WHERE full_name = 'signed on after the backup'")
+        XCTAssertEqual(back, 1, "the repair brought back the row the restore undid")
+        let contact: String? = try await restored.scalar("SELECT contact_number FROM seafarer WHERE id = '\(someone)'")
+        XCTAssertEqual(contact, "+47 after the backup", "and the value")
+    }
+
     /// The schedule as a value: catch-ups and restores make a verify owed, the interval counts
     /// from the last verify, a vessel never verified waits an hour, failures retry later.
     func testVerifyScheduleTransitions() {
