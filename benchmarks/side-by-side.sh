@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # FleetSync side by side with native logical replication and Bucardo (issue 19), in one run.
 #
-#   bash benchmarks/side-by-side.sh            # 100,000 rows and transactions per workload, ~15 minutes
+#   bash benchmarks/side-by-side.sh            # 100,000 rows and transactions per workload, ~12 minutes
 #   bash benchmarks/side-by-side.sh --quick    # 10,000, to try it (~4 minutes)
-#   bash benchmarks/side-by-side.sh --only native,fleetsync --idle 1000 --out /tmp/sbs
+#   bash benchmarks/side-by-side.sh --only native,fleetsync --pg-setting jit=off --idle 0 --out /tmp/sbs
 #
 # Per contender, two throwaway PostgreSQL 15 clusters (initdb as the postgres user, free loopback
 # ports, fsync off, synchronous_commit off, wal_level logical), the 12-column table of
@@ -18,7 +18,11 @@
 #
 # Settings: FLEETSYNC_BIN (default .build/release/fleetsync, built if missing), --batch-events N
 # (FleetSync's batch_events, default 1000), --idle N (idle exchanges of the vessel daemon before its
-# resident memory is read; default 120, 20 with --quick; the target is about 1,000).
+# resident memory is read; default 120, 20 with --quick; the target is about 1,000), --pg-setting
+# NAME=VALUE (an extra server setting for every cluster, repeatable), --perf (profiles each stream:
+# perf record system wide, pg_stat_statements, auto_explain of statements over 100 ms into the
+# clusters' logs, copied to --out; slows everything, so its figures are not comparable).
+# Results and what they show: docs/BENCHMARKS.md, "Side by side with native logical replication".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: the clusters are made as the postgres user through runuser" >&2; exit 1; }

@@ -117,12 +117,17 @@ directory = "{self.work}/keys-aurora"
         return [Run(f"{self.label} shore → vessel", self.shore, self.vessel, self._stop_daemon, self._start_daemon, roles, self.memory),
                 Run(f"{self.label} vessel → shore", self.vessel, self.shore, self._stop_daemon, self._start_daemon, roles, self.memory)]
 
-    def idle(self, exchanges, timeout):
-        """Lets the daemon exchange with nothing to send; returns (exchanges counted, seconds,
-        resident MB at the start and at the end, peak MB of this daemon)."""
-        first, started = self.exchanges(), time.monotonic()
+    def idle(self, exchanges, timeout, log=print):
+        """Lets the daemon exchange with nothing to send (resident memory logged every 100
+        exchanges); returns (exchanges counted, seconds, resident MB at the start and at the end,
+        peak MB of this daemon)."""
+        first, started, reported = self.exchanges(), time.monotonic(), 0
         rss0 = memory_kb(self.daemon.pid, "VmRSS") / 1024
         while self.exchanges() - first < exchanges and time.monotonic() - started < timeout:
+            done = self.exchanges() - first
+            if done >= reported + 100:
+                reported = done - done % 100
+                log(f"    after {done} idle exchanges ({time.monotonic() - started:.0f} s): resident {memory_kb(self.daemon.pid, 'VmRSS') / 1024:.1f} MB")
             time.sleep(1)
         return (self.exchanges() - first, round(time.monotonic() - started), round(rss0, 1),
                 round(memory_kb(self.daemon.pid, "VmRSS") / 1024, 1), round(memory_kb(self.daemon.pid) / 1024, 1))

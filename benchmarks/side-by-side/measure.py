@@ -70,6 +70,13 @@ def memory_kb(pid, field="VmHWM"):
     return 0
 
 
+def machine_cpu():
+    """CPU seconds the whole machine spent busy (all processes, this benchmark's and others')."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
 class CPU:
     """CPU seconds per role between start() and stop(); roles maps a name to a function giving
     the root pids to account (looked up at each snapshot, so restarted processes count)."""
@@ -79,10 +86,12 @@ class CPU:
         self.retired = {}  # CPU of processes of a role that were stopped between snapshots
 
     def snapshot(self):
-        return {name: tree_cpu(pids()) for name, pids in self.roles.items()}
+        snap = {name: tree_cpu(pids()) for name, pids in self.roles.items()}
+        snap["whole machine"] = machine_cpu()
+        return snap
 
     def start(self):
-        self.retired = {name: 0.0 for name in self.roles}
+        self.retired = {name: 0.0 for name in list(self.roles) + ["whole machine"]}
         self.begin = self.snapshot()
 
     def retire(self, name, pids):
@@ -91,7 +100,7 @@ class CPU:
 
     def stop(self):
         end = self.snapshot()
-        return {name: round(end[name] + self.retired[name] - self.begin[name], 2) for name in self.roles}
+        return {name: round(end[name] + self.retired[name] - self.begin[name], 2) for name in end}
 
 
 class LagSampler(threading.Thread):
@@ -140,15 +149,25 @@ def percentile(values, p):
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
-def wait_equal(source, target, db, timeout):
-    """Waits until the target holds what the source holds (cheap sums polled every 100 ms, then the
-    checksum of all twelve columns); returns the monotonic time it first did, or None."""
+def wait_equal(source, target, db, timeout, gate=True):
+    """Waits until the target holds what the source holds; returns the monotonic time it first
+    did, or None. The sums and the checksum read the whole table (tens of ms each, on the target's
+    cores), so: with gate, first until the target's newest tick (its index) reaches the source's,
+    polled every 100 ms; then the cheap sums, polled every 100 ms at first and every 5 % of the
+    time waited so far later; when they match, the checksum of all twelve columns."""
     want_cheap = source.execute(db, CHEAP_SUM)[0]
     want_full = source.execute(db, CHECKSUM)[0]
+    newest = source.execute(db, "SELECT coalesce(max(hits), 0) FROM bench_item")[0]
     conn = target.connect(db)
-    end = time.monotonic() + timeout
+    started = time.monotonic()
+    end = started + timeout
     try:
         with conn.cursor() as cur:
+            while gate and time.monotonic() < end:
+                cur.execute("SELECT coalesce(max(hits), 0) FROM bench_item")
+                if cur.fetchone()[0] >= newest:
+                    break
+                time.sleep(0.1)
             while time.monotonic() < end:
                 cur.execute(CHEAP_SUM)
                 if cur.fetchone()[0] == want_cheap:
@@ -156,7 +175,7 @@ def wait_equal(source, target, db, timeout):
                     cur.execute(CHECKSUM)
                     if cur.fetchone()[0] == want_full:
                         return at
-                time.sleep(0.1)
+                time.sleep(max(0.1, 0.05 * (time.monotonic() - started)))
     finally:
         conn.close()
     return None

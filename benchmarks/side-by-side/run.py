@@ -27,17 +27,25 @@ def main():
     p.add_argument("--out", required=True, help="directory for results.json, results.md and lag.png")
     p.add_argument("--idle", type=int, default=None, help="idle exchanges of the vessel daemon to measure memory after")
     p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="an extra server setting for every cluster (repeatable), e.g. jit=off")
     p.add_argument("--perf", action="store_true", help="profile each stream with perf (system wide; slows it: figures not comparable)")
     a = p.parse_args()
     rows = transactions = 10_000 if a.quick else 100_000
+    import pg
+    pg.SETTINGS += a.pg_setting
+    if a.perf:
+        pg.SETTINGS += ["shared_preload_libraries=pg_stat_statements,auto_explain", "pg_stat_statements.track=all",
+                        "auto_explain.log_min_duration=100ms", "auto_explain.log_analyze=on", "auto_explain.log_nested_statements=on"]
     idle_exchanges = a.idle if a.idle is not None else (20 if a.quick else 120)
-    timeout = 120 if a.quick else 300
+    timeout = 120 if a.quick else 180  # per wait for the target; Bucardo has needed minutes
     only = a.only.split(",")
     os.makedirs(a.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="fleetsync-side-by-side-")
     os.chmod(work, 0o777)
     script = update_script(work, rows)
     log(f"==> {rows:,} rows, {transactions:,} transactions per workload, {os.cpu_count()} cores, {platform.node()}; work dir {work}")
+    log(f"    server settings: {' '.join(pg.SETTINGS)}")
     results, idle, notes = [], None, []
     factories = {
         "native": lambda: Native(work, rows),
@@ -55,7 +63,7 @@ def main():
                 results.append(run_workloads(run, rows, transactions, script, timeout, log, a.out if a.perf else None))
             if name == "fleetsync" and idle_exchanges > 0:
                 log(f"==> FleetSync vessel daemon idle for {idle_exchanges} exchanges")
-                idle = contender.idle(idle_exchanges, timeout=idle_exchanges * 3 + 60)
+                idle = contender.idle(idle_exchanges, timeout=idle_exchanges * 3 + 60, log=log)
                 log(f"    {idle[0]} exchanges in {idle[1]} s: resident {idle[2]} MB → {idle[3]} MB, peak {idle[4]} MB")
         except Exception as e:  # one contender failing must not lose the others' figures
             log(f"!!! {name} failed: {e}")
@@ -63,6 +71,8 @@ def main():
         finally:
             if contender is not None:
                 contender.stop()
+            if a.perf:  # the clusters' logs hold auto_explain's plans of statements over 100 ms
+                os.system(f"cp {work}/*.log {a.out}/ 2>/dev/null")
         log(f"    ({name}: {time.monotonic() - started:.0f} s in all)")
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"rows": rows, "transactions": transactions, "results": results, "idle": idle, "notes": notes}, f, indent=1)

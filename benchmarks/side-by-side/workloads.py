@@ -48,6 +48,34 @@ def stop_profile(profile, log):
         log(f"    profile by {sort} ({path}):\n" + "\n".join(text.splitlines()[:lines]))
 
 
+TOP_STATEMENTS = """SELECT calls, round(total_exec_time)::bigint, round((total_exec_time / calls)::numeric, 3), rows,
+  regexp_replace(left(query, 160), '\\s+', ' ', 'g') FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8"""
+
+
+TABLES = """SELECT schemaname || '.' || relname, pg_size_pretty(pg_total_relation_size(relid)), n_live_tup, n_dead_tup,
+  autovacuum_count, seq_scan, seq_tup_read FROM pg_stat_user_tables ORDER BY pg_total_relation_size(relid) DESC LIMIT 8"""
+
+
+def statements(clusters, reset, log):
+    """With --perf: the statements that took the most time on each cluster (pg_stat_statements)."""
+    for role, cluster in clusters:
+        cluster.execute("bench", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if reset:
+            cluster.execute("bench", "SELECT pg_stat_statements_reset()")
+            continue
+        conn = cluster.connect("bench")
+        with conn.cursor() as cur:
+            cur.execute(TOP_STATEMENTS)
+            log(f"    {role}: statements by total time (calls, total ms, mean ms, rows, statement):")
+            for row in cur.fetchall():
+                log("      " + " | ".join(str(v) for v in row))
+            cur.execute(TABLES)
+            log(f"    {role}: tables (name, size, live rows, dead rows, autovacuums, seq scans, rows read by them):")
+            for row in cur.fetchall():
+                log("      " + " | ".join(str(v) for v in row))
+        conn.close()
+
+
 def run_workloads(run, rows, transactions, script, timeout, log, perf=None):
     src, tgt = run.source, run.target
     roles = {"source postgres": lambda: [src.postmaster_pid()], "target postgres": lambda: [tgt.postmaster_pid()]}
@@ -63,6 +91,8 @@ def run_workloads(run, rows, transactions, script, timeout, log, perf=None):
     sampler = LagSampler(src, tgt, "bench", top)
     sampler.start()
     time.sleep(0.3)
+    if perf:
+        statements((("source", src), ("target", tgt)), True, log)
     cpu.start()
     profile = start_profile(perf, run.name)
     t0 = time.monotonic()
@@ -70,6 +100,8 @@ def run_workloads(run, rows, transactions, script, timeout, log, perf=None):
     writers_done = time.monotonic()
     equal = wait_equal(src, tgt, "bench", timeout)
     stop_profile(profile, log)
+    if perf:
+        statements((("source", src), ("target", tgt)), False, log)
     r["stream_cpu"] = cpu.stop()
     time.sleep(0.3)
     sampler.finish()
@@ -90,7 +122,7 @@ def run_workloads(run, rows, transactions, script, timeout, log, perf=None):
     t0 = time.monotonic()
     src.execute("bench", "UPDATE bench_item SET quantity = quantity + 1")
     committed = time.monotonic()
-    equal = wait_equal(src, tgt, "bench", timeout)
+    equal = wait_equal(src, tgt, "bench", timeout, gate=False)
     r["bulk_cpu"] = cpu.stop()
     r.update(bulk_statement_seconds=round(committed - t0, 2), bulk_caught_up=equal is not None,
              bulk_seconds=round(equal - t0, 2) if equal else None)
