@@ -151,9 +151,10 @@ public struct VesselChannel: Sendable {
         try await store(token, lifetimeSeconds: Int64(min(lifetime, 86_400)))
         finishRotationIfConfirmed()
         // During the shore's key rotation, its next identity endorsed by its current key.
+        // An unreadable one is refused and counted like a forged one; the token still serves.
         if !t.isAtEnd {
-            let announcement = try t.fixed(try t.count(limit: ShoreAnnouncement.maximumBytes, what: "announcement byte"), what: "key announcement")
-            try await consider(announcement: announcement)
+            let length = (try? t.count(limit: ShoreAnnouncement.maximumBytes, what: "announcement byte")) ?? 0
+            try await consider(announcement: (try? t.fixed(length, what: "key announcement")) ?? [])
         }
         return (token, askFrame.count + proofFrame.count, challengeAnswer.count + tokenAnswer.count)
     }
