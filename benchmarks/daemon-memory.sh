@@ -38,7 +38,7 @@ sed -e "s#127.0.0.1:5432#127.0.0.1:${port[shore]}#" -e "s#0.0.0.0:8080#127.0.0.1
 sed -e "s#127.0.0.1:5432#127.0.0.1:${port[aurora]}#" -e "s#http://127.0.0.1:8080#http://127.0.0.1:$http_port#" \
     -e "s#/var/lib/fleetsync/keys#$work/keys-aurora#" -e "s#/etc/fleetsync/shore-identity.pub#$work/shore-identity.pub#" \
     -e "s#^interval_seconds = 30#interval_seconds = 1#" -e "s#^long_poll = true#long_poll = false#" \
-    -e "s#^verify_interval_seconds = 86400#verify_interval_seconds = 0#" examples/vessel.toml > "$work/vessel.toml"
+    -e "s#^verify_interval_seconds = 86400#verify_interval_seconds = 0#" ${EXTRA_SED:+-e "$EXTRA_SED"} examples/vessel.toml > "$work/vessel.toml"
 for c in shore vessel; do "$bin" init --config "$work/$c.toml" >/dev/null; "$bin" keygen --config "$work/$c.toml" >/dev/null; done
 cp "$work/keys-shore/identity.pub" "$work/shore-identity.pub"
 "$bin" enroll --config "$work/shore.toml" --vessel aurora --identity "$work/keys-aurora/identity.pub" >/dev/null
@@ -48,7 +48,7 @@ for _ in $(seq 50); do grep -q listening "$work/serve.log" 2>/dev/null && break;
 "$bin" sync --config "$work/vessel.toml" >/dev/null
 kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 declare -A result
-for trim in 1 0; do
+for trim in ${TRIMS:-1 0}; do
   log="$work/daemon-$trim.log"
   FLEETSYNC_HEAP_TRIM=$trim FLEETSYNC_LOG_LEVEL=info "$bin" run --config "$work/vessel.toml" > "$log" 2>&1 & daemon=$!; pids+=($daemon)
   next=100
