@@ -59,6 +59,12 @@ public enum Retention {
             DELETE FROM fleetsync.departure d USING fleetsync.sync_state s
             WHERE s.peer = d.vessel AND d.pos <= s.acknowledged
             """, context: "forgetting departures every vessel has passed")
+        // Departures from every vessel ('*': a broadcast row a routing change gave one vessel)
+        // are needed until every enrolled vessel has passed them.
+        try await db.execute("""
+            DELETE FROM fleetsync.departure WHERE vessel = '*' AND pos <= (
+              SELECT coalesce(min(coalesce(s.acknowledged, 0)), 0) FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id)
+            """, context: "forgetting departures from every vessel that every vessel has passed")
         try await db.execute("""
             WITH low AS (
               SELECT min(coalesce(s.acknowledged, 0)) AS m FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id

@@ -20,7 +20,7 @@ final class CatchUpRoutingTests: DatabaseTestCase {
     static func tables(routeSeafarerBy column: String) throws -> String {
         let text = try String(contentsOf: Fixtures.repositoryRoot.appendingPathComponent("examples/shore.toml"), encoding: .utf8)
         let first = text.range(of: #"(?m)^\[\[table\]\]"#, options: .regularExpression)!
-        return String(text[first.lowerBound...]).replacingOccurrences(of: #"route = { column = "vessel_code" }"#, with: #"route = { column = "\#(column)" }"#)
+        return String(text[first.lowerBound...]).replacingOccurrences(of: #"(?m)^route = \{ column = "vessel_code" \}.*$"#, with: route(column), options: .regularExpression)
     }
 
     /// Rows (values, clocks, tombstones) the shore routes to `vessel` (or broadcasts), by table;
@@ -61,12 +61,19 @@ final class CatchUpRoutingTests: DatabaseTestCase {
         XCTAssertEqual(pruned, last)
     }
 
-    /// The shore's routing rule for seafarer changes (from vessel_code to assigned_to) while
-    /// aurora is offline: rows move out of its partition and into it, certificates with their
-    /// seafarers. borealis, online, receives its moves as events; then every event is pruned, and
-    /// aurora's one sync later leaves it holding exactly its new partition.
-    func testARoutingRuleChangedWhileOfflineIsCaughtUp() async throws {
-        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], schema: Self.schema, tables: try Self.tables(routeSeafarerBy: "vessel_code"))
+    /// The `route` line of seafarer in the configuration's tables.
+    static func route(_ column: String?) -> String {
+        (column.map { #"route = { column = "\#($0)" }"# } ?? #"route = "broadcast""#) + "   # seafarer's rule"
+    }
+
+    /// Seafarer's routing rule changes on the shore (`from` to `to`, nil: broadcast) while aurora
+    /// is offline: borealis, online, receives its moves as events; then every event is pruned, and
+    /// aurora's one sync later leaves it holding exactly its new partition. Returns the shore.
+    func reroute(from: String?, to: String?, moved: Int) async throws -> (Fleet, DatabaseSession, FleetSyncProcess) {
+        // A broadcast seafarer has no vessel to own its contact number: the shore owns it then.
+        var tables = try Self.tables(routeSeafarerBy: "vessel_code").replacingOccurrences(of: Self.route("vessel_code"), with: Self.route(from))
+        if from == nil || to == nil { tables = tables.replacingOccurrences(of: #"vessel = ["contact_number"]"#, with: "") }
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], schema: Self.schema, tables: tables)
         try Fixtures.runScript("""
             INSERT INTO vessel (code, name) VALUES ('aurora', 'Aurora'), ('borealis', 'Borealis');
             INSERT INTO certificate_type (code, title) VALUES ('BST', 'Basic safety');
@@ -77,20 +84,17 @@ final class CatchUpRoutingTests: DatabaseTestCase {
               SELECT s.id, t.id, s.full_name || ' / ' || k FROM seafarer s, certificate_type t, generate_series(1, 2) k;
             """, url: fleet.shore.url)
         var server = try fleet.serve()
-        defer { server.stop() }
         for vessel in fleet.vessels { XCTAssertEqual(try fleet.sync(vessel).status, 0) }
         try await assertHoldsItsPartition(fleet, 0, "before the rule change")
 
         // The rule changes on the shore while aurora is offline: the operator edits the
         // configuration, runs init and restarts the server.
         server.stop()
-        let rerouted = try String(contentsOfFile: fleet.shore.configPath, encoding: .utf8)
-            .replacingOccurrences(of: #"route = { column = "vessel_code" }"#, with: #"route = { column = "assigned_to" }"#)
+        let rerouted = try String(contentsOfFile: fleet.shore.configPath, encoding: .utf8).replacingOccurrences(of: Self.route(from), with: Self.route(to))
         try rerouted.write(toFile: fleet.shore.configPath, atomically: true, encoding: .utf8)
         let initialized = try FleetSyncBinary.run(["init", "--config", fleet.shore.configPath])
         XCTAssertEqual(initialized.status, 0, initialized.error)
-        // 3 seafarers of each vessel move to the other, with 2 certificates each.
-        XCTAssertTrue(initialized.output.contains("18 row(s) move between vessels"), initialized.output)
+        XCTAssertTrue(initialized.output.contains("\(moved) row(s) move between vessels"), initialized.output)
         server = try fleet.serve()
         try Fixtures.runScript("UPDATE seafarer SET rank = 'AB' WHERE full_name LIKE '%sailor 1';", url: fleet.shore.url)
         XCTAssertEqual(try fleet.sync(fleet.vessels[1]).status, 0)
@@ -101,11 +105,36 @@ final class CatchUpRoutingTests: DatabaseTestCase {
         let result = try fleet.sync(fleet.vessels[0])
         XCTAssertEqual(result.status, 0, result.error + result.output)
         try await assertHoldsItsPartition(fleet, 0, "aurora, one sync after the rule change with every event pruned")
+        return (fleet, shore, server)
+    }
+
+    /// From vessel_code to assigned_to: rows move out of aurora's partition and into it,
+    /// certificates with their seafarers.
+    func testARoutingRuleChangedWhileOfflineIsCaughtUp() async throws {
+        // 3 seafarers of each vessel move to the other, with 2 certificates each.
+        let (fleet, _, server) = try await reroute(from: "vessel_code", to: "assigned_to", moved: 18)
+        defer { server.stop() }
         let aurora = try await connect(fleet.vessels[0].url)
         let crew: Int64 = try await aurora.scalar("SELECT count(*) FROM seafarer WHERE assigned_to = 'aurora'")
         let strangers: Int64 = try await aurora.scalar("SELECT count(*) FROM seafarer WHERE assigned_to <> 'aurora'")
         XCTAssertEqual(crew, 9, "aurora holds the crew assigned to it, three of them new")
         XCTAssertEqual(strangers, 0, "and none of the three that moved away")
+    }
+
+    /// From broadcast to vessel_code: every row leaves every vessel (a departure addressed to
+    /// all, `*`) and each vessel gets back its own; aurora, offline meanwhile, lets the others'
+    /// go. Once every vessel has passed them, retention forgets those departures.
+    func testABroadcastTableRoutedWhileOfflineIsCaughtUp() async throws {
+        // 18 seafarers and 36 certificates go from every vessel to one.
+        let (fleet, shore, server) = try await reroute(from: nil, to: "vessel_code", moved: 54)
+        defer { server.stop() }
+        let aurora = try await connect(fleet.vessels[0].url)
+        let crew: String = try await aurora.scalar("SELECT string_agg(DISTINCT vessel_code, ',') FROM seafarer")
+        XCTAssertEqual(crew, "aurora", "aurora let the other vessel's crew go")
+        XCTAssertEqual(try fleet.sync(fleet.vessels[1]).status, 0)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        let kept: Int64 = try await shore.scalar("SELECT count(*) FROM fleetsync.departure WHERE vessel = '*'")
+        XCTAssertEqual(kept, 0, "departures addressed to every vessel are forgotten once every vessel passed them")
     }
 
     /// aurora, offline, writes under a seafarer (a note, and a new certificate) that the shore

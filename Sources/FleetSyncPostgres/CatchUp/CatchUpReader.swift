@@ -63,7 +63,8 @@ public struct CatchUpReader: Sendable {
             return "r.\(SQL.identifier(column))::text = \(vessel)"
         case .parent(let parent, let via):
             guard let parentTable = configuration.table(named: parent) else { return "false" }
-            return "\(RoutingBuilder(configuration: configuration, physical: schema.tables).vesselExpression(parentTable, id: "r.\(SQL.identifier(via))")) = \(vessel)"
+            // A row under a broadcast parent is broadcast too ('*').
+            return "\(RoutingBuilder(configuration: configuration, physical: schema.tables).vesselExpression(parentTable, id: "r.\(SQL.identifier(via))")) IN (\(vessel), '*')"
         }
     }
 
