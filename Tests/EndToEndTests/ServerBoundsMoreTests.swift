@@ -246,4 +246,99 @@ final class ServerBoundsMoreTests: DatabaseTestCase {
         XCTAssertLessThan(after - baseline, (peak - baseline) / 2, "most of it is given back")
         XCTAssertEqual(try health(fleet).0, "ok")
     }
+
+    /// A body cut short (the client sends part of it, then closes its side) is answered as cut
+    /// short, not as too large (issue 16 item 6).
+    func testABodyCutShortIsAnsweredAsCutShort() async throws {
+        let fleet = try await fleet()
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let result = try Shell.runCapturing(["/usr/bin/env", "python3", "-c", """
+            import socket
+            s = socket.create_connection(("127.0.0.1", \(fleet.httpPort)))
+            s.sendall(b"POST /v1/exchange HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 1000\\r\\n\\r\\n" + b"x" * 10)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                data += chunk
+            print(data.decode("latin-1"))
+            """])
+        XCTAssertTrue(result.output.hasPrefix("HTTP/1.1 400"), result.output + result.error)
+        XCTAssertTrue(result.output.contains("ended before its declared length"), result.output)
+        XCTAssertFalse(result.output.contains("exceeds"), result.output)
+    }
+
+    /// 3,000 connections that each send half a request head and wait: /health keeps answering
+    /// within 1 s and a real vessel syncs while they are open, the server closes them after the
+    /// idle timeout, and its memory stays bounded.
+    func testAConnectionFloodLeavesHealthAndVesselsServed() async throws {
+        let fleet = try await fleet(idle: 4)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let flood = try BackgroundHelper.start(["/usr/bin/env", "python3", "-c", """
+            import socket, time
+            held = []
+            for i in range(3000):
+                s = socket.create_connection(("127.0.0.1", \(fleet.httpPort)))
+                s.sendall(b"POST /v1/exchange HTTP/1.1\\r\\nHost: x\\r\\n")
+                held.append(s)
+            print("open", len(held), flush=True)
+            time.sleep(8)
+            closed = 0
+            for s in held:
+                s.settimeout(0.01)
+                try:
+                    if s.recv(1) == b"": closed += 1
+                except Exception:
+                    pass
+            print("closed by the server", closed, flush=True)
+            """])
+        try flood.waitFor("open 3000", seconds: 30)
+        let (ok, seconds) = try health(fleet)
+        XCTAssertEqual(ok, "ok")
+        XCTAssertLessThan(seconds, 1, "/health with 3,000 half-sent requests open")
+        let sync = try fleet.sync(fleet.vessels[0])
+        XCTAssertEqual(sync.status, 0, sync.output + sync.error)
+        try flood.waitFor("closed by the server", seconds: 30)
+        let closed = Int(flood.output.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "") ?? 0
+        XCTAssertEqual(closed, 3_000, "the server closed every silent connection after the idle timeout: \(flood.output)")
+        let status = (try? String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)) ?? ""
+        let peak = (Int(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+        print("connection flood: 3,000 open, /health in \(seconds) s, server peak \(peak) MB")
+        XCTAssertLessThan(peak, 256)
+    }
+}
+
+/// A helper program run in the background, its output collected (for floods from outside).
+final class BackgroundHelper: @unchecked Sendable {
+    let pid: pid_t
+    let path: String
+
+    static func start(_ arguments: [String]) throws -> BackgroundHelper {
+        let path = NSTemporaryDirectory() + "fleetsync-helper-\(UUID().uuidString).log"
+        return BackgroundHelper(pid: try Shell.spawn(arguments, stdout: path, stderr: path + ".err"), path: path)
+    }
+
+    private init(pid: pid_t, path: String) {
+        self.pid = pid
+        self.path = path
+    }
+
+    var output: String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+    func waitFor(_ text: String, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !output.contains(text) {
+            guard Date() < deadline else { throw TestClusterError("timed out waiting for \"\(text)\": \(output) \((try? String(contentsOfFile: path + ".err", encoding: .utf8)) ?? "")") }
+            usleep(100_000)
+        }
+    }
+
+    deinit {
+        kill(pid, SIGKILL)
+        _ = Shell.wait(pid)
+    }
 }
