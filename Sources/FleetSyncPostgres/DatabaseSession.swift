@@ -37,8 +37,17 @@ public struct PostgresEndpoint: Sendable, Equatable {
     }
 
     var configuration: PostgresConnection.Configuration {
-        PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+        var configuration = PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+        configuration.options.additionalStartupParameters = Self.sessionSettings
+        return configuration
     }
+
+    /// Settings of every FleetSync connection. JIT off: the sequencer's statement, planned with
+    /// the estimates of tables whose statistics are stale (a one-row counter taken for 1,540
+    /// rows), passed every JIT threshold and was compiled by LLVM on each call, 200-500 ms for
+    /// a few thousand events, most of the shore's database time in the side-by-side benchmark
+    /// (docs/BENCHMARKS.md). No statement FleetSync runs gains from JIT.
+    public static let sessionSettings: [(String, String)] = [("jit", "off")]
 }
 
 /// One open connection and the few ways FleetSync uses it.

@@ -189,7 +189,7 @@ public struct ShoreServer: Sendable {
         configuration.options.additionalStartupParameters = [
             ("statement_timeout", timeout), ("idle_in_transaction_session_timeout", timeout),
             ("client_connection_check_interval", "1000"), ("application_name", "fleetsync serve"),
-        ]
+        ] + PostgresEndpoint.sessionSettings
         return configuration
     }
 

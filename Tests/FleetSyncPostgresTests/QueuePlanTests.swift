@@ -8,6 +8,23 @@ import XCTest
 /// With statistics from when the outbox was nearly empty, the former single-condition page
 /// scanned and sorted the whole backlog (36 ms at 100,000 waiting, here against 2.7 ms).
 final class QueuePlanTests: DatabaseTestCase {
+    /// With stale statistics the sequencer's statement passed every JIT threshold and was
+    /// compiled by LLVM on each call (200-500 ms; docs/BENCHMARKS.md, side by side): FleetSync's
+    /// connections run with JIT off, whatever the server's default.
+    func testFleetSyncConnectionsNeverCompileWithJIT() async throws {
+        let (configuration, db) = try await installedNode(role: .shore, nodeID: "shore")
+        let serverDefault: String = try await db.scalar("SELECT boot_val FROM pg_settings WHERE name = 'jit'")
+        XCTAssertEqual(serverDefault, "on", "the server would compile with JIT by default")
+        let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: Fixtures.logger)
+        let jit: String = try await session.rows("SHOW jit")[0].value(0)
+        XCTAssertEqual(jit, "off")
+        // The sequencer runs on such a session.
+        try await db.execute("INSERT INTO vessel (code, name) SELECT 'v' || i, 'V' || i FROM generate_series(1, 2000) i")
+        let moved = try await OutboxReader(session: session).sequence()
+        XCTAssertEqual(moved, 2_000)
+        await session.close()
+    }
+
     func testQueueAndOutboxReadsUseTheirIndexesWithStaleStatistics() async throws {
         let (_, db) = try await installedNode(role: .shore, nodeID: "shore")
         try await db.execute("ALTER TABLE fleetsync.outbox SET (autovacuum_enabled = false)")
