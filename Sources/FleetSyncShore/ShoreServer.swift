@@ -45,6 +45,7 @@ public struct ShoreServer: Sendable {
         let pool = PostgresClient(configuration: try Self.poolConfiguration(configuration.databaseURL, shore), backgroundLogger: logger)
         let gate = ExchangeGate(limit: shore.concurrentExchanges)
         let bodies = ByteBudget(maximumMessage: maximumBody)
+        let memory = MemoryGiveBack()
         // Long polls wait here, without a database connection (docs/PROTOCOL.md, *Long poll*).
         let probe = ShoreWorkProbe(pool: pool, logger: logger)
         let longPoll = LongPollHub(maximumWaiters: shore.longPollMaxWaiters, logger: logger) { await probe($0) }
@@ -77,6 +78,8 @@ public struct ShoreServer: Sendable {
             // A parked long poll leaves the gate: it holds no database connection while it waits.
             var inGate = true
             defer { if inGate { gate.leave() } }
+            // The memory a large request used is given back once it is answered.
+            defer { memory.afterRequest(bodyBytes: body.readableBytes) }
             // Decoded and checked before any database connection is taken.
             let decoded: ShoreExchange.Incoming
             switch exchange.decode(Array(buffer: body)) {

@@ -32,6 +32,13 @@ final class ServerBoundsMoreTests: DatabaseTestCase {
         return fleet
     }
 
+    /// A line of the server process's /proc status (VmRSS, VmHWM), in MB.
+    func memory(of server: FleetSyncProcess, _ field: String) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+    }
+
     func health(_ fleet: Fleet) throws -> (String, TimeInterval) {
         let start = Date()
         let result = try Shell.runCapturing(["/usr/bin/curl", "-s", "-m", "2", "http://127.0.0.1:\(fleet.httpPort)/health"])
@@ -196,8 +203,7 @@ final class ServerBoundsMoreTests: DatabaseTestCase {
         }
         let sync = try fleet.sync(fleet.vessels[1])
         let sent = await flood.value
-        let status = (try? String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)) ?? ""
-        let peak = (Int(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+        let peak = memory(of: server, "VmHWM")
         print("flood: \(sent) sealed requests of \(frame.count) bytes without a valid token; slowest /health \(slowest) s; vessel sync exit \(sync.status); server peak \(peak) MB")
         XCTAssertLessThan(peak, 400, "decoding a few at a time bounds the memory the flood takes (MB)")
         XCTAssertLessThan(slowest, 1, "/health within 1 s during the flood")
@@ -206,18 +212,14 @@ final class ServerBoundsMoreTests: DatabaseTestCase {
     }
 
     /// 50 clients each posting a sealed request of about 1 MB at once, twice: the server's
-    /// resident memory rises while they are read and decoded, and most of it is given back
-    /// afterwards (the issue saw 473 MB at the peak and 382 MB kept; the pooled server of this
-    /// session keeps about 15–22 MB of a 62 MB rise, without anything more).
+    /// resident memory rises by about 60 MB while they are read and decoded, and is given back
+    /// afterwards (`malloc_trim` after large requests; the issue saw 473 MB at the peak and 382 MB
+    /// kept, before the pooled server).
     func testMemoryIsGivenBackAfterManyLargeBodies() async throws {
         let fleet = try await fleet()
         let server = try fleet.serve()
         defer { server.stop() }
-        func memory(_ field: String) -> Int {
-            let status = (try? String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)) ?? ""
-            let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
-            return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
-        }
+        func memory(_ field: String) -> Int { self.memory(of: server, field) }
         XCTAssertEqual(try health(fleet).0, "ok")
         let baseline = memory("VmRSS")
         let senders = try (0..<50).map { _ in try SealedClient(fleet.vessels[0], fleet: fleet) }
@@ -243,7 +245,8 @@ final class ServerBoundsMoreTests: DatabaseTestCase {
         let after = memory("VmRSS")
         print("server memory: \(baseline) MB before, \(peak) MB at the peak, \(after) MB 3 s after 100 requests of \(frame.count) bytes")
         XCTAssertGreaterThan(peak - baseline, 40, "the bodies took memory while they were read")
-        XCTAssertLessThan(after - baseline, (peak - baseline) / 2, "most of it is given back")
+        // Kept 3 s after, measured: 9, 11, 14 MB with the trim; 18, 21, 21, 22, 34 MB without.
+        XCTAssertLessThan(after - baseline, 17, "most of it is given back (MB kept)")
         XCTAssertEqual(try health(fleet).0, "ok")
     }
 
@@ -305,8 +308,7 @@ final class ServerBoundsMoreTests: DatabaseTestCase {
         try flood.waitFor("closed by the server", seconds: 30)
         let closed = Int(flood.output.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? "") ?? 0
         XCTAssertEqual(closed, 3_000, "the server closed every silent connection after the idle timeout: \(flood.output)")
-        let status = (try? String(contentsOfFile: "/proc/\(server.pid)/status", encoding: .utf8)) ?? ""
-        let peak = (Int(status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+        let peak = memory(of: server, "VmHWM")
         print("connection flood: 3,000 open, /health in \(seconds) s, server peak \(peak) MB")
         XCTAssertLessThan(peak, 256)
     }
