@@ -2,9 +2,9 @@
 # The vessel daemon's resident memory while idle (issue 19 target: <= 32 MB after 1,000 idle
 # exchanges, <= 64 MB peak): a shore and a vessel on throwaway PostgreSQL 15 clusters, `fleetsync
 # serve`, and `fleetsync run` with interval_seconds = 1 and long_poll = false, so that it exchanges
-# once a second with nothing to send. Two daemons one after the other on the same nodes: the heap
-# given back after each idle exchange (the default) and not (FLEETSYNC_HEAP_TRIM=0). Prints the
-# resident size every 100 exchanges, then both side by side.
+# once a second with nothing to send. Prints the resident size every 100 exchanges, then the
+# resident and peak sizes at the end. EXTRA_SED='s#...#...#' edits the vessel's configuration
+# further (e.g. wake_on_change = false).
 #
 #   bash benchmarks/daemon-memory.sh [EXCHANGES]      (default 1000; needs a release build:
 #   swift build -c release --product fleetsync)
@@ -47,21 +47,17 @@ FLEETSYNC_LOG_LEVEL=warning "$bin" serve --config "$work/shore.toml" > "$work/se
 for _ in $(seq 50); do grep -q listening "$work/serve.log" 2>/dev/null && break; sleep 0.2; done
 "$bin" sync --config "$work/vessel.toml" >/dev/null
 kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
-declare -A result
-for trim in ${TRIMS:-1 0}; do
-  log="$work/daemon-$trim.log"
-  FLEETSYNC_HEAP_TRIM=$trim FLEETSYNC_LOG_LEVEL=info "$bin" run --config "$work/vessel.toml" > "$log" 2>&1 & daemon=$!; pids+=($daemon)
-  next=100
-  while :; do
-    n=$(grep -c "exchange done" "$log" || true)
-    if [ "$n" -ge "$next" ] || [ "$n" -ge "$EXCHANGES" ]; then
-      echo "heap trim $([ $trim = 1 ] && echo on || echo off): after $n idle exchanges: resident $(( $(kb $daemon VmRSS) / 1024 )) MB"
-      next=$((next + 100))
-    fi
-    [ "$n" -ge "$EXCHANGES" ] && break
-    sleep 1
-  done
-  result[$trim]="$(( $(kb $daemon VmRSS) / 1024 )) MB resident, peak $(( $(kb $daemon VmHWM) / 1024 )) MB"
-  kill -TERM $daemon; wait $daemon 2>/dev/null || true
+log="$work/daemon.log"
+FLEETSYNC_LOG_LEVEL=info "$bin" run --config "$work/vessel.toml" > "$log" 2>&1 & daemon=$!; pids+=($daemon)
+next=100
+while :; do
+  n=$(grep -c "exchange done" "$log" || true)
+  if [ "$n" -ge "$next" ] || [ "$n" -ge "$EXCHANGES" ]; then
+    echo "after $n idle exchanges: resident $(( $(kb $daemon VmRSS) / 1024 )) MB"
+    next=$((next + 100))
+  fi
+  [ "$n" -ge "$EXCHANGES" ] && break
+  sleep 1
 done
-echo "vessel daemon after $EXCHANGES idle exchanges: heap given back ${result[1]}; not given back ${result[0]}"
+echo "vessel daemon after $EXCHANGES idle exchanges: $(( $(kb $daemon VmRSS) / 1024 )) MB resident, peak $(( $(kb $daemon VmHWM) / 1024 )) MB"
+kill -TERM $daemon; wait $daemon 2>/dev/null || true

@@ -57,7 +57,6 @@ public final class VesselDaemon: Sendable {
     public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
 
     public func run() async {
-        Heap.limitArenas(2)
         var loop = ExchangeLoop(intervalSeconds: Double(intervalSeconds))
         var action = loop.start()
         var current: (sync: VesselSync, close: @Sendable () async -> Void)?
@@ -109,7 +108,6 @@ public final class VesselDaemon: Sendable {
                         // dropped local database costs nothing; the next exchange reconnects.
                         _ = try? await withDeadline(seconds: 10) { await close() }
                         current = nil
-                        Heap.giveBack()
                     }
                 } catch is LongPollAbandoned {
                     logger.debug("a local change ended the long poll")
