@@ -25,6 +25,25 @@ final class QueuePlanTests: DatabaseTestCase {
         await session.close()
     }
 
+    /// Every shore exchange sequences; with nothing to move it takes no lock and writes nothing,
+    /// so that exchanges do not queue on the sequencer's lock and counter row.
+    func testSequencingNothingWritesNothing() async throws {
+        let (_, db) = try await installedNode(role: .shore, nodeID: "shore")
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'A')")
+        let first = try await OutboxReader(session: db).sequence()
+        XCTAssertEqual(first, 1)
+        let before: String = try await db.scalar("SELECT xmin::text FROM fleetsync.outbox_counter")
+        let none = try await OutboxReader(session: db).sequence()
+        XCTAssertEqual(none, 0)
+        let after: String = try await db.scalar("SELECT xmin::text FROM fleetsync.outbox_counter")
+        XCTAssertEqual(before, after, "the counter row was not rewritten")
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('borealis', 'B')")
+        let next = try await OutboxReader(session: db).sequence()
+        XCTAssertEqual(next, 1, "a new event is still sequenced")
+        let last: Int64 = try await db.scalar("SELECT last_pos FROM fleetsync.outbox_counter")
+        XCTAssertEqual(last, 2)
+    }
+
     func testQueueAndOutboxReadsUseTheirIndexesWithStaleStatistics() async throws {
         let (_, db) = try await installedNode(role: .shore, nodeID: "shore")
         try await db.execute("ALTER TABLE fleetsync.outbox SET (autovacuum_enabled = false)")

@@ -22,9 +22,19 @@ public struct OutboxReader: Sendable {
     /// the shore, the vessel it goes to (by the row's routing at this moment); returns how many.
     /// Outbox rows left without a position by a version before the capture log (up to `limit`)
     /// are numbered first.
+    ///
+    /// With nothing to move (what every exchange of an idle fleet finds) it returns at once,
+    /// without the lock or a write: every shore exchange sequences, and the lock and the counter
+    /// row made them wait on one another. Safe: a capture row committed before this read is
+    /// visible to it, and one a running sequencer is moving is still visible until that one
+    /// commits (then this call waits for its lock).
     @discardableResult
     public func sequence(limit: Int = 100_000) async throws -> Int {
-        try await session.transaction { db in
+        let waiting: Bool = try await session.rows("""
+            SELECT EXISTS (SELECT 1 FROM fleetsync.capture_log) OR EXISTS (SELECT 1 FROM fleetsync.outbox WHERE pos IS NULL)
+            """, context: "looking for events to sequence")[0].value(0)
+        guard waiting else { return 0 }
+        return try await session.transaction { db in
             try await db.lockForTransaction("fleetsync.outbox.sequencer", context: "locking the outbox sequencer")
             var binds = PostgresBindings()
             binds.append(Int64(limit))
