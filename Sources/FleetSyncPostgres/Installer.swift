@@ -81,9 +81,14 @@ public struct Installer: Sendable {
                 report.capturedTables.append(table.name)
             }
             let routing = RoutingBuilder(configuration: configuration, physical: installed)
-            // Rows the new routing rules move between vessels travel as transfers would.
-            report.rowsMovedByRouting = try await RoutingChange(configuration: configuration, physical: installed)
-                .queueMoves(newRouteFunction: routing.routeFunction(), on: db)
+            // Rows the new routing rules move between vessels travel as transfers would. Not on a
+            // first install: the routing function the migrations create routes nothing, and rows
+            // that predate FleetSync reach every vessel by catch-up (capturing them all here would
+            // write the whole database into the capture log).
+            if from > 0 {
+                report.rowsMovedByRouting = try await RoutingChange(configuration: configuration, physical: installed)
+                    .queueMoves(newRouteFunction: routing.routeFunction(), on: db)
+            }
             for statement in [routing.routeFunction()] + routing.sagaStatements() + ChangeSizeLimit.statements(maximumBytes: configuration.limits.maximumChangeBytes) {
                 try await db.execute(statement, context: "installing routing")
             }
