@@ -64,7 +64,7 @@ let package = Package(
         ]),
         // Benchmarks: `swift run -c release fleetsync-apply-benchmark`.
         .executableTarget(name: "fleetsync-apply-benchmark", dependencies: [
-            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport",
+            "FleetSyncCore", "FleetSyncPostgres", "FleetSyncTestSupport", "FleetSyncCrypto", "FleetSyncTransport",
             .product(name: "PostgresNIO", package: "postgres-nio"),
         ], path: "Benchmarks/ApplyBenchmark"),
         // `benchmarks/fleet-load.sh`: N simulated vessels (real keys, tokens, sealed requests)

@@ -6,8 +6,9 @@ import FleetSyncPostgres
 import FleetSyncTestSupport
 import Foundation
 
-func updatesWorkload(rows: Int, batches: Int, rounds: Int) async throws {
-    print("command: WORKLOAD=updates ROWS=\(rows) BATCHES=\(batches) ROUNDS=\(rounds) swift run -c release fleetsync-apply-benchmark")
+@discardableResult
+func updatesWorkload(rows: Int, batches: Int, rounds: Int, print: Bool = true) async throws -> Double {
+    if print { Swift.print("command: WORKLOAD=updates ROWS=\(rows) BATCHES=\(batches) ROUNDS=\(rounds) swift run -c release fleetsync-apply-benchmark") }
     let cluster = try TestCluster.start()
     defer { cluster.stop() }
     let url = try await cluster.createDatabase(prefix: "updates")
@@ -54,10 +55,16 @@ func updatesWorkload(rows: Int, batches: Int, rounds: Int) async throws {
             let elapsed = ContinuousClock.now - start
             let ms = (Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15) / Double(batches)
             times[every]!.append(ms)
-            print(String(format: "round %d: %@: %.1f ms per 1,000-event batch", round, every ? "every column read" : "touched columns read", ms))
+            if print { Swift.print(String(format: "round %d: %@: %.1f ms per 1,000-event batch", round, every ? "every column read" : "touched columns read", ms)) }
         }
     }
     let narrow = times[false]!.sorted()[rounds / 2], wide = times[true]!.sorted()[rounds / 2]
-    print(String(format: "receiver, single-column updates of a 12-column table (%d rows): touched columns %.1f ms, every column %.1f ms per 1,000 events (medians): %.2fx faster", rows, narrow, wide, wide / narrow))
+    if print { Swift.print(String(format: "receiver, single-column updates of a 12-column table (%d rows): touched columns %.1f ms, every column %.1f ms per 1,000 events (medians): %.2fx faster", rows, narrow, wide, wide / narrow)) }
     await telemetry.close()
+    return narrow
+}
+
+/// The receiver's median time for a batch of 1,000 single-column updates, as applied today.
+func updatesApplyMilliseconds(rows: Int, batches: Int, rounds: Int) async throws -> Double {
+    try await updatesWorkload(rows: rows, batches: batches, rounds: rounds, print: false)
 }

@@ -57,6 +57,10 @@ if CommandLine.arguments.count == 5, CommandLine.arguments[1] == "--apply-child"
 }
 
 let environment = ProcessInfo.processInfo.environment
+if environment["WORKLOAD"] == "sealing" {
+    try await sealingWorkload(rounds: Int(environment["ROUNDS"] ?? "") ?? 5)
+    exit(0)
+}
 if environment["WORKLOAD"] == "updates" {
     try await updatesWorkload(rows: Int(environment["ROWS"] ?? "") ?? 100_000, batches: Int(environment["BATCHES"] ?? "") ?? 20,
                               rounds: Int(environment["ROUNDS"] ?? "") ?? 3)
