@@ -95,7 +95,7 @@ public struct ShoreServer: Sendable {
                         let session = DatabaseSession.lent(connection, logger: logger)
                         let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
                         let result = await exchange.reply(to: decoded, session: session, telemetry: telemetry, longPollMaxSeconds: shore.longPollMaxSeconds)
-                        if case .answer(200, _) = result { try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session) }
+                        if case .answer(200, _) = result { _ = try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session) }
                         await telemetry.close()
                         return result
                     }
