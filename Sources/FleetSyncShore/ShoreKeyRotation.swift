@@ -105,25 +105,13 @@ public struct ShoreKeyRotation: Sendable {
         }
     }
 
-    /// Adds `POST /v1/keys` to the shore's router, on connections of the server's pool.
-    public func install(on router: Router<BasicRequestContext>, pool: PostgresClient) {
+    /// Adds `POST /v1/keys` to the shore's router, under the server's bounds (``PooledEndpoint``).
+    public func install(on router: Router<BasicRequestContext>, pool: PostgresClient, timeoutSeconds: Int) {
         let endpoint = self
-        router.post(RouterPath(Self.path)) { request, _ -> Response in
-            var request = request
-            func reply(_ status: Int, _ body: [UInt8]) -> Response {
-                Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
-            }
-            guard let body = try? await request.collectBody(upTo: 64 * 1_024) else {
-                return reply(413, MessageFraming.encode(WireError(.tooLarge, "a key rotation message is at most 64 KiB")))
-            }
-            do {
-                let answer = try await pool.withConnection { connection in
-                    await endpoint.handle(Array(buffer: body), session: DatabaseSession.lent(connection, logger: endpoint.logger))
-                }
-                return reply(answer.status, answer.body)
-            } catch {
-                return reply(503, MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later")))
-            }
+        PooledEndpoint.install(on: router, path: Self.path, maximumBytes: 64 * 1_024,
+                               tooLarge: MessageFraming.encode(WireError(.tooLarge, "a key rotation message is at most 64 KiB")),
+                               pool: pool, timeoutSeconds: timeoutSeconds, logger: logger) { body, session in
+            await endpoint.handle(body, session: session)
         }
     }
 }

@@ -127,8 +127,8 @@ public struct ShoreServer: Sendable {
             }
         }
         router.get("/health") { _, _ -> String in "ok" }
-        VerifyEndpoint(configuration: configuration, schema: schema, logger: logger, authority: exchange.authority).install(on: router, pool: pool)
-        ShoreKeyRotation(authority: exchange.authority, logger: logger).install(on: router, pool: pool)
+        VerifyEndpoint(configuration: configuration, schema: schema, logger: logger, authority: exchange.authority).install(on: router, pool: pool, timeoutSeconds: shore.requestTimeoutSeconds)
+        ShoreKeyRotation(authority: exchange.authority, logger: logger).install(on: router, pool: pool, timeoutSeconds: shore.requestTimeoutSeconds)
         let (host, port) = try Self.split(shore.listen)
         // Idle or silent client connections (a half-sent request, say) are closed after the idle timeout.
         let idle = TimeAmount.seconds(Int64(shore.idleTimeoutSeconds))

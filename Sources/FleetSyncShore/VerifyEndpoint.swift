@@ -155,26 +155,14 @@ extension VerifyEndpoint {
         }
     }
 
-    /// Adds `POST /v1/verify` to the shore's router: each request on a connection of the
-    /// server's pool (``ShoreServer``: `database_connections` bound it, as for exchanges).
-    public func install(on router: Router<BasicRequestContext>, pool: PostgresClient) {
+    /// Adds `POST /v1/verify` to the shore's router, under the server's bounds (``PooledEndpoint``:
+    /// `database_connections` and `request_timeout_seconds`, as for exchanges).
+    public func install(on router: Router<BasicRequestContext>, pool: PostgresClient, timeoutSeconds: Int) {
         let endpoint = self
-        router.post(RouterPath(Self.path)) { request, _ -> Response in
-            var request = request
-            func reply(_ status: Int, _ body: [UInt8]) -> Response {
-                Response(status: HTTPResponse.Status(code: status), headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
-            }
-            guard let body = try? await request.collectBody(upTo: VerifyFraming.maximumBytes) else {
-                return reply(413, VerifyFraming.encode(.object(["error": .string("verify request larger than \(VerifyFraming.maximumBytes) bytes")])))
-            }
-            do {
-                let answer = try await pool.withConnection { connection in
-                    await endpoint.sealedHandle(Array(buffer: body), session: DatabaseSession.lent(connection, logger: endpoint.logger))
-                }
-                return reply(answer.status, answer.body)
-            } catch {
-                return reply(503, MessageFraming.encode(WireError(.busy, "the shore database is unavailable; retry later")))
-            }
+        PooledEndpoint.install(on: router, path: Self.path, maximumBytes: VerifyFraming.maximumBytes,
+                               tooLarge: VerifyFraming.encode(.object(["error": .string("verify request larger than \(VerifyFraming.maximumBytes) bytes")])),
+                               pool: pool, timeoutSeconds: timeoutSeconds, logger: logger) { body, session in
+            await endpoint.sealedHandle(body, session: session)
         }
     }
 }
