@@ -62,8 +62,12 @@ public final class LongPollHub: Sendable {
     /// Waits until something may have arrived for `vessel`, or `deadline`. `seen`: the last queue
     /// position the vessel's read covered, so that nothing sequenced after it is missed.
     public func wait(vessel: String, seen: Int64, until deadline: ContinuousClock.Instant) async -> Outcome {
+        // One wait per vessel: a newer poll of the same vessel (a retry, or a vessel opening
+        // many) ends the older one, so that no vessel holds more than one place.
+        var replaced: [CheckedContinuation<Outcome, Never>] = []
         let reserved: (id: UInt64, startWatcher: Bool)? = state.withLock { s in
             guard !s.stopped else { return nil }
+            replaced = Self.finish(&s, with: .timedOut) { $0.vessel == vessel }
             guard s.waiters.count < maximumWaiters else { return nil }
             let id = s.nextID
             s.nextID += 1
@@ -73,6 +77,7 @@ public final class LongPollHub: Sendable {
             s.watching = true
             return (id, start)
         }
+        replaced.forEach { $0.resume(returning: .timedOut) }
         guard let reserved else { return state.withLock { $0.stopped } ? .stopped : .full }
         if reserved.startWatcher { Task { await self.watch() } }
         return await withCheckedContinuation { continuation in

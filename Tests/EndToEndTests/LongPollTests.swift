@@ -131,6 +131,22 @@ final class LongPollTests: DatabaseTestCase {
         XCTAssertLessThan(pinged.seconds, 12, "answered when the change was made, not after its 20 s")
         let held = results.filter { $0.seconds >= 2 && $0.vessel != target }
         XCTAssertTrue(held.allSatisfy { $0.events == 0 && $0.seconds >= 15 }, "the others waited their time: \(held)")
+        // One place per vessel: a second poll of the same vessel ends the first at once.
+        let entry = clients[1]
+        var request = ExchangeRequest(vesselID: entry.client.vessel, cursor: entry.cursor, events: [], upTo: 0)
+        request.waitSeconds = 20
+        let first = Task { () -> Double in
+            let started = Date()
+            _ = try await entry.client.exchange(request, token: entry.token)
+            return Date().timeIntervalSince(started)
+        }
+        try await Task.sleep(for: .milliseconds(1_500))
+        var second = request
+        second.exchangeID = UUID()
+        let secondTask = Task { try await entry.client.exchange(second, token: entry.token) }
+        let firstSeconds = try await first.value
+        XCTAssertLessThan(firstSeconds, 5, "the newer poll of the same vessel ended the older one")
+        secondTask.cancel()
         for entry in clients { await entry.client.shutdown() }
     }
 }
