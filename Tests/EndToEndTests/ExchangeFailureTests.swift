@@ -350,16 +350,19 @@ final class ExchangeFailureTests: DatabaseTestCase {
         try await vessel.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()")
         try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('borealis', 'B');", url: fleet.shore.url)
         var after: Int64 = 1
-        // Up to a minute: should the termination hit an exchange in flight, that exchange waits
-        // for its deadline (about 34 s here) before the daemon reconnects.
-        for _ in 0..<300 where after == 1 {
+        // Up to two minutes: should the termination hit an exchange in flight, that exchange
+        // waits for its deadline (about 34 s here), then the failure is recorded and the
+        // connection closed (up to 10 s each) before the daemon reconnects; a loaded CI machine
+        // once needed more than a minute.
+        for _ in 0..<600 where after == 1 {
             try await Task.sleep(for: .milliseconds(200))
             after = try await vessel.scalar("SELECT count(*) FROM vessel")
         }
         XCTAssertEqual(after, 2, "the daemon reconnected to its database and synced again")
         let started = Date()
         XCTAssertEqual(daemon.stop(), 0, "SIGTERM stops the daemon cleanly")
-        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        // Between exchanges it stops at once; one in flight finishes first (its deadline bounds it).
+        XCTAssertLessThan(Date().timeIntervalSince(started), 40)
         XCTAssertTrue(daemon.log.contains("stop requested"), daemon.log)
     }
 
