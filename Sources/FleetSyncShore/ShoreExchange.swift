@@ -24,7 +24,7 @@ public struct ShoreExchange: Sendable {
         self.logger = logger
         self.authority = ShoreAuthority(shoreID: configuration.nodeID, keys: keys)
         var limits = WireLimits()
-        limits.maximumEvents = configuration.limits.batchEvents
+        limits.maximumEvents = max(configuration.limits.batchEvents, configuration.limits.maximumBatchEvents)
         limits.maximumBodyBytes = Self.maximumBodyBytes(configuration.limits)
         limits.maximumStringBytes = max(limits.maximumStringBytes, configuration.limits.maximumChangeBytes)
         self.limits = limits
@@ -34,7 +34,7 @@ public struct ShoreExchange: Sendable {
     /// to `max_change_bytes` alone (its text may take up to three times its stored size: numbers
     /// are stored in binary), with room for the request around it.
     public static func maximumBodyBytes(_ limits: Limits) -> Int {
-        max(limits.batchBytes * 4, limits.maximumChangeBytes * 3 + 1_048_576)
+        max(max(limits.batchBytes, limits.maximumBatchBytes) * 4, limits.maximumChangeBytes * 3 + 1_048_576)
     }
 
     /// Handles one framed request; every failure becomes a framed error with its code and the
@@ -245,6 +245,9 @@ public struct ShoreExchange: Sendable {
         guard request.cursor <= last else {
             throw WireError(.cursorFromTheFuture, "cursor \(request.cursor) is beyond the shore's last position \(last); this vessel's state does not come from this shore")
         }
+        if let ask = request.readAhead, ask.after > last {
+            throw WireError(.cursorFromTheFuture, "read-ahead position \(ask.after) is beyond the shore's last position \(last); nothing was applied")
+        }
         // A cursor below pruned_below is no error: the vessel is caught up from table state (CatchUp).
         var binds = PostgresBindings()
         binds.append(vessel)
@@ -306,9 +309,11 @@ public struct ShoreExchange: Sendable {
         try await OutboxReader(session: db).sequence()
         // The vessel has more of its own to send: nothing of the shore's this time.
         if request.holdIncoming {
-            return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,
-                                    clockFloor: floor,
-                                    maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+            var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,
+                                            clockFloor: floor,
+                                            maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+            response.readAhead = terms(request, after: request.cursor)
+            return response
         }
         // Another vessel's exchange may have pruned since the check above (this vessel, silent
         // past retention, did not hold the horizon back until its contact was recorded): the
@@ -320,27 +325,51 @@ public struct ShoreExchange: Sendable {
         if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: false, on: db) {
             return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
+        // A vessel that applies the batch it has meanwhile asks for the one after it, and how
+        // large (within this shore's ceilings).
+        let size = batchSize(request)
+        let after = request.readAhead?.after ?? request.cursor
         let read = try await db.transaction { tx -> VesselQueue.Batch? in
             try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(vessel)'s queue in one snapshot")
             let prunedBelow: Int64 = try await tx.rows("SELECT pruned_below FROM fleetsync.outbox_counter", context: "reading the pruning mark")[0].value(0)
             guard request.cursor >= prunedBelow else { return nil }
             return try await VesselQueue(configuration: configuration, session: tx)
-                .read(vessel: vessel, after: request.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+                .read(vessel: vessel, after: after, limit: size.events, byteBudget: size.bytes)
         }
         guard let batch = read else {
             let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: true, on: db)!
             return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
-        return ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
-                                clockFloor: floor,
-                                maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+        var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
+                                        clockFloor: floor,
+                                        maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+        response.readAhead = terms(request, after: after)
+        return response
+    }
+
+    /// The batch to serve: what the vessel asked for, within this shore's ceilings; without an
+    /// ask, the configured batch.
+    func batchSize(_ request: ExchangeRequest) -> (events: Int, bytes: Int) {
+        let limits = configuration.limits
+        guard let ask = request.readAhead else { return (limits.batchEvents, limits.batchBytes) }
+        return (min(ask.events, max(limits.batchEvents, limits.maximumBatchEvents)), min(max(ask.bytes, 4_096), max(limits.batchBytes, limits.maximumBatchBytes)))
+    }
+
+    /// The terms that answer a request's ask (nil when it did not ask: a vessel before read-ahead
+    /// would refuse them): where the events follow from and this shore's ceilings.
+    func terms(_ request: ExchangeRequest, after: Int64) -> ReadAheadTerms? {
+        guard request.readAhead != nil else { return nil }
+        let limits = configuration.limits
+        return ReadAheadTerms(after: after, maximumEvents: max(limits.batchEvents, limits.maximumBatchEvents), maximumBytes: max(limits.batchBytes, limits.maximumBatchBytes))
     }
 
     /// The response carrying one catch-up page (``CatchUp``): more always follows.
     private func catchUpResponse(_ answer: CatchUp.Answer, acknowledged: Int64, request: ExchangeRequest, clockFloor: Int64, db: DatabaseSession) async throws -> ExchangeResponse {
-        ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: answer.events, cursor: answer.cursor, more: true,
-                         clockFloor: clockFloor,
-                         maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes), catchUp: answer.progress)
+        var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: answer.events, cursor: answer.cursor, more: true,
+                                        clockFloor: clockFloor,
+                                        maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes), catchUp: answer.progress)
+        response.readAhead = terms(request, after: request.cursor)
+        return response
     }
 
     /// Queues offboardings of `rows` for `vessel`: rows it created under a row that had already

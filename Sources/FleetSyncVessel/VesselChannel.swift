@@ -59,55 +59,88 @@ public struct VesselChannel: Sendable {
         var token = try await storedToken()
         // The pinned shore identity, or the one it announced since (ShoreTrust).
         let shore = try await trustedShore()
-        for attempt in 0..<2 {
+        for _ in 0..<2 {
             if token == nil {
                 let fresh = try await authenticate()
                 sent += fresh.sent
                 received += fresh.received
                 token = fresh.token
             }
-            let exchangeID = UUID()
-            var plaintext = WireWriter(capacity: requestFrame.count + 64)
-            plaintext.varint(UInt64(token!.count))
-            plaintext.raw(token!)
-            plaintext.raw(requestFrame)
-            let sealed = try Sealing.seal(plaintext.bytes, vessel: configuration.nodeID, exchangeID: exchangeID, direction: .vesselToShore, to: shore.sealingKey)
-            let frame = MessageFraming.frameRaw(.sealedRequest, body: sealed.body)
-            sent += frame.count
-            let answer = try await transport.send(frame)
-            received += answer.count
-            let envelope = try open(answer, limits: outerLimits(limits))
-            switch envelope.kind {
-            case .sealedResponse:
-                // Sealed to a key this vessel no longer has (a token obtained before its key
-                // rotation): obtain a token with the current key and resend once.
-                if attempt == 0, let (header, _) = try? Sealing.header(of: envelope.body),
-                   header.recipientKeyID != Sealing.keyID(keys.sealing.publicKey.rawRepresentation) {
-                    try await forgetToken()
-                    token = nil
-                    continue
-                }
-                let opened = try Sealing.open(envelope.body, direction: .shoreToVessel, with: keys.sealing, binding: sealed.answerBinding)
-                guard opened.header.vessel == configuration.nodeID, opened.header.exchangeID == exchangeID else {
-                    throw WireError(.sealBroken, "the shore's answer is for vessel \(opened.header.vessel), exchange \(opened.header.exchangeID); refused")
-                }
-                return (opened.plaintext, sent, received)
-            case .error:
-                let error = Self.refusal(answer)
-                if attempt == 0, error.code == .tokenExpired || error.code == .unauthenticated {
-                    try await forgetToken()
-                    token = nil
-                    continue
-                }
-                throw error
-            default:
-                throw WireError(.malformed, "the shore answered a sealed request with a \(envelope.kind) message")
+            let (outcome, s, r) = try await attempt(requestFrame, token: token!, shore: shore, limits: limits)
+            sent += s
+            received += r
+            switch outcome {
+            case .answer(let plaintext): return (plaintext, sent, received)
+            case .renewToken:
+                try await forgetToken()
+                token = nil
             }
         }
         throw WireError(.unauthenticated, "the shore refused this vessel's new token too; authenticate again later")
     }
 
-    /// The error an error frame carries (its body may be compressed).
+    /// What one sealed request brought: the answer, or the need of a new token (expired,
+    /// unknown to the shore, or issued to a key this vessel no longer has).
+    enum Attempt: Sendable {
+        case answer([UInt8])
+        case renewToken
+    }
+
+    /// Seals `requestFrame` with `token` to `shore`, sends it and opens the answer. No database
+    /// work: a read-ahead (``Prepared``) runs it while the vessel's session applies a batch.
+    func attempt(_ requestFrame: [UInt8], token: [UInt8], shore: PublicIdentity, limits: WireLimits) async throws -> (Attempt, sent: Int, received: Int) {
+        let exchangeID = UUID()
+        var plaintext = WireWriter(capacity: requestFrame.count + 64)
+        plaintext.varint(UInt64(token.count))
+        plaintext.raw(token)
+        plaintext.raw(requestFrame)
+        let sealed = try Sealing.seal(plaintext.bytes, vessel: configuration.nodeID, exchangeID: exchangeID, direction: .vesselToShore, to: shore.sealingKey)
+        let frame = MessageFraming.frameRaw(.sealedRequest, body: sealed.body)
+        let answer = try await transport.send(frame)
+        let envelope = try open(answer, limits: outerLimits(limits))
+        switch envelope.kind {
+        case .sealedResponse:
+            // Sealed to a key this vessel no longer has (a token obtained before its key
+            // rotation): obtain a token with the current key and resend once.
+            if let (header, _) = try? Sealing.header(of: envelope.body),
+               header.recipientKeyID != Sealing.keyID(keys.sealing.publicKey.rawRepresentation) {
+                return (.renewToken, frame.count, answer.count)
+            }
+            let opened = try Sealing.open(envelope.body, direction: .shoreToVessel, with: keys.sealing, binding: sealed.answerBinding)
+            guard opened.header.vessel == configuration.nodeID, opened.header.exchangeID == exchangeID else {
+                throw WireError(.sealBroken, "the shore's answer is for vessel \(opened.header.vessel), exchange \(opened.header.exchangeID); refused")
+            }
+            return (.answer(opened.plaintext), frame.count, answer.count)
+        case .error:
+            let error = Self.refusal(answer)
+            if error.code == .tokenExpired || error.code == .unauthenticated { return (.renewToken, frame.count, answer.count) }
+            throw error
+        default:
+            throw WireError(.malformed, "the shore answered a sealed request with a \(envelope.kind) message")
+        }
+    }
+
+    /// A channel with its token and trusted shore read from the database once, for sends that
+    /// run while the vessel's session is busy (read-ahead); nil without a token.
+    public struct Prepared: Sendable {
+        var channel: VesselChannel
+        var token: [UInt8]
+        var shore: PublicIdentity
+
+        /// One sealed request and its answer, without the database; a token to renew ends it
+        /// with ``ReadAheadUnavailable`` (the next ordinary exchange renews it).
+        func send(_ requestFrame: [UInt8], limits: WireLimits) async throws -> (answer: [UInt8], sent: Int, received: Int) {
+            let (outcome, sent, received) = try await channel.attempt(requestFrame, token: token, shore: shore, limits: limits)
+            guard case .answer(let plaintext) = outcome else { throw ReadAheadUnavailable(reason: "the access token needs renewing") }
+            return (plaintext, sent, received)
+        }
+    }
+
+    public func prepared() async throws -> Prepared? {
+        guard let token = try await storedToken() else { return nil }
+        return Prepared(channel: self, token: token, shore: try await trustedShore())
+    }
+
     static func refusal(_ answer: [UInt8]) -> WireError {
         do {
             _ = try MessageFraming.decodeResponse(answer)

@@ -31,8 +31,19 @@ public struct ExchangeOutcome: Sendable {
     public var reclocked = 0
     /// This exchange brought the last page of a catch-up from table state.
     public var caughtUp = false
+    /// Batches that were asked for while the one before applied (read-ahead), each one more
+    /// exchange with the shore inside this one.
+    public var readAheads = 0
     /// The shore knew clocks of this vessel above its own: its database went back (a restore).
     public var restoreDetected = false
+
+    mutating func add(received count: Int, report: ApplyReport, caughtUp done: Bool) {
+        received += count
+        waiting += report.waiting
+        deadLettered += report.deadLettered
+        waitingApplied += report.waitingApplied
+        caughtUp = caughtUp || done
+    }
 }
 
 /// The vessel's side of an exchange: send compacted pending events with the cursor, drop what
@@ -45,9 +56,13 @@ public struct VesselSync: Sendable {
     public var telemetry: TelemetryWriter
     public var transport: any ExchangeTransport
     public var logger: Logger
+    /// The batch sizes this vessel sends and asks for (``BatchSizing``); a daemon keeps one
+    /// across its reconnections.
+    public var sizing: BatchSizing
     static let peer = "shore"
 
     public init(configuration: FleetSyncConfiguration, schema: LocalSchema, session: DatabaseSession, telemetry: TelemetryWriter, transport: any ExchangeTransport, logger: Logger) {
+        self.sizing = BatchSizing(configuration)
         self.configuration = configuration
         self.schema = schema
         self.session = session
@@ -60,16 +75,17 @@ public struct VesselSync: Sendable {
     /// larger than the batch budget goes alone; one larger than the shore accepts
     /// (`shoreMaximumChangeBytes`, from its answers) cannot ever be delivered and goes to the
     /// dead-letter queue instead of blocking every change behind it.
-    public func pendingEvents(after acknowledged: Int64, shoreMaximumChangeBytes: Int64 = 0) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool, setAside: Int) {
+    public func pendingEvents(after acknowledged: Int64, shoreMaximumChangeBytes: Int64 = 0, limit: Int? = nil, byteBudget: Int? = nil) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool, setAside: Int) {
         let reader = OutboxReader(session: session)
         try await reader.sequence()
-        let limit = configuration.limits.batchEvents
-        var changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
+        let limit = limit ?? configuration.limits.batchEvents
+        let budget = byteBudget ?? configuration.limits.batchBytes
+        var changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: budget)
         var setAside = 0
         while let first = changes.first, shoreMaximumChangeBytes > 0, first.bytes > Self.largestSendable(shoreMaximumChangeBytes) {
             try await self.setAside(first.change, bytes: first.bytes, shoreLimit: shoreMaximumChangeBytes)
             setAside += 1
-            changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: configuration.limits.batchBytes)
+            changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: budget)
         }
         var byRow: [String: [UUID: ChangeEvent]] = [:]
         var order: [(String, UUID)] = []
@@ -77,7 +93,7 @@ public struct VesselSync: Sendable {
         var upTo = acknowledged
         var stoppedEarly = false
         for (change, size) in changes {
-            if upTo > acknowledged && bytes + size > configuration.limits.batchBytes {
+            if upTo > acknowledged && bytes + size > budget {
                 stoppedEarly = true
                 break
             }
@@ -151,8 +167,13 @@ public struct VesselSync: Sendable {
     /// second while the answer is awaited, ends the wait (a local change to send, a stop) with
     /// ``LongPollAbandoned`` before anything was applied: the shore's answer is dropped and
     /// everything in it comes again.
-    public func exchangeOnce(longPoll: LongPoll? = nil) async throws -> ExchangeOutcome {
-        try await session.withLock(Self.exchangeLock, context: "holding this vessel's exchange lock") { try await exchangeHoldingTheLock(longPoll: longPoll) }
+    ///
+    /// While a backlog drains, the exchange reads ahead (``ReadAhead``): up to
+    /// `maximumReadAheads` further batches, each asked for while the one before applies.
+    public func exchangeOnce(longPoll: LongPoll? = nil, maximumReadAheads: Int = .max) async throws -> ExchangeOutcome {
+        try await session.withLock(Self.exchangeLock, context: "holding this vessel's exchange lock") {
+            try await exchangeHoldingTheLock(longPoll: longPoll, maximumReadAheads: maximumReadAheads)
+        }
     }
 
     /// A long poll's bounds (docs/PROTOCOL.md, *Long poll*).
@@ -168,9 +189,10 @@ public struct VesselSync: Sendable {
     /// The advisory lock one exchange of the vessel holds.
     public static let exchangeLock = "fleetsync.exchange"
 
-    private func exchangeHoldingTheLock(longPoll: LongPoll?) async throws -> ExchangeOutcome {
+    private func exchangeHoldingTheLock(longPoll: LongPoll?, maximumReadAheads: Int) async throws -> ExchangeOutcome {
         let (cursor, acknowledged, knownShore, shoreMaximumChangeBytes) = try await state()
-        var pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes)
+        let started = ContinuousClock.now
+        var pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes, limit: sizing.upload.events, byteBudget: sizing.upload.bytes)
         // A change larger than a batch, before the shore has said how large a change it takes:
         // this exchange asks (sends nothing) so that the next one knows.
         if shoreMaximumChangeBytes == 0, pending.events.count == 1, try await firstChangeIsLarge(after: acknowledged) {
@@ -184,6 +206,9 @@ public struct VesselSync: Sendable {
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
                      "transport": .string(transport.name)].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
                 .merging(status.lastVerify.map { ["last_verify": VerifyReport.reported($0)] } ?? [:]) { a, _ in a })
+        // The batch this vessel takes (docs/PROTOCOL.md, *Read-ahead and batch size*).
+        let download = sizing.download
+        request.readAhead = ReadAheadAsk(after: cursor, events: download.events, bytes: download.bytes)
         let poll = pending.events.isEmpty && !pending.more ? longPoll.flatMap { $0.seconds > 0 ? $0 : nil } : nil
         request.waitSeconds = poll?.seconds ?? 0
         let requestBytes = MessageFraming.encode(request)
@@ -191,9 +216,17 @@ public struct VesselSync: Sendable {
         let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
         let wire = WireCount()
         let responseLimits = self.responseLimits
-        let (responseBytes, response, received) = try await Self.abandoning(poll?.abandon) {
-            try await sendRetryingBusy(requestBytes, via: channel, counting: wire, limits: responseLimits)
+        let answered: ([UInt8], ExchangeResponse, WireEventBatch)
+        do {
+            answered = try await Self.abandoning(poll?.abandon) {
+                try await sendRetryingBusy(requestBytes, via: channel, counting: wire, limits: responseLimits)
+            }
+        } catch let error where !(error is LongPollAbandoned) {
+            sizing.failed()
+            throw error
         }
+        let (responseBytes, response, received) = answered
+        if !pending.events.isEmpty { sizing.sent(seconds: started.secondsElapsed, full: pending.more) }
         guard response.acknowledged <= max(pending.upTo, acknowledged) else {
             throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
         }
@@ -213,6 +246,7 @@ public struct VesselSync: Sendable {
             limit.append(response.maximumChangeBytes)
             try await session.execute("UPDATE fleetsync.sync_state SET max_change_bytes = $2 WHERE peer = $1", limit, context: "recording the shore's change size limit")
         }
+        if let terms = response.readAhead { sizing.limit(terms) }
         // The shore holds clocks of this vessel's writes above its clock: the database went back
         // (a restore). The shore applied nothing; pending changes get clocks past the floor and
         // go again.
@@ -233,6 +267,43 @@ public struct VesselSync: Sendable {
             try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos <= $1", binds, context: "dropping acknowledged events")
             try await tx.execute("UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $1) WHERE peer = $2", binds, context: "recording the acknowledgement")
         }
+        var outcome = ExchangeOutcome(sent: pending.events.count, received: 0, pending: pending.more || reclocked > 0)
+        outcome.reclocked = reclocked
+        outcome.restoreDetected = response.clockFloor > clock
+        // While the shore has more and this vessel nothing to send, the next batch is asked for
+        // while this one applies (ReadAhead); otherwise this one is applied alone.
+        var ahead = ReadAhead(sync: self, request: request, clock: clock, durableCursor: cursor)
+        let mayReadAhead = configuration.vessel?.readAhead ?? true
+        var current = (response: response, received: received, started: started)
+        while true {
+            let plan = mayReadAhead && outcome.readAheads < maximumReadAheads && pending.events.isEmpty && !pending.more && reclocked == 0 ? try await ahead.plan(after: current.response, elapsed: started.secondsElapsed) : nil
+            async let fetched = ReadAhead.fetch(plan)
+            let report = try await applyAnswer(current.response, current.received)
+            if current.response.events.count > 0 || current.response.more { sizing.received(seconds: current.started.secondsElapsed, full: current.response.more) }
+            outcome.add(received: current.received.count, report: report, caughtUp: current.response.catchUp?["done"] == .bool(true))
+            logger.info("exchange done", metadata: [
+                "sent": "\(outcome.sent)", "received": "\(current.received.count)", "applied": "\(report.appliedRows)",
+                "waiting": "\(report.waiting)", "dead_letters": "\(report.deadLettered)",
+                "bytes_sent": "\(wire.sent)", "bytes_received": "\(wire.received)", "request_bytes": "\(requestBytes.count)", "response_bytes": "\(responseBytes.count)",
+                "cursor": "\(current.response.cursor)", "transport": "\(transport.name)", "read_ahead": "\(outcome.readAheads)"])
+            guard let answer = ahead.accept(await fetched, after: current.response) else {
+                outcome.pending = outcome.pending || current.response.more
+                break
+            }
+            outcome.readAheads += 1
+            wire.sent += answer.sent
+            wire.received += answer.receivedBytes
+            current = (answer.response, answer.received, answer.started)
+        }
+        outcome.bytesSent = wire.sent
+        outcome.bytesReceived = wire.received
+        outcome.deadLettered += pending.setAside
+        return outcome
+    }
+
+    /// Applies one answer's events with its cursor, keeps its catch-up progress and records the
+    /// success.
+    func applyAnswer(_ response: ExchangeResponse, _ received: WireEventBatch) async throws -> ApplyReport {
         var applier = Applier(schema: schema, session: session, telemetry: telemetry)
         applier.shoreNode = response.shore
         let report = try await applier.apply(batch: received, from: Self.peer, cursor: response.cursor)
@@ -240,21 +311,7 @@ public struct VesselSync: Sendable {
         var success = PostgresBindings()
         success.append(Self.peer)
         try await session.execute("UPDATE fleetsync.sync_state SET last_success = now(), last_error = NULL WHERE peer = $1", success, context: "recording success")
-        logger.info("exchange done", metadata: [
-            "sent": "\(pending.events.count)", "received": "\(received.count)", "applied": "\(report.appliedRows)",
-            "waiting": "\(report.waiting)", "dead_letters": "\(report.deadLettered)",
-            "bytes_sent": "\(wire.sent)", "bytes_received": "\(wire.received)", "request_bytes": "\(requestBytes.count)", "response_bytes": "\(responseBytes.count)",
-            "cursor": "\(response.cursor)", "transport": "\(transport.name)"])
-        var outcome = ExchangeOutcome(sent: pending.events.count, received: received.count, pending: pending.more || response.more || reclocked > 0)
-        outcome.bytesSent = wire.sent
-        outcome.bytesReceived = wire.received
-        outcome.waiting = report.waiting
-        outcome.deadLettered = report.deadLettered + pending.setAside
-        outcome.waitingApplied = report.waitingApplied
-        outcome.reclocked = reclocked
-        outcome.caughtUp = response.catchUp?["done"] == .bool(true)
-        outcome.restoreDetected = response.clockFloor > clock
-        return outcome
+        return report
     }
 
     /// Sends a request and decodes the answer. A `busy` answer (the shore at its bound, or another
@@ -300,13 +357,17 @@ public struct VesselSync: Sendable {
         return (first.first?.bytes ?? 0) > configuration.limits.batchBytes
     }
 
-    /// Exchanges until nothing is pending on either side, or `maximumRounds` exchanges; `pending`
-    /// says whether work was left when it stopped. `each` sees every exchange's outcome.
+    /// Exchanges until nothing is pending on either side, or `maximumRounds` exchanges (read-ahead
+    /// ones included); `pending` says whether work was left when it stopped. `each` sees every
+    /// exchange's outcome.
     public func syncUntilIdle(maximumRounds: Int = 10_000, each: (Int, ExchangeOutcome) -> Void = { _, _ in }) async throws -> (sent: Int, received: Int, pending: Bool) {
         var sent = 0, received = 0
         var pending = true
+        var exchanges = 0
         for round in 0..<maximumRounds {
-            let outcome = try await exchangeOnce()
+            guard exchanges < maximumRounds else { break }
+            let outcome = try await exchangeOnce(maximumReadAheads: maximumRounds - exchanges - 1)
+            exchanges += 1 + outcome.readAheads
             each(round + 1, outcome)
             sent += outcome.sent
             received += outcome.received

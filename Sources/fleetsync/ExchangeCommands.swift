@@ -89,13 +89,16 @@ struct RunCommand: AsyncParsableCommand {
         let verifying = VesselDaemon.DaemonVerify(intervalSeconds: vessel.verifyIntervalSeconds, repair: vessel.verifyRepair) {
             try HTTPVerifyTransport(shoreURL: vessel.shoreURL, timeoutSeconds: vessel.requestTimeoutSeconds, trustedCertificates: vessel.tlsCA)
         }
+        // Batch sizes learnt by one connection serve the next (the daemon reconnects after idling).
+        let sizing = BatchSizing(configuration)
         let daemon = VesselDaemon(intervalSeconds: vessel.intervalSeconds, deadlineSeconds: Double(vessel.requestTimeoutSeconds) * 2 + 30, logger: logger,
                                   watcher: watcher, verifying: verifying, longPollSeconds: Self.longPollSeconds(vessel)) {
             let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: makeLogger("fleetsync.db"))
             let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
             do {
                 let schema = try await LocalSchema.load(configuration: configuration, session: session)
-                let sync = VesselSync(configuration: configuration, schema: schema, session: session, telemetry: telemetry, transport: transport, logger: logger)
+                var sync = VesselSync(configuration: configuration, schema: schema, session: session, telemetry: telemetry, transport: transport, logger: logger)
+                sync.sizing = sizing
                 return (sync, { await telemetry.close(); await session.close() })
             } catch {
                 await telemetry.close()
@@ -145,6 +148,7 @@ struct SyncCommand: AsyncParsableCommand {
                     deadLettered += o.deadLettered
                     var line = "exchange \(round): sent \(o.sent), received \(o.received), waiting \(o.waiting), dead-lettered \(o.deadLettered), "
                         + "bytes \(o.bytesSent) up / \(o.bytesReceived) down"
+                    if o.readAheads > 0 { line += ", \(o.readAheads) more batch(es) read ahead" }
                     if o.waitingApplied > 0 { line += ", \(o.waitingApplied) waiting change(s) applied" }
                     if o.reclocked > 0 { line += ", \(o.reclocked) pending change(s) re-clocked past the shore's floor (restored database?)" }
                     print(line)

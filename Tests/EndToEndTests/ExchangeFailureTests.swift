@@ -205,7 +205,7 @@ final class ExchangeFailureTests: DatabaseTestCase {
     }
 
     func testBadMessagesGetClearCodesChangeNothingAndTheServerKeepsServing() async throws {
-        let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 5\nbatch_bytes = 20000")
+        let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 5\nmax_batch_events = 5\nbatch_bytes = 20000")
         let server = try fleet.serve()
         defer { server.stop() }
         let transport = http(fleet)

@@ -121,6 +121,11 @@ public struct Limits: Sendable, Equatable {
     /// accepted locally that could never be delivered. A change larger than `batchBytes`
     /// travels alone in an exchange.
     public var maximumChangeBytes: Int = 16 * 1_048_576
+    /// The most a batch may grow to when a vessel adapts its batch size to what the link and
+    /// the receiver take (`[vessel] adaptive_batch`); a shore serves and accepts batches up to
+    /// these, whatever a vessel asks. `batchEvents` and `batchBytes` are where a vessel starts.
+    public var maximumBatchEvents: Int = 10_000
+    public var maximumBatchBytes: Int = 8 * 1_048_576
     public init() {}
 }
 
@@ -188,6 +193,15 @@ public struct VesselConfiguration: Sendable, Equatable {
 /// A whole node configuration, validated.
 public struct FleetSyncConfiguration: Sendable, Equatable {
     public var role: NodeRole
+    /// While a backlog drains, the vessel asks for the next batch before it applies the one it
+    /// has (the shore reads ahead of the vessel's cursor), so that the link and both databases
+    /// work at once (docs/PROTOCOL.md, *Read-ahead and batch size*). Off: one exchange at a time.
+    public var readAhead: Bool = true
+    /// The vessel grows its batches while exchanges are full and quick, and shrinks them when
+    /// one fails or is slow, between `[limits] batch_events`/`batch_bytes` and
+    /// `max_batch_events`/`max_batch_bytes` (down to 20 KB on a poor link). Off: batches stay at
+    /// `batch_events`/`batch_bytes`.
+    public var adaptiveBatch: Bool = true
     public var nodeID: String
     public var databaseURL: String
     public var shore: ShoreConfiguration?

@@ -143,7 +143,7 @@ struct ConfigurationReader {
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
             checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change", "long_poll",
-                                                       "verify_interval_seconds", "verify_repair"])
+                                                       "verify_interval_seconds", "verify_repair", "read_ahead", "adaptive_batch"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
@@ -170,10 +170,16 @@ struct ConfigurationReader {
         if let keys = section(root, "keys", required: false) {
             checkKeys(keys, path: "keys", known: ["directory"])
             keysDirectory = string(keys, "directory", path: "keys", required: true)
+                if let value = table["read_ahead"] {
+                    if let on = value.bool { vessel?.readAhead = on } else { fail("vessel.read_ahead", "must be true or false", "write read_ahead = true or false") }
+                }
+                if let value = table["adaptive_batch"] {
+                    if let on = value.bool { vessel?.adaptiveBatch = on } else { fail("vessel.adaptive_batch", "must be true or false", "write adaptive_batch = true or false") }
+                }
         }
         var limits = Limits()
         if let table = section(root, "limits", required: false) {
-            checkKeys(table, path: "limits", known: ["batch_events", "batch_bytes", "max_change_bytes"])
+            checkKeys(table, path: "limits", known: ["batch_events", "batch_bytes", "max_change_bytes", "max_batch_events", "max_batch_bytes"])
             if let n = integer(table, "batch_events", path: "limits", range: 1...100_000) { limits.batchEvents = n }
             if let n = integer(table, "batch_bytes", path: "limits", range: 4096...67_108_864) { limits.batchBytes = n }
             if let n = integer(table, "max_change_bytes", path: "limits", range: 65_536...268_435_456) { limits.maximumChangeBytes = n }
@@ -183,5 +189,11 @@ struct ConfigurationReader {
         return FleetSyncConfiguration(
             role: role, nodeID: nodeID, databaseURL: databaseURL, shore: shore, vessel: vessel,
             keysDirectory: keysDirectory, limits: limits, tables: tables)
+            if let n = integer(table, "max_batch_events", path: "limits", range: 1...100_000) { limits.maximumBatchEvents = n }
+            if let n = integer(table, "max_batch_bytes", path: "limits", range: 4096...67_108_864) { limits.maximumBatchBytes = n }
     }
+        // The ceilings are at least the starting sizes (a configuration that sets only
+        // batch_events above the default ceiling keeps its batches).
+        limits.maximumBatchEvents = max(limits.maximumBatchEvents, limits.batchEvents)
+        limits.maximumBatchBytes = max(limits.maximumBatchBytes, limits.batchBytes)
 }

@@ -28,6 +28,11 @@ public struct ExchangeRequest: Sendable, Equatable {
     public static let maximumWaitSeconds = 3_600
     /// Summaries for the shore's view of the fleet (pending, dead letters, quarantine, ...).
     public var status: [String: JSONValue]
+    /// What the vessel asks of the shore's answer: where to read from (ahead of `cursor`, when
+    /// the vessel has the batch up to there and applies it meanwhile) and how large a batch.
+    /// It travels in the status object, which shores before it ignore (docs/PROTOCOL.md,
+    /// *Read-ahead and batch size*).
+    public var readAhead: ReadAheadAsk?
 
     public init(vesselID: String, exchangeID: UUID = UUID(), cursor: Int64, events: [ChangeEvent], upTo: Int64, clock: Int64 = 0, holdIncoming: Bool = false, status: [String: JSONValue] = [:]) {
         self.holdIncoming = holdIncoming
@@ -38,6 +43,37 @@ public struct ExchangeRequest: Sendable, Equatable {
         self.upTo = upTo
         self.clock = clock
         self.status = status
+    }
+}
+
+/// A vessel's ask for its next batch (``ExchangeRequest/readAhead``).
+public struct ReadAheadAsk: Sendable, Equatable {
+    /// Read the vessel's queue after this position (at least the request's cursor): the vessel
+    /// holds everything up to it, not yet applied.
+    public var after: Int64
+    /// At most this many events and about this many bytes (the shore serves no more than its
+    /// own `max_batch_events`/`max_batch_bytes`).
+    public var events: Int
+    public var bytes: Int
+    /// The key under which the ask travels in the request's status object.
+    public static let statusKey = "read_ahead"
+    public init(after: Int64, events: Int, bytes: Int) {
+        self.after = after
+        self.events = events
+        self.bytes = bytes
+    }
+}
+
+/// A shore's answer to a ``ReadAheadAsk``: where it read from, and the largest batch it serves
+/// and accepts. Present only in answers to requests that asked.
+public struct ReadAheadTerms: Sendable, Equatable {
+    public var after: Int64
+    public var maximumEvents: Int
+    public var maximumBytes: Int
+    public init(after: Int64, maximumEvents: Int, maximumBytes: Int) {
+        self.after = after
+        self.maximumEvents = maximumEvents
+        self.maximumBytes = maximumBytes
     }
 }
 
@@ -65,6 +101,9 @@ public struct ExchangeResponse: Sendable, Equatable {
     /// the progress of the catch-up, which the vessel keeps and echoes in its next request's
     /// status as `catch_up`, so that the shore knows which page it applied.
     public var catchUp: [String: JSONValue]?
+    /// Present when the request asked (``ExchangeRequest/readAhead``): the events follow
+    /// `readAhead.after`, not necessarily the request's cursor.
+    public var readAhead: ReadAheadTerms?
 
     public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool, clockFloor: Int64 = 0, maximumChangeBytes: Int64 = 0,
                 catchUp: [String: JSONValue]? = nil) {

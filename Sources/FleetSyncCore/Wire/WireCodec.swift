@@ -18,7 +18,11 @@ public enum WireCodec {
         // Bit 1: a long poll; the seconds the shore may hold the answer follow.
         body.byte((request.holdIncoming ? 1 : 0) | (request.waitSeconds > 0 ? 2 : 0))
         if request.waitSeconds > 0 { body.varint(UInt64(min(request.waitSeconds, ExchangeRequest.maximumWaitSeconds))) }
-        encodeValue(.object(request.status), into: &body)
+        var status = request.status
+        if let ask = request.readAhead {
+            status[ReadAheadAsk.statusKey] = .object(["after": .number(String(ask.after)), "events": .number(String(ask.events)), "bytes": .number(String(ask.bytes))])
+        }
+        encodeValue(.object(status), into: &body)
         encodeEvents(request.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
     }
@@ -63,10 +67,33 @@ public enum WireCodec {
         guard case .object(let status) = try decodeValue(&reader, depth: 0, limits: limits) else {
             throw WireError(.malformed, "status is not an object")
         }
-        var request = ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, clock: clock, status: status)
+        var fields = status
+        let ask = try fields.removeValue(forKey: ReadAheadAsk.statusKey).map { value throws(WireError) in try readAheadAsk(value, cursor: cursor) }
+        var request = ExchangeRequest(vesselID: vessel, exchangeID: exchangeID, cursor: cursor, events: [], upTo: upTo, clock: clock, status: fields)
         request.holdIncoming = flags & 1 != 0
         request.waitSeconds = waitSeconds
+        request.readAhead = ask
         return request
+    }
+
+    /// A request's ``ReadAheadAsk``, checked: whole numbers in range, reading no earlier than
+    /// the cursor (whether it is beyond the shore's last position, only the shore knows).
+    static func readAheadAsk(_ value: JSONValue, cursor: Int64) throws(WireError) -> ReadAheadAsk {
+        func number(_ name: String, _ range: ClosedRange<Int64>) throws(WireError) -> Int64 {
+            guard case .object(let members) = value, members.count == 3 else {
+                throw WireError(.malformed, "\(ReadAheadAsk.statusKey) must be an object of after, events and bytes")
+            }
+            guard case .number(let text)? = members[name], let n = Int64(text), range.contains(n) else {
+                throw WireError(.malformed, "\(ReadAheadAsk.statusKey).\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return n
+        }
+        let after = try number("after", 0...Int64.max)
+        guard after >= cursor else {
+            throw WireError(.malformed, "\(ReadAheadAsk.statusKey).after \(after) is below the cursor \(cursor): a vessel reads ahead of what it applied, never behind")
+        }
+        return ReadAheadAsk(after: after, events: Int(try number("events", 1...Int64(WireLimits().maximumEvents))),
+                            bytes: Int(try number("bytes", 1...Int64(WireLimits().maximumBodyBytes))))
     }
 
     public static func encode(_ response: ExchangeResponse) -> [UInt8] {
@@ -76,10 +103,17 @@ public enum WireCodec {
         body.signed(response.acknowledged)
         body.signed(response.cursor)
         // Bit 1 of the more byte: a catch-up progress object follows the change limit.
-        body.byte((response.more ? 1 : 0) | (response.catchUp == nil ? 0 : 2))
+        // Bit 2: read-ahead terms follow the catch-up progress (only to a vessel that asked:
+        // vessels before them refuse the bit).
+        body.byte((response.more ? 1 : 0) | (response.catchUp == nil ? 0 : 2) | (response.readAhead == nil ? 0 : 4))
         body.signed(response.clockFloor)
         body.signed(response.maximumChangeBytes)
         if let catchUp = response.catchUp { encodeValue(.object(catchUp), into: &body) }
+        if let terms = response.readAhead {
+            body.signed(terms.after)
+            body.varint(UInt64(terms.maximumEvents))
+            body.varint(UInt64(terms.maximumBytes))
+        }
         encodeEvents(response.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
     }
@@ -101,7 +135,7 @@ public enum WireCodec {
         let cursor = try reader.signed()
         guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
-        guard more <= 3 else { throw WireError(.malformed, "more flag is \(more)") }
+        guard more <= 7 else { throw WireError(.malformed, "more flag is \(more)") }
         let clockFloor = try reader.signed()
         let maximumChangeBytes = try reader.signed()
         guard clockFloor >= 0, maximumChangeBytes >= 0 else { throw WireError(.malformed, "negative clock floor or change size") }
@@ -112,8 +146,18 @@ public enum WireCodec {
             }
             catchUp = progress
         }
-        return ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more & 1 == 1,
-                                clockFloor: clockFloor, maximumChangeBytes: maximumChangeBytes, catchUp: catchUp)
+        var response = ExchangeResponse(shore: shore, acknowledged: acknowledged, events: [], cursor: cursor, more: more & 1 == 1,
+                                        clockFloor: clockFloor, maximumChangeBytes: maximumChangeBytes, catchUp: catchUp)
+        if more & 4 != 0 {
+            let after = try reader.signed()
+            let events = try reader.varint()
+            let bytes = try reader.varint()
+            guard after >= 0, (1...UInt64(WireLimits().maximumEvents)).contains(events), (1...UInt64(WireLimits().maximumBodyBytes)).contains(bytes) else {
+                throw WireError(.malformed, "read-ahead terms out of range (after \(after), \(events) events, \(bytes) bytes)")
+            }
+            response.readAhead = ReadAheadTerms(after: after, maximumEvents: Int(events), maximumBytes: Int(bytes))
+        }
+        return response
     }
 
     // MARK: events

@@ -1,0 +1,117 @@
+import FleetSyncCore
+import FleetSyncPostgres
+import FleetSyncTestSupport
+import FleetSyncTransport
+import Foundation
+import XCTest
+
+/// Issue 19, part 1: while a backlog drains, the vessel asks for the next batch while it applies
+/// the one it has (read-ahead), and its batches grow while they are full and quick (adaptive
+/// batch size); with both off, the same backlog takes one exchange per configured batch.
+final class ReadAheadTests: DatabaseTestCase {
+    /// The rows of `vessel`'s partition (or all rows, on a vessel), comparable as one text.
+    static func partition(_ vessel: String?) -> String {
+        let seafarers = vessel.map { "WHERE vessel_code = '\($0)'" } ?? ""
+        return """
+            SELECT coalesce(string_agg(r, E'\\n' ORDER BY r), '') FROM (
+              SELECT format('seafarer %s %s %s %s %s %s', id, vessel_code, full_name, notes, is_deleted, sync_clock) AS r FROM seafarer \(seafarers)) p
+            """
+    }
+
+    /// Exchanges a `fleetsync sync` printed: its rounds and the batches read ahead within them.
+    static func exchanges(_ output: String) -> (rounds: Int, readAhead: Int) {
+        var rounds = 0, readAhead = 0
+        for line in output.split(separator: "\n") where line.hasPrefix("exchange ") {
+            rounds += 1
+            if let range = line.range(of: #", (\d+) more batch\(es\) read ahead"#, options: .regularExpression) {
+                readAhead += Int(line[range].split(separator: " ")[1])!
+            }
+        }
+        return (rounds, readAhead)
+    }
+
+    func testABacklogDrainsReadingAheadInGrowingBatchesAndConvergesAndBothCanBeTurnedOff() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], limits: "[limits]\nbatch_events = 100\nmax_batch_events = 1600")
+        // borealis: one exchange at a time, batches as configured.
+        let borealis = fleet.vessels[1]
+        let text = try String(contentsOfFile: borealis.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "[vessel]\n", with: "[vessel]\nread_ahead = false\nadaptive_batch = false\n")
+            .write(toFile: borealis.configPath, atomically: true, encoding: .utf8)
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora'), ('borealis', 'MV Borealis');", url: fleet.shore.url)
+        for vessel in fleet.vessels { XCTAssertEqual(try fleet.sync(vessel).status, 0) }
+        // A backlog of 4,000 events for each vessel: 2,000 new rows, then an update of each.
+        try Fixtures.runScript("""
+            INSERT INTO seafarer (vessel_code, full_name) SELECT v, v || '-' || i FROM generate_series(1, 2000) i, (VALUES ('aurora'), ('borealis')) x(v);
+            UPDATE seafarer SET notes = 'second ' || full_name;
+            """, url: fleet.shore.url)
+        var counted: [String: (rounds: Int, readAhead: Int)] = [:]
+        for vessel in fleet.vessels {
+            let run = try fleet.sync(vessel)
+            XCTAssertEqual(run.status, 0, run.output + run.error)
+            counted[vessel.id] = Self.exchanges(run.output)
+            let db = try await connect(vessel.url)
+            let expected: String = try await shore.scalar(Self.partition(vessel.id))
+            let actual: String = try await db.scalar(Self.partition(nil))
+            XCTAssertEqual(actual, expected, "\(vessel.id) holds exactly its partition")
+            let rows: Int64 = try await db.scalar("SELECT count(*) FROM seafarer WHERE notes LIKE 'second %'")
+            XCTAssertEqual(rows, 2_000)
+        }
+        let ahead = counted["aurora"]!, plain = counted["borealis"]!
+        print("exchanges for 4,000 events at batch_events = 100: read-ahead and adaptive \(ahead.rounds) rounds + \(ahead.readAhead) read ahead; both off \(plain.rounds)")
+        XCTAssertGreaterThan(ahead.readAhead, 0, "the next batch was asked for while one applied")
+        XCTAssertLessThan(ahead.rounds + ahead.readAhead, 25, "batches grew past the configured 100 events")
+        XCTAssertEqual(plain.readAhead, 0)
+        XCTAssertGreaterThanOrEqual(plain.rounds, 40, "with both off, one exchange per 100 events")
+    }
+
+    /// A read-ahead asks for events after a position the vessel has not applied: the shore
+    /// records only the cursor (what it judges the vessel's writes by and prunes by), and refuses
+    /// a position beyond its last one with nothing changed.
+    func testTheShoreRecordsOnlyTheAppliedCursorAndRefusesAPositionFromTheFuture() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 10")
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora');", url: fleet.shore.url)
+        XCTAssertEqual(try fleet.sync(fleet.vessels[0]).status, 0)
+        try Fixtures.runScript("INSERT INTO seafarer (vessel_code, full_name) SELECT 'aurora', 'crew ' || i FROM generate_series(1, 30) i;", url: fleet.shore.url)
+        let sealed = try SealedClient(fleet.vessels[0], fleet: fleet)
+        defer { Task { await sealed.shutdown() } }
+        let token = try await sealed.token()
+        let cursor: Int64 = try await connect(fleet.vessels[0].url).scalar("SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'")
+        // The first batch, as an ordinary exchange would get it.
+        var first = ExchangeRequest(vesselID: "aurora", cursor: cursor, events: [], upTo: 0)
+        first.readAhead = ReadAheadAsk(after: cursor, events: 10, bytes: 1_048_576)
+        let batch = try await sealed.exchange(first, token: token)
+        XCTAssertEqual(batch.events.count, 10)
+        XCTAssertEqual(batch.readAhead?.after, cursor)
+        // The next one, asked for before the first is applied.
+        var next = first
+        next.exchangeID = UUID()
+        next.readAhead = ReadAheadAsk(after: batch.cursor, events: 15, bytes: 1_048_576)
+        let ahead = try await sealed.exchange(next, token: token)
+        XCTAssertEqual(ahead.readAhead?.after, batch.cursor)
+        XCTAssertEqual(ahead.events.count, 15, "the size asked for, within the shore's ceiling")
+        XCTAssertTrue(Set(ahead.events.map(\.rowID)).isDisjoint(with: batch.events.map(\.rowID)), "the batch after the first, not the first again")
+        let recorded: Int64 = try await shore.scalar("SELECT acknowledged FROM fleetsync.sync_state WHERE peer = 'aurora'")
+        XCTAssertEqual(recorded, cursor, "the shore records the applied cursor, not the read-ahead position")
+        // From the future: refused, nothing recorded.
+        let before: String = try await shore.scalar("SELECT status::text FROM fleetsync.sync_state WHERE peer = 'aurora'")
+        var future = first
+        future.exchangeID = UUID()
+        future.status = ["pending": .number("99")]
+        future.readAhead = ReadAheadAsk(after: 1_000_000_000, events: 10, bytes: 1_048_576)
+        do {
+            _ = try await sealed.exchange(future, token: token)
+            XCTFail("a read-ahead position beyond the shore's last was accepted")
+        } catch let error as WireError {
+            XCTAssertEqual(error.code, .cursorFromTheFuture)
+            XCTAssertTrue(error.message.contains("read-ahead position 1000000000 is beyond the shore's last position"), error.message)
+        }
+        let after: String = try await shore.scalar("SELECT status::text FROM fleetsync.sync_state WHERE peer = 'aurora'")
+        XCTAssertEqual(after, before, "nothing recorded for the refused request")
+    }
+}
