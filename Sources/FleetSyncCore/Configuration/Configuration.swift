@@ -187,12 +187,6 @@ public struct VesselConfiguration: Sendable, Equatable {
     /// by default: a restored vessel's undone rows, and writes that bypassed capture, are only
     /// ever brought back by a repair.
     public var verifyRepair: Bool = true
-    public init(shoreURL: String) { self.shoreURL = shoreURL }
-}
-
-/// A whole node configuration, validated.
-public struct FleetSyncConfiguration: Sendable, Equatable {
-    public var role: NodeRole
     /// While a backlog drains, the vessel asks for the next batch before it applies the one it
     /// has (the shore reads ahead of the vessel's cursor), so that the link and both databases
     /// work at once (docs/PROTOCOL.md, *Read-ahead and batch size*). Off: one exchange at a time.
@@ -202,6 +196,12 @@ public struct FleetSyncConfiguration: Sendable, Equatable {
     /// `max_batch_events`/`max_batch_bytes` (down to 20 KB on a poor link). Off: batches stay at
     /// `batch_events`/`batch_bytes`.
     public var adaptiveBatch: Bool = true
+    public init(shoreURL: String) { self.shoreURL = shoreURL }
+}
+
+/// A whole node configuration, validated.
+public struct FleetSyncConfiguration: Sendable, Equatable {
+    public var role: NodeRole
     public var nodeID: String
     public var databaseURL: String
     public var shore: ShoreConfiguration?

@@ -164,18 +164,18 @@ struct ConfigurationReader {
                 if let value = table["verify_repair"] {
                     if let repair = value.bool { vessel?.verifyRepair = repair } else { fail("vessel.verify_repair", "must be true or false", "write verify_repair = true or false") }
                 }
-            }
-        }
-        var keysDirectory: String?
-        if let keys = section(root, "keys", required: false) {
-            checkKeys(keys, path: "keys", known: ["directory"])
-            keysDirectory = string(keys, "directory", path: "keys", required: true)
                 if let value = table["read_ahead"] {
                     if let on = value.bool { vessel?.readAhead = on } else { fail("vessel.read_ahead", "must be true or false", "write read_ahead = true or false") }
                 }
                 if let value = table["adaptive_batch"] {
                     if let on = value.bool { vessel?.adaptiveBatch = on } else { fail("vessel.adaptive_batch", "must be true or false", "write adaptive_batch = true or false") }
                 }
+            }
+        }
+        var keysDirectory: String?
+        if let keys = section(root, "keys", required: false) {
+            checkKeys(keys, path: "keys", known: ["directory"])
+            keysDirectory = string(keys, "directory", path: "keys", required: true)
         }
         var limits = Limits()
         if let table = section(root, "limits", required: false) {
@@ -183,17 +183,17 @@ struct ConfigurationReader {
             if let n = integer(table, "batch_events", path: "limits", range: 1...100_000) { limits.batchEvents = n }
             if let n = integer(table, "batch_bytes", path: "limits", range: 4096...67_108_864) { limits.batchBytes = n }
             if let n = integer(table, "max_change_bytes", path: "limits", range: 65_536...268_435_456) { limits.maximumChangeBytes = n }
+            if let n = integer(table, "max_batch_events", path: "limits", range: 1...100_000) { limits.maximumBatchEvents = n }
+            if let n = integer(table, "max_batch_bytes", path: "limits", range: 4096...67_108_864) { limits.maximumBatchBytes = n }
         }
+        // The ceilings are at least the starting sizes (a configuration that sets only
+        // batch_events above the default ceiling keeps its batches).
+        limits.maximumBatchEvents = max(limits.maximumBatchEvents, limits.batchEvents)
+        limits.maximumBatchBytes = max(limits.maximumBatchBytes, limits.batchBytes)
         let tables = readTables(root)
         guard let role, let nodeID, let databaseURL, errors.isEmpty else { return nil }
         return FleetSyncConfiguration(
             role: role, nodeID: nodeID, databaseURL: databaseURL, shore: shore, vessel: vessel,
             keysDirectory: keysDirectory, limits: limits, tables: tables)
-            if let n = integer(table, "max_batch_events", path: "limits", range: 1...100_000) { limits.maximumBatchEvents = n }
-            if let n = integer(table, "max_batch_bytes", path: "limits", range: 4096...67_108_864) { limits.maximumBatchBytes = n }
     }
-        // The ceilings are at least the starting sizes (a configuration that sets only
-        // batch_events above the default ceiling keeps its batches).
-        limits.maximumBatchEvents = max(limits.maximumBatchEvents, limits.batchEvents)
-        limits.maximumBatchBytes = max(limits.maximumBatchBytes, limits.batchBytes)
 }
