@@ -69,7 +69,8 @@ struct TableWriter {
         var touched = Set<String>()
         for group in groups { touched.formUnion(group.state.fields.keys) }
         if readsEveryColumn { touched = Set(physical.syncedColumns.map(\.name)) }
-        let local = try await readLocal(groups.map(\.rowID), columns: touched, on: db)
+        let ids = groups.map(\.rowID)
+        let local = try await Self.noRowBetween(ids, in: qualified, on: db) ? [:] : try await readLocal(ids, columns: touched, on: db)
         var newRows: [RowGroup] = []
         var updates: [JSONValue] = []
         var updateColumns: Set<String> = []
@@ -208,6 +209,28 @@ struct TableWriter {
                 throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
             }
         }
+    }
+
+    /// Whether this node holds no row between the least and the greatest of `ids` (a slice of
+    /// 64 rows or more; smaller ones are read as they are). Rows of a catch-up or onboarding page
+    /// come in key order, so a slice of them spans a narrow key range, which one index probe finds
+    /// empty when the rows are new here: then nothing is read and locked, and they are copied
+    /// straight in. (``readLocal(_:columns:on:)`` on a large table may scan it whole for every
+    /// slice.) A row inserted into the range meanwhile makes the COPY fail on the key, and the
+    /// slice is applied again row by row, as when a read finds nothing.
+    static func noRowBetween(_ ids: [UUID], in qualified: String, on db: DatabaseSession) async throws -> Bool {
+        guard ids.count >= 64, var low = ids.first?.lowercasedText else { return false }
+        var high = low
+        for id in ids.dropFirst() {
+            let text = id.lowercasedText
+            if text < low { low = text } else if text > high { high = text }
+        }
+        var binds = PostgresBindings()
+        binds.append(low)
+        binds.append(high)
+        let rows = try await db.rows("SELECT 1 FROM \(qualified) t WHERE t.id >= $1::uuid AND t.id <= $2::uuid LIMIT 1", binds,
+                                     context: "probing for local rows in a key range of \(qualified)")
+        return rows.isEmpty
     }
 
     private struct LocalRow {
