@@ -16,6 +16,9 @@
 #
 #   bash benchmarks/catch-up-verify-onboarding.sh     (ROWS=1000000 TOUCHED=10000 ROUNDS=100 BATCH_EVENTS=1000)
 #   PARTS="onboard verify catchup" selects parts (verify needs onboard).
+#   SERVE_LOG_LEVEL=info keeps the shore's log (with each catch-up page's time) in $work/serve.log;
+#   KEEP=1 keeps $work (clusters stopped) for reading it.
+#   PROFILE=file.data records a system-wide `perf record -a -g` during the onboarding sync.
 # Builds the release binary only if it is missing (under /tmp/swift.lock, shared with other
 # benchmarks); FLEETSYNC_BIN=path uses another.
 set -euo pipefail
@@ -41,7 +44,7 @@ server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   for c in shore vessels; do as_pg "$pgbin/pg_ctl" -D "$work/$c" -m immediate stop >/dev/null 2>&1 || true; done
-  rm -rf "$work"
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 declare -A port
@@ -91,7 +94,7 @@ for v in aurora borealis cygnus; do
   "$bin" init --config "$work/$v.toml" >/dev/null; "$bin" keygen --config "$work/$v.toml" >/dev/null
   "$bin" enroll --config "$work/shore.toml" --vessel "$v" --identity "$work/keys-$v/identity.pub" >/dev/null
 done
-FLEETSYNC_LOG_LEVEL=warning "$bin" serve --config "$work/shore.toml" > "$work/serve.log" 2>&1 &
+FLEETSYNC_LOG_LEVEL=${SERVE_LOG_LEVEL:-warning} "$bin" serve --config "$work/shore.toml" > "$work/serve.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/serve.log" 2>/dev/null && break; sleep 0.2; done
 # Sums the bytes of `fleetsync sync` output lines: "bytes U up / D down".
@@ -103,7 +106,10 @@ print(u, d, n)'; }
 
 if part onboard; then
 echo "==> 1. onboarding: aurora's first sync (catch-up of its whole partition) against a plain COPY"
-t=$(now); "$bin" sync --config "$work/aurora.toml" > "$work/aurora-sync.log"; onboard=$(since "$t")
+perf_pid=""
+if [ -n "${PROFILE:-}" ]; then perf record -a -g -o "$PROFILE" >/dev/null 2>&1 & perf_pid=$!; fi
+t=$(now); "$bin" sync --config "$work/aurora.toml" > "$work/aurora-sync.log" 2> "$work/aurora-sync.err"; onboard=$(since "$t")
+if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
 read -r up down n < <(bytes_of < "$work/aurora-sync.log")
 held=$(sql vessels fleet_aurora -At -c "SELECT count(*) FROM seafarer")
 cols="id, vessel_code, full_name, rank, contact_number, notes"

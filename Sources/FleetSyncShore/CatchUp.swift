@@ -12,11 +12,11 @@ import PostgresNIO
 /// with field clocks, parents' tables first. Then its cursor jumps to the position the catch-up
 /// started at, and events follow from there.
 ///
-/// Pages are bounded like event batches. Progress lives in `fleetsync.catch_up`: the position
-/// the last page reached (sent) and the position the vessel confirmed applying (done). Each
-/// page's response carries the progress, the vessel echoes it in its next request, and only
-/// then does the shore count the page as done: a lost response costs that page again, never the
-/// catch-up from the start.
+/// Pages are bounded by bytes (``pageBounds(_:)``), not by `batch_events`. Progress lives in
+/// `fleetsync.catch_up`: the position the last page reached (sent) and the position the vessel
+/// confirmed applying (done). Each page's response carries the progress, the vessel echoes it in
+/// its next request, and only then does the shore count the page as done: a lost response costs
+/// that page again, never the catch-up from the start.
 struct CatchUp: Sendable {
     var configuration: FleetSyncConfiguration
     var schema: LocalSchema
@@ -43,6 +43,20 @@ struct CatchUp: Sendable {
         var events: [ChangeEvent]
         var cursor: Int64
         var progress: [String: JSONValue]
+    }
+
+    /// How large one catch-up page may be: pages are bounded by bytes, not by `batch_events`.
+    /// At most `batch_bytes` of row text (capped at ``maximumPageBytes``) and ``pageEvents``
+    /// rows, well inside what every vessel decodes (``WireLimits``: 100,000 events, 64 MiB of
+    /// body). A whole partition then takes a few dozen exchanges instead of one per
+    /// `batch_events` rows: the exchange's own cost (a sealed request and answer, a page query,
+    /// an apply transaction) dominated onboarding at 1,000 rows a page. Event batches keep both
+    /// `batch_events` and `batch_bytes`.
+    static let pageEvents = WireLimits().maximumEvents / 2
+    static let maximumPageBytes = WireLimits().maximumBodyBytes / 4
+
+    static func pageBounds(_ limits: Limits) -> (events: Int, bytes: Int) {
+        (pageEvents, min(limits.batchBytes, maximumPageBytes))
     }
 
     /// The catch-up page for this request, or nil when the vessel takes events.
@@ -111,8 +125,10 @@ struct CatchUp: Sendable {
     /// Sends the page after the confirmed position (again, if its answer was lost).
     func nextPage(vessel: String, state: State, on db: DatabaseSession) async throws -> Answer {
         let reader = CatchUpReader(configuration: configuration, schema: schema, session: db)
-        let page = try await reader.page(vessel: vessel, whole: state.whole, from: state.done, limit: configuration.limits.batchEvents,
-                                         byteBudget: configuration.limits.batchBytes, position: state.target)
+        let bounds = Self.pageBounds(configuration.limits)
+        let started = ContinuousClock.now
+        let page = try await reader.page(vessel: vessel, whole: state.whole, from: state.done, limit: bounds.events,
+                                         byteBudget: bounds.bytes, position: state.target)
         var next = state
         next.page += 1
         next.sent = page.next
@@ -137,6 +153,9 @@ struct CatchUp: Sendable {
             WHERE vessel = $1
             """, binds, context: "recording the catch-up progress of \(vessel)")
         let finished = page.next.isEnd
+        logger.info("catch-up page read", metadata: [
+            "vessel": "\(vessel)", "page": "\(next.page)", "rows": "\(page.rows)", "removals": "\(page.removals)",
+            "milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
         return Answer(events: page.events, cursor: finished ? state.target : state.since, progress: [
             "since": .number(String(state.since)), "target": .number(String(state.target)), "page": .number(String(next.page)),
             "rows": .number(String(next.sentRows)), "removals": .number(String(next.sentRemovals)), "total": .number(String(state.total)),
@@ -173,4 +192,9 @@ struct CatchUp: Sendable {
                                   id: try row.value(12, as: UUID?.self, context: c)),
             doneRows: try row.value(13, context: c), doneRemovals: try row.value(14, context: c), finished: try row.value(15, context: c))
     }
+}
+
+extension Duration {
+    /// Whole milliseconds, for logs.
+    var milliseconds: Int64 { components.seconds * 1_000 + components.attoseconds / 1_000_000_000_000_000 }
 }

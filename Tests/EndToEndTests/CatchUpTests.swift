@@ -242,23 +242,50 @@ final class CatchUpTests: DatabaseTestCase {
         XCTAssertGreaterThan(fromVessel, 1, "the vessel's writes reached the shore")
     }
 
-    /// Interrupted halfway (the process gone, an answer lost), the catch-up resumes where the
-    /// vessel confirmed, and no page but the lost one is sent twice.
-    func testInterruptedCatchUpResumesWithoutStartingOver() async throws {
+    /// A catch-up page is bounded by bytes, not by `batch_events`: with `batch_events = 50` a
+    /// partition of about 640 rows comes in one page, in one exchange.
+    func testACatchUpPageIsBoundedByBytesNotByBatchEvents() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 50\nbatch_bytes = 1048576",
                                          schema: try Self.preexistingSchema(crew: 600))
         let server = try fleet.serve()
         defer { server.stop() }
         let shore = try await connect(fleet.shore.url)
         let partition = try await Self.partition(shore, vessel: "aurora").values.reduce(0) { $0 + ($1.isEmpty ? 0 : $1.split(separator: "\n").count) }
-        // Half the pages, the sixth answer lost on the link, then the vessel process is gone.
-        var received = 0
+        let sync = try await vesselSync(fleet, fleet.vessels[0])
+        let first = try await sync.exchangeOnce()
+        XCTAssertEqual(first.received, partition, "the whole partition (\(partition) rows, more than batch_events) in the first exchange")
+        XCTAssertTrue(first.caughtUp)
+        let pages: Int64 = try await shore.scalar("SELECT page FROM fleetsync.catch_up WHERE vessel = 'aurora'")
+        XCTAssertEqual(pages, 1)
+        _ = try await sync.syncUntilIdle { _, _ in }
+        try await assertHoldsPartition(fleet, 0, "after one page")
+    }
+
+    /// Interrupted halfway (the process gone, an answer lost), the catch-up resumes where the
+    /// vessel confirmed, and no page but the lost one is sent twice. Pages of about 32 KB of
+    /// row text (`batch_bytes`), more rows than `batch_events` each.
+    func testInterruptedCatchUpResumesWithoutStartingOver() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], limits: "[limits]\nbatch_events = 50\nbatch_bytes = 32768",
+                                         schema: try Self.preexistingSchema(crew: 1_200))
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        let partition = try await Self.partition(shore, vessel: "aurora").values.reduce(0) { $0 + ($1.isEmpty ? 0 : $1.split(separator: "\n").count) }
+        // Five exchanges, the fourth answer lost on the link, then the vessel process is gone.
+        var received = 0, largest = 0, delivered = 0
         do {
-            let first = try await vesselSync(fleet, fleet.vessels[0], lose: [6])
-            for _ in 0..<(partition / 50 / 2) {
-                do { received += try await first.exchangeOnce().received } catch is TransportError {}
+            let first = try await vesselSync(fleet, fleet.vessels[0], lose: [4])
+            for _ in 0..<5 {
+                do {
+                    let got = try await first.exchangeOnce().received
+                    received += got
+                    largest = max(largest, got)
+                    if got > 0 { delivered += 1 }
+                } catch is TransportError {}
             }
         }
+        XCTAssertGreaterThan(largest, 50, "a page carries more rows than batch_events")
+        XCTAssertLessThan(received, partition / 2, "bounded by bytes: five pages are not the partition")
         let midway: Int64 = try await shore.scalar("SELECT done_rows FROM fleetsync.catch_up WHERE vessel = 'aurora'")
         XCTAssertGreaterThan(midway, 0, "progress is kept on the shore")
         let vesselStatus = try FleetSyncBinary.run(["status", "--config", fleet.vessels[0].configPath])
@@ -267,13 +294,17 @@ final class CatchUpTests: DatabaseTestCase {
         XCTAssertTrue(shoreStatus.output.contains("CATCHING UP"), shoreStatus.output)
         // A new process resumes.
         let second = try await vesselSync(fleet, fleet.vessels[0])
-        _ = try await second.syncUntilIdle { _, outcome in received += outcome.received }
+        _ = try await second.syncUntilIdle { _, outcome in
+            received += outcome.received
+            largest = max(largest, outcome.received)
+            if outcome.received > 0 { delivered += 1 }
+        }
         try await assertHoldsPartition(fleet, 0, "after resuming")
-        print("catch-up of \(partition) rows: \(received) rows received in all")
-        XCTAssertLessThanOrEqual(received, partition + 50, "only the lost page came twice")
+        print("catch-up of \(partition) rows: \(received) rows received in all, in \(delivered) page(s) of at most \(largest) rows")
+        XCTAssertLessThanOrEqual(received, partition + largest, "only the lost page came twice")
         XCTAssertGreaterThanOrEqual(received, partition)
         let pages: Int64 = try await shore.scalar("SELECT page FROM fleetsync.catch_up WHERE vessel = 'aurora'")
-        XCTAssertLessThanOrEqual(pages, Int64((partition + 49) / 50 + 2), "pages: one per 50 rows, the lost one again, and the last")
+        XCTAssertLessThanOrEqual(pages, Int64(delivered + 1), "pages: those delivered and the lost one")
     }
 
     /// `init` on a vessel whose tables already hold rows refuses by default, naming the tables

@@ -202,38 +202,57 @@ public struct CatchUpReader: Sendable {
             from = "fleetsync.catch_up_row c JOIN \(qualified(table)) r ON r.id = c.row_id"
             condition = "c.vessel = $1 AND c.phase = 1 AND c.rank = $5 AND ($2::uuid IS NULL OR c.row_id > $2::uuid)"
         }
-        let rows = try await session.rows("""
+        // Each row's text is made once (the values' object and the clocks), its size from it;
+        // the running sum stops the rows past the budget in the query (the first two always
+        // come: the first goes whatever its size, the second says whether more follow). The
+        // rows are decoded as they stream in, while the database still builds the next ones.
+        let sql = """
             SELECT id, delta, clocks, bytes FROM (
               SELECT q.*, row_number() OVER w AS n, sum(q.bytes) OVER w - q.bytes AS before FROM (
-                SELECT r.id, d.delta::text AS delta, r.sync_clock::text AS clocks,
-                       (octet_length(d.delta::text) + octet_length(r.sync_clock::text) + 48)::bigint AS bytes
-                FROM \(from) CROSS JOIN LATERAL (SELECT \(delta(table)) AS delta) d
-                WHERE \(condition) AND \(partition(table, vessel: "$1"))
-                ORDER BY r.id LIMIT $3
-              ) q WINDOW w AS (ORDER BY q.id)
+                SELECT t.*, (octet_length(t.delta) + coalesce(octet_length(t.clocks), 0) + 48)::bigint AS bytes FROM (
+                  SELECT r.id, (\(delta(table)))::text AS delta, r.sync_clock::text AS clocks
+                  FROM \(from)
+                  WHERE \(condition) AND \(partition(table, vessel: "$1"))
+                  ORDER BY r.id LIMIT $3
+                ) t
+              ) q WINDOW w AS (ORDER BY q.id ROWS UNBOUNDED PRECEDING)
             ) z WHERE n <= 2 OR before <= $4 ORDER BY id
-            """, binds, context: "reading \(table.name) rows for \(vessel)'s catch-up")
+            """
         var events: [ChangeEvent] = []
         var bytes = 0
         var stopped = false
-        for row in rows {
-            let context = "decoding a row for a catch-up"
-            let size = Int(try row.value(3, as: Int64.self, context: context))
-            if events.count == limit || ((!alone || !events.isEmpty) && bytes + size > budget) {
-                stopped = true
-                break
+        var count = 0
+        var clocks = ClockReader(fallback: configuration.nodeID)
+        do {
+            let stream = try await session.connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: session.logger)
+            for try await row in stream {
+                count += 1
+                // The rest of the stream is read, not decoded (ending it early would leave the
+                // connection with a query in flight).
+                if stopped { continue }
+                let context = "decoding a row for a catch-up"
+                let size = Int(try row.value(3, as: Int64.self, context: context))
+                if events.count == limit || ((!alone || !events.isEmpty) && bytes + size > budget) {
+                    stopped = true
+                    continue
+                }
+                let rowID: UUID = try row.value(0, context: context)
+                let values = try Self.members(of: try row.value(1, as: String.self, context: context), what: "row")
+                let clockMembers = try (try row.value(2, as: String?.self, context: context)).map { try Self.members(of: $0, what: "clocks") } ?? [:]
+                var fields: [String: FieldChange] = [:]
+                fields.reserveCapacity(values.count)
+                for (name, value) in values {
+                    fields[name] = FieldChange(value: value, clock: clocks.clock(clockMembers[name]))
+                }
+                events.append(ChangeEvent(table: table.name, rowID: rowID, fields: fields, origin: configuration.nodeID, originPosition: position))
+                bytes += size
             }
-            let rowID: UUID = try row.value(0, context: context)
-            let values = try Self.members(of: try row.value(1, as: String.self, context: context), what: "row")
-            let clocks = try (try row.value(2, as: String?.self, context: context)).map { try Self.members(of: $0, what: "clocks") } ?? [:]
-            var fields: [String: FieldChange] = [:]
-            for (name, value) in values {
-                fields[name] = FieldChange(value: value, clock: clocks[name].flatMap(FieldClock.init(json:)) ?? FieldClock(counter: 0, node: configuration.nodeID))
-            }
-            events.append(ChangeEvent(table: table.name, rowID: rowID, fields: fields, origin: configuration.nodeID, originPosition: position))
-            bytes += size
+        } catch let error as DatabaseError {
+            throw error
+        } catch {
+            throw DatabaseError(error, context: "reading \(table.name) rows for \(vessel)'s catch-up")
         }
-        let exhausted = !stopped && rows.count <= limit
+        let exhausted = !stopped && count <= limit
         return (events, bytes, exhausted)
     }
 
@@ -267,6 +286,24 @@ public struct CatchUpReader: Sendable {
         let value = try JSONParser.parse(text, valuesAt: JSONLimits.Envelope.members)
         guard case .object(let members) = value else { throw EventDecodingError("the \(what) is a JSON \(value.kindName), not an object") }
         return members
+    }
+}
+
+/// Reads stored field clocks (`[counter, "node"]`), checking each distinct node id once: rows of
+/// a page name the same few writers.
+struct ClockReader {
+    var fallback: String
+    var checked: [String] = []
+
+    /// The clock, or the lowest clock of `fallback` when it is missing or malformed.
+    mutating func clock(_ json: JSONValue?) -> FieldClock {
+        guard case .array(let items)? = json, items.count == 2, let counter = items[0].int64Value, counter >= 0,
+              let node = items[1].stringValue else { return FieldClock(counter: 0, node: fallback) }
+        if !checked.contains(node) {
+            guard Identifiers.isValidNodeID(node) else { return FieldClock(counter: 0, node: fallback) }
+            if checked.count < 16 { checked.append(node) }
+        }
+        return FieldClock(counter: counter, node: node)
     }
 }
 
