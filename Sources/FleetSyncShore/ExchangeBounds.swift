@@ -2,28 +2,124 @@ import Foundation
 import PostgresNIO
 
 /// The bounds one `fleetsync serve` process keeps whatever its clients do: a limited number of
-/// exchanges in progress (the rest are answered `busy` at once, with a time to retry), and a
-/// deadline per exchange after which the answer goes out whatever the database is doing.
+/// exchanges in progress, and a deadline per exchange after which the answer goes out whatever
+/// the database is doing.
+///
+/// A request arriving while `limit` exchanges are in progress waits its turn in a FIFO queue of
+/// at most `queueLength` requests, each for at most `queueSeconds` (a burst, such as every
+/// vessel's catch-up pages at once, is smoothed instead of answered busy); past either bound it
+/// is answered `busy` with a time to retry. A queued request is a continuation in this queue
+/// (plus the HTTP connection and the body it already holds): no database connection, no task
+/// of its own; its time limit is one timer.
 final class ExchangeGate: @unchecked Sendable {
-    private let lock = NSLock()
-    private var inFlight = 0
-    let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    /// Takes a place, or returns false when `limit` exchanges are in progress.
-    func enter() -> Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        guard inFlight < limit else { return false }
-        inFlight += 1
-        return true
+    private struct Waiter {
+        var id: UInt64
+        var continuation: CheckedContinuation<Bool, Never>
     }
 
+    private let lock = NSLock()
+    private var inFlight = 0
+    private var waiters: [Waiter] = []
+    private var nextID: UInt64 = 0
+    /// Requests between the decision to wait and their continuation's queueing, and whether
+    /// they were cancelled (their connection closed) meanwhile.
+    private var arriving: [UInt64: Bool] = [:]
+    private var stopped = false
+    let limit: Int
+    let queueLength: Int
+    let queueSeconds: Double
+
+    init(limit: Int, queueLength: Int = 0, queueSeconds: Double = 0) {
+        self.limit = limit
+        self.queueLength = queueLength
+        self.queueSeconds = queueSeconds
+    }
+
+    /// Exchanges in progress and requests waiting, for tests and logs.
+    var counts: (inFlight: Int, queued: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (inFlight, waiters.count)
+    }
+
+    /// Takes a place, waiting in the queue when all are taken; false when the queue is full, the
+    /// wait passed `queueSeconds`, the request was cancelled, or the server is stopping.
+    func enter() async -> Bool {
+        enum First { case entered, refused, wait(UInt64) }
+        let first: First = lock.withLock {
+            if inFlight < limit {
+                inFlight += 1
+                return .entered
+            }
+            guard !stopped, queueSeconds > 0, waiters.count < queueLength else { return .refused }
+            let id = nextID
+            nextID += 1
+            arriving[id] = false
+            return .wait(id)
+        }
+        guard case .wait(let id) = first else {
+            if case .entered = first { return true }
+            return false
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                lock.lock()
+                let cancelled = arriving.removeValue(forKey: id) ?? false
+                let now: Bool?
+                if cancelled {
+                    now = false
+                } else if inFlight < limit {
+                    inFlight += 1
+                    now = true
+                } else if stopped || waiters.count >= queueLength {
+                    now = false
+                } else {
+                    waiters.append(Waiter(id: id, continuation: continuation))
+                    now = nil
+                }
+                lock.unlock()
+                if let now { return continuation.resume(returning: now) }
+                DispatchQueue.global().asyncAfter(deadline: .now() + queueSeconds) { [self] in remove(id) }
+            }
+        } onCancel: {
+            remove(id)
+        }
+    }
+
+    /// Ends the wait of request `id` with false, if it still waits (or is about to).
+    private func remove(_ id: UInt64) {
+        lock.lock()
+        guard let index = waiters.firstIndex(where: { $0.id == id }) else {
+            if arriving[id] != nil { arriving[id] = true }
+            lock.unlock()
+            return
+        }
+        let waiter = waiters.remove(at: index)
+        lock.unlock()
+        waiter.continuation.resume(returning: false)
+    }
+
+    /// Gives the place back: to the first request waiting, if any.
     func leave() {
         lock.lock()
-        inFlight -= 1
+        guard !waiters.isEmpty else {
+            inFlight -= 1
+            lock.unlock()
+            return
+        }
+        let next = waiters.removeFirst()
         lock.unlock()
+        next.continuation.resume(returning: true)
+    }
+
+    /// The server is stopping: every waiting request is answered busy now, and none waits again.
+    func stop() {
+        lock.lock()
+        stopped = true
+        let all = waiters
+        waiters.removeAll()
+        lock.unlock()
+        all.forEach { $0.continuation.resume(returning: false) }
     }
 }
 

@@ -1,6 +1,39 @@
 import FleetSyncCore
 import FleetSyncPostgres
 import PostgresNIO
+import Synchronization
+
+/// When `fleetsync serve` prunes: after an exchange, as housekeeping that yields to exchanges.
+/// An exchange that runs alone prunes after it; while other exchanges are in progress, pruning
+/// runs at most once per `interval` per process, and never twice at once. (Pruning after every
+/// exchange of a busy shore took more of PostgreSQL's time than the exchanges themselves, and
+/// its write of the outbox counter row queued behind the sequencer's: docs/SCALING.md.)
+public final class RetentionSchedule: Sendable {
+    struct State {
+        var running = false
+        var last: ContinuousClock.Instant?
+    }
+
+    let state = Mutex(State())
+    public let interval: Duration
+
+    public init(interval: Duration = .seconds(1)) { self.interval = interval }
+
+    /// Whether this exchange prunes now; `othersInProgress`: other exchanges are running. A
+    /// true answer must be followed by ``done()``.
+    public func claim(othersInProgress: Bool) -> Bool {
+        let now = ContinuousClock.now
+        return state.withLock { s in
+            guard !s.running else { return false }
+            if othersInProgress, let last = s.last, now - last < interval { return false }
+            s.running = true
+            s.last = now
+            return true
+        }
+    }
+
+    public func done() { state.withLock { $0.running = false } }
+}
 
 /// Prunes the shore's event log, by age and by size. Pruning is always safe: a vessel whose
 /// cursor falls behind what is kept is caught up from table state (``CatchUp``). What pruning
@@ -23,7 +56,10 @@ public enum Retention {
             ), by_age AS (
               SELECT coalesce((SELECT min(acknowledged) FROM active), (SELECT last_pos FROM fleetsync.outbox_counter)) AS h
             ), by_size AS (
-              SELECT CASE WHEN $2 > 0 THEN (SELECT pos FROM fleetsync.outbox WHERE pos IS NOT NULL ORDER BY pos DESC OFFSET $2 LIMIT 1) END AS h
+              -- Positions are unique and those at or below pruned_below are gone: with no more
+              -- than $2 positions between them and last_pos there is nothing to count.
+              SELECT CASE WHEN $2 > 0 AND (SELECT last_pos - pruned_below FROM fleetsync.outbox_counter) > $2
+                THEN (SELECT pos FROM fleetsync.outbox WHERE pos IS NOT NULL ORDER BY pos DESC OFFSET $2 LIMIT 1) END AS h
             ), horizon AS (
               SELECT greatest((SELECT h FROM by_age), coalesce((SELECT h FROM by_size), 0)) AS h
             ), pruned AS (

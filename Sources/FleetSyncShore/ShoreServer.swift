@@ -43,9 +43,10 @@ public struct ShoreServer: Sendable {
         let configuration = self.configuration
         let logger = self.logger
         let pool = PostgresClient(configuration: try Self.poolConfiguration(configuration.databaseURL, shore), backgroundLogger: logger)
-        let gate = ExchangeGate(limit: shore.concurrentExchanges)
+        let gate = ExchangeGate(limit: shore.concurrentExchanges, queueLength: shore.exchangeQueueLength, queueSeconds: shore.exchangeQueueSeconds)
         let bodies = ByteBudget(maximumMessage: maximumBody)
         let memory = MemoryGiveBack()
+        let retention = RetentionSchedule()
         // Long polls wait here, without a database connection (docs/PROTOCOL.md, *Long poll*).
         let probe = ShoreWorkProbe(pool: pool, logger: logger)
         let longPoll = LongPollHub(maximumWaiters: shore.longPollMaxWaiters, logger: logger) { await probe($0) }
@@ -71,9 +72,10 @@ public struct ShoreServer: Sendable {
                 // The client stopped sending (or the connection broke) before the body ended.
                 return Self.answer((400, MessageFraming.encode(WireError(.truncated, "the request body ended before its declared length"))))
             }
-            // At most `concurrent_exchanges` at once; past that, an answer the vessel retries.
-            guard gate.enter() else {
-                return Self.busy("the shore is at its limit of \(gate.limit) exchanges in progress; retry in a few seconds", retryAfter: 2)
+            // At most `concurrent_exchanges` at once, a bounded queue waiting briefly for a
+            // place; past that, an answer the vessel retries.
+            guard await gate.enter() else {
+                return Self.busy("the shore is at its limit of \(gate.limit) exchanges in progress and \(gate.queueLength) waiting (for up to \(gate.queueSeconds) s); retry in a few seconds", retryAfter: 2)
             }
             // A parked long poll leaves the gate: it holds no database connection while it waits.
             var inGate = true
@@ -95,7 +97,10 @@ public struct ShoreServer: Sendable {
                         let session = DatabaseSession.lent(connection, logger: logger)
                         let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
                         let result = await exchange.reply(to: decoded, session: session, telemetry: telemetry, longPollMaxSeconds: shore.longPollMaxSeconds)
-                        if case .answer(200, _) = result { _ = try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session) }
+                        if case .answer(200, _) = result, retention.claim(othersInProgress: gate.counts.inFlight > 1) {
+                            _ = try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session)
+                            retention.done()
+                        }
                         await telemetry.close()
                         return result
                     }
@@ -159,7 +164,10 @@ public struct ShoreServer: Sendable {
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: pool), .init(service: app, successTerminationBehavior: .gracefullyShutdownGroup)],
             gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
-        try await Self.runBounded(group, shutdownSeconds: shore.shutdownTimeoutSeconds, logger: logger, onSignal: { longPoll.stop() })
+        try await Self.runBounded(group, shutdownSeconds: shore.shutdownTimeoutSeconds, logger: logger, onSignal: {
+            longPoll.stop()
+            gate.stop()
+        })
     }
 
     /// Runs the server's services; once a shutdown signal arrives, the process ends within

@@ -147,6 +147,12 @@ public struct ShoreConfiguration: Sendable, Equatable {
     /// is kept, and how long SIGTERM waits for requests in flight before the process ends.
     public var databaseConnections: Int = 20
     public var concurrentExchanges: Int = 64
+    /// A request arriving while `concurrentExchanges` are in progress waits for a place in a
+    /// FIFO queue of at most `exchangeQueueLength` requests, each for at most
+    /// `exchangeQueueSeconds` (0: busy at once); past either, it is answered `busy`. A queued
+    /// request holds its HTTP connection and body, no database connection.
+    public var exchangeQueueSeconds: Double = 2
+    public var exchangeQueueLength: Int = 512
     public var requestTimeoutSeconds: Int = 60
     public var idleTimeoutSeconds: Int = 30
     public var shutdownTimeoutSeconds: Int = 10

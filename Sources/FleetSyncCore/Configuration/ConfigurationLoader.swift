@@ -116,7 +116,7 @@ struct ConfigurationReader {
         var shore: ShoreConfiguration?
         if let table = section(root, "shore", required: role == .shore) {
             checkKeys(table, path: "shore", known: ["listen", "retention_days", "retention_max_events", "tls_certificate", "tls_key",
-                                                    "database_connections", "concurrent_exchanges", "request_timeout_seconds", "idle_timeout_seconds", "shutdown_timeout_seconds",
+                                                    "database_connections", "concurrent_exchanges", "exchange_queue_seconds", "exchange_queue_length", "request_timeout_seconds", "idle_timeout_seconds", "shutdown_timeout_seconds",
                                                     "long_poll_max_seconds", "long_poll_max_waiters"])
             if role == .vessel { fail("shore", "is a shore setting in a vessel configuration", "remove the [shore] section") }
             if let listen = string(table, "listen", path: "shore", required: true) {
@@ -128,6 +128,12 @@ struct ConfigurationReader {
                 if let events = integer(table, "retention_max_events", path: "shore", range: 0...1_000_000_000_000) { shore?.retentionMaxEvents = events }
                 if let n = integer(table, "database_connections", path: "shore", range: 1...1_000) { shore?.databaseConnections = n }
                 if let n = integer(table, "concurrent_exchanges", path: "shore", range: 1...100_000) { shore?.concurrentExchanges = n }
+                if let value = table["exchange_queue_seconds"] {
+                    if let s = value.double ?? value.int.map(Double.init), (0...60).contains(s) { shore?.exchangeQueueSeconds = s } else {
+                        fail("shore.exchange_queue_seconds", "must be a number of seconds from 0 to 60", "write exchange_queue_seconds = 2 (0: answer busy at once when concurrent_exchanges are in progress)")
+                    }
+                }
+                if let n = integer(table, "exchange_queue_length", path: "shore", range: 0...1_000_000) { shore?.exchangeQueueLength = n }
                 if let n = integer(table, "request_timeout_seconds", path: "shore", range: 1...3_600) { shore?.requestTimeoutSeconds = n }
                 if let n = integer(table, "idle_timeout_seconds", path: "shore", range: 1...3_600) { shore?.idleTimeoutSeconds = n }
                 if let n = integer(table, "shutdown_timeout_seconds", path: "shore", range: 1...600) { shore?.shutdownTimeoutSeconds = n }
