@@ -17,6 +17,8 @@ public struct ShoreExchange: Sendable {
     public var logger: Logger
     /// Challenges, tokens and the shore's keys: every exchange is sealed and authenticated.
     public var authority: ShoreAuthority
+    /// The outbox sequencer, run once for the exchanges of this process that need it at once.
+    public var sequencer = SequencerGroup()
 
     public init(configuration: FleetSyncConfiguration, schema: LocalSchema, logger: Logger, keys: NodeKeys) {
         self.configuration = configuration
@@ -273,7 +275,7 @@ public struct ShoreExchange: Sendable {
         if !request.events.isEmpty {
             // Transfers made since the last exchange are sequenced first: their offboardings say
             // which rows left this vessel after its cursor.
-            try await OutboxReader(session: db).sequence()
+            try await sequencer.sequence(on: db)
             // A vessel's writes are judged against the partition it had seen: its cursor, never
             // below what it reported before.
             let partition = try await PartitionGuard(configuration: configuration).check(request.events, vessel: vessel, seen: max(request.cursor, seen), on: db)
@@ -306,7 +308,7 @@ public struct ShoreExchange: Sendable {
             WHERE peer = $1
             """, state, context: "recording contact with \(vessel)")
         let acknowledged = request.upTo
-        try await OutboxReader(session: db).sequence()
+        try await sequencer.sequence(on: db)
         // The vessel has more of its own to send: nothing of the shore's this time.
         if request.holdIncoming {
             var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,

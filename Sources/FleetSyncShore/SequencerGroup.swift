@@ -1,0 +1,79 @@
+import FleetSyncPostgres
+import Synchronization
+
+/// The outbox sequencer shared by the exchanges of one server process, like a group commit.
+///
+/// Every exchange sequences what has committed before it reads a vessel's queue, and the
+/// sequencer runs under one lock for the whole shore (`OutboxReader.sequence`). On a busy shore
+/// most exchanges found the lock taken and waited for it holding a pooled connection (in the
+/// fleet-load benchmark, 73 % of PostgreSQL's statement time was that wait), then each ran a
+/// transaction of its own that moved a handful of events. Here one exchange of the process runs
+/// the sequencer while the others that arrive meanwhile wait without a statement of their own;
+/// when it finishes, the first of them runs it once for all of them (a run that starts after
+/// they arrived covers everything committed before they asked), and so on. Across processes
+/// the database lock still serializes runs.
+public final class SequencerGroup: Sendable {
+    enum Turn: Sendable {
+        /// Run the sequencer on your connection, then answer these.
+        case lead([CheckedContinuation<Turn, Never>])
+        /// A run that started after you asked has finished.
+        case done
+        /// That run failed: run it yourself.
+        case runYourself
+    }
+
+    struct State {
+        var running = false
+        var waiting: [CheckedContinuation<Turn, Never>] = []
+    }
+
+    let state = Mutex(State())
+
+    public init() {}
+
+    /// Returns once everything committed before the call is sequenced: by a run on `db`, or by
+    /// one that another exchange of this process started after the call.
+    public func sequence(on db: DatabaseSession) async throws {
+        let leads = state.withLock { s -> Bool in
+            if s.running { return false }
+            s.running = true
+            return true
+        }
+        if leads { return try await run(answering: [], on: db) }
+        let turn = await withCheckedContinuation { (continuation: CheckedContinuation<Turn, Never>) in
+            let leadsNow = state.withLock { s -> Bool in
+                if s.running {
+                    s.waiting.append(continuation)
+                    return false
+                }
+                s.running = true
+                return true
+            }
+            if leadsNow { continuation.resume(returning: .lead([])) }
+        }
+        switch turn {
+        case .done: return
+        case .runYourself: _ = try await OutboxReader(session: db).sequence()
+        case .lead(let followers): try await run(answering: followers, on: db)
+        }
+    }
+
+    /// One run for the caller and `followers`, then the turn passes to those who came meanwhile.
+    private func run(answering followers: [CheckedContinuation<Turn, Never>], on db: DatabaseSession) async throws {
+        var failure: (any Error)?
+        do {
+            _ = try await OutboxReader(session: db).sequence()
+        } catch {
+            failure = error
+        }
+        followers.forEach { $0.resume(returning: failure == nil ? .done : .runYourself) }
+        let next = state.withLock { s -> [CheckedContinuation<Turn, Never>] in
+            let next = s.waiting
+            s.waiting = []
+            if next.isEmpty { s.running = false }
+            return next
+        }
+        if let first = next.first { first.resume(returning: .lead(Array(next.dropFirst()))) }
+        if let failure { throw failure }
+    }
+}
