@@ -7,18 +7,38 @@ import PostgresNIO
 /// What one run counts: latencies of answered exchanges, failures by kind, events each way.
 actor Recorder {
     private(set) var latencies: [Double] = []
+    /// Latencies and failures of what ended after the start (every vessel's first contact and
+    /// catch-up: the first two intervals), reported apart as the steady state.
+    private(set) var steadyLatencies: [Double] = []
+    private(set) var steadyFailures = 0
+    let steadyFrom: ContinuousClock.Instant
+
+    init(steadyFrom: ContinuousClock.Instant) { self.steadyFrom = steadyFrom }
+
     private(set) var failures: [String: Int] = [:]
     private(set) var sent = 0
     private(set) var received = 0
+    /// Long polls answered (with events, and empty when their time was up), and abandoned.
+    private(set) var pollsWithEvents = 0
+    private(set) var pollsEmpty = 0
+    private(set) var abandoned = 0
 
     func record(_ outcome: SimulatedVessel.Outcome) {
+        let steady = ContinuousClock.now >= steadyFrom
         switch outcome {
         case .ok(let seconds, let up, let down, _):
             latencies.append(seconds)
+            if steady { steadyLatencies.append(seconds) }
             sent += up
             received += down
+        case .polled(_, let down, _):
+            received += down
+            if down > 0 { pollsWithEvents += 1 } else { pollsEmpty += 1 }
+        case .abandoned:
+            abandoned += 1
         case .failed(let kind, _):
             failures[kind, default: 0] += 1
+            if steady { steadyFailures += 1 }
         }
     }
 }
@@ -41,6 +61,11 @@ actor Peaks {
 /// a random moment of the first interval) for `seconds`, while the shore writes to their
 /// partitions. A vessel answered with more to fetch (catch-up, `more`) exchanges again at once;
 /// one answered `busy` retries after 1–2 s.
+///
+/// With `longPoll`, vessels behave as the daemon does by default (`[vessel] long_poll`): their
+/// writes commit every `interval` (±20 %) and are sent at once; between them an idle vessel
+/// holds a long poll open (`interval` seconds at most), answered as soon as the shore has
+/// something for it, and abandoned (the request cancelled) when its next write commits.
 struct LoadRun {
     var binary: String
     var vessels: Int
@@ -49,27 +74,36 @@ struct LoadRun {
     var writes: Int
     var crew: Int
     var bounds: ShoreUnderLoad.Bounds
+    var longPoll = false
+    var statements = false
 
     struct Result {
         var vessels: Int
         var exchanges: Int
         var perSecond: Double
         var p50: Double, p99: Double, maximum: Double
+        /// After the first two intervals (the start): p99 and failures.
+        var steadyP99: Double, steadyFailures: Int
         var failures: [String: Int]
         var sent: Int, received: Int, shoreWrites: Int
         var peakMB: Double, afterMB: Double
         var connections: Int64, serverConnections: Int64, pool: Int
-        var serverCPU: Double
+        var serverCPU: Double, databaseCPU: Double, generatorCPU: Double
+        var pollsWithEvents: Int, pollsEmpty: Int, abandoned: Int
+        var statements: [String]
     }
 
     func run() async throws -> Result {
         let ids = (1...vessels).map { String(format: "v%05d", $0) }
-        let shore = try await ShoreUnderLoad.start(binary: binary, vessels: ids, crew: crew, bounds: bounds)
+        let shore = try await ShoreUnderLoad.start(binary: binary, vessels: ids, crew: crew, bounds: bounds, statements: statements)
         defer { shore.stop() }
         let simulated = try ids.map { try shore.vessel($0, writesPerExchange: writes) }
-        let recorder = Recorder()
+        let recorder = Recorder(steadyFrom: ContinuousClock.now + .seconds(2 * interval))
         let peaks = Peaks()
+        if statements { await shore.resetStatements() }
         let cpuBefore = Self.cpuSeconds(shore.serverPID)
+        let databaseBefore = shore.databaseCPU()
+        let generatorBefore = Self.cpuSeconds(getpid())
         let start = ContinuousClock.now
         let end = start + .seconds(seconds)
         let writer = try await ShoreWriter.start(url: shore.url, vessels: ids.count, perVesselPerSecond: Double(writes) / interval, until: end)
@@ -90,44 +124,85 @@ struct LoadRun {
             }
         }
         let interval = self.interval
+        let longPoll = self.longPoll
         await withTaskGroup(of: Void.self) { group in
             for vessel in simulated {
                 group.addTask {
                     try? await Task.sleep(for: .seconds(Double.random(in: 0..<interval)))
+                    if longPoll {
+                        await Self.longPolling(vessel, interval: interval, until: end, recorder: recorder)
+                        return
+                    }
                     while ContinuousClock.now < end {
                         let outcome = await vessel.exchange()
                         await recorder.record(outcome)
                         switch outcome {
                         case .ok(_, _, _, let more) where more: continue
-                        case .ok: try? await Task.sleep(for: .seconds(interval * Double.random(in: 0.8...1.2)))
                         case .failed: try? await Task.sleep(for: .seconds(Double.random(in: 1...2)))
+                        default: try? await Task.sleep(for: .seconds(interval * Double.random(in: 0.8...1.2)))
                         }
                     }
                 }
             }
         }
         let elapsed = ContinuousClock.now - start
+        let databaseCPU = shore.databaseCPU() - databaseBefore
+        let generatorCPU = Self.cpuSeconds(getpid()) - generatorBefore
         let shoreWrites = await writer.stop()
         sampler.cancel()
         _ = await sampler.result
         for vessel in simulated { await vessel.client.shutdown() }
         try await Task.sleep(for: .seconds(2))
         let sorted = await recorder.latencies.sorted()
-        func quantile(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+        func quantile(_ q: Double, _ sorted: [Double] = sorted) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+        let steady = await recorder.steadyLatencies.sorted()
         let wall = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return Result(vessels: vessels, exchanges: sorted.count, perSecond: Double(sorted.count) / wall,
-                      p50: quantile(0.5), p99: quantile(0.99), maximum: sorted.last ?? 0, failures: await recorder.failures,
+                      p50: quantile(0.5), p99: quantile(0.99), maximum: sorted.last ?? 0,
+                      steadyP99: quantile(0.99, steady), steadyFailures: await recorder.steadyFailures, failures: await recorder.failures,
                       sent: await recorder.sent, received: await recorder.received, shoreWrites: shoreWrites,
                       peakMB: shore.serverMemory("VmHWM"), afterMB: shore.serverMemory("VmRSS"),
                       connections: await peaks.connections, serverConnections: await peaks.serverConnections, pool: bounds.databaseConnections,
-                      serverCPU: Self.cpuSeconds(shore.serverPID) - cpuBefore)
+                      serverCPU: Self.cpuSeconds(shore.serverPID) - cpuBefore, databaseCPU: databaseCPU, generatorCPU: generatorCPU,
+                      pollsWithEvents: await recorder.pollsWithEvents, pollsEmpty: await recorder.pollsEmpty, abandoned: await recorder.abandoned,
+                      statements: statements ? await shore.statementReport() : [])
     }
 
-    /// User plus system CPU seconds of a process, from /proc/PID/stat.
-    static func cpuSeconds(_ pid: pid_t) -> Double {
+    /// One vessel as the daemon runs with `long_poll` on: its writes (committing every
+    /// `interval` ±20 %) go at once; more to fetch, at once; otherwise a long poll of `interval`
+    /// seconds, abandoned when the next write commits; a busy answer, retried after 1–2 s.
+    static func longPolling(_ vessel: SimulatedVessel, interval: Double, until end: ContinuousClock.Instant, recorder: Recorder) async {
+        var nextWrite = ContinuousClock.now
+        var more = true
+        while ContinuousClock.now < end {
+            let now = ContinuousClock.now
+            let outcome: SimulatedVessel.Outcome
+            if now >= nextWrite {
+                outcome = await vessel.exchange()
+                nextWrite = now + .seconds(interval * Double.random(in: 0.8...1.2))
+            } else if more {
+                outcome = await vessel.exchange(writing: false)
+            } else {
+                outcome = await vessel.exchange(poll: max(1, Int(interval)), abandonAt: nextWrite)
+            }
+            await recorder.record(outcome)
+            switch outcome {
+            case .ok(_, _, _, let m), .polled(_, _, let m): more = m
+            case .abandoned: more = false
+            case .failed:
+                more = true
+                try? await Task.sleep(for: .seconds(Double.random(in: 1...2)))
+            }
+        }
+    }
+
+    /// User plus system CPU seconds of a process, from /proc/PID/stat (with `children`, also
+    /// those of its children it has waited for).
+    static func cpuSeconds(_ pid: pid_t, children: Bool = false) -> Double {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return ((Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        let used = (11...(children ? 14 : 12)).reduce(0.0) { $0 + (Double(fields[$1]) ?? 0) }
+        return used / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }
 

@@ -25,11 +25,32 @@ struct ShoreUnderLoad {
     struct Bounds {
         var databaseConnections: Int
         var concurrentExchanges: Int
+        /// `[shore] exchange_queue_seconds` and `exchange_queue_length` (nil: the defaults).
+        var queueSeconds: Double?
+        var queueLength: Int?
     }
 
-    static func start(binary: String, vessels: [String], crew: Int, bounds: Bounds) async throws -> ShoreUnderLoad {
+    /// `statements`: the cluster loads pg_stat_statements (with planning time), so that the run
+    /// can say which statements take PostgreSQL's time.
+    static func start(binary: String, vessels: [String], crew: Int, bounds: Bounds, statements: Bool = false) async throws -> ShoreUnderLoad {
         let cluster = try TestCluster.start()
+        if statements {
+            let admin = try await DatabaseSession.connect(url: cluster.url(database: "postgres"), logger: Fixtures.logger)
+            try await admin.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            await admin.close()
+            try cluster.pause()
+            try cluster.resume()
+            let loaded = try await DatabaseSession.connect(url: cluster.url(database: "postgres"), logger: Fixtures.logger)
+            try await loaded.execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+            _ = try await loaded.rows("SELECT pg_reload_conf()")
+            await loaded.close()
+        }
         let url = try await cluster.createDatabase(prefix: "fleet")
+        if statements {
+            let db = try await DatabaseSession.connect(url: url, logger: Fixtures.logger)
+            try await db.execute("CREATE EXTENSION pg_stat_statements")
+            await db.close()
+        }
         let database = String(url.split(separator: "/").last!)
         try Fixtures.runScriptFile(Fixtures.exampleSchemaPath, url: url)
         let port = try FreePort.find()
@@ -41,6 +62,8 @@ struct ShoreUnderLoad {
                 [shore]
                 database_connections = \(bounds.databaseConnections)
                 concurrent_exchanges = \(bounds.concurrentExchanges)
+                \(bounds.queueSeconds.map { "exchange_queue_seconds = \($0)" } ?? "")
+                \(bounds.queueLength.map { "exchange_queue_length = \($0)" } ?? "")
 
                 """)
         let configPath = try FleetSyncBinary.writeConfiguration(text)
@@ -91,6 +114,47 @@ struct ShoreUnderLoad {
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let kB = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
         return kB / 1024
+    }
+
+    /// CPU seconds (user and system) PostgreSQL has used so far: the postmaster, its live
+    /// children (backends, background workers) and the children it has reaped.
+    func databaseCPU() -> Double {
+        guard let text = try? String(contentsOfFile: cluster.directory + "/data/postmaster.pid", encoding: .utf8),
+              let postmaster = Int32(text.split(separator: "\n").first ?? "") else { return 0 }
+        var total = LoadRun.cpuSeconds(postmaster, children: true)
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 2, Int32(fields[1]) == postmaster { total += LoadRun.cpuSeconds(pid) }
+        }
+        return total
+    }
+
+    /// The statements that took PostgreSQL's time (execution and planning) since the last
+    /// reset, most first, as lines to print; empty without pg_stat_statements.
+    func statementReport(limit: Int = 15) async -> [String] {
+        guard let db = try? await DatabaseSession.connect(url: url, logger: Fixtures.logger) else { return [] }
+        defer { Task { await db.close() } }
+        guard let rows = try? await db.rows("""
+            SELECT calls, (total_exec_time + total_plan_time)::float8, total_plan_time::float8,
+                   regexp_replace(left(query, 110), '\\s+', ' ', 'g'), sum(total_exec_time + total_plan_time) OVER ()::float8
+            FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND query NOT LIKE '%pg_stat%' ORDER BY 2 DESC LIMIT \(limit)
+            """) else { return [] }
+        var lines: [String] = []
+        for row in rows {
+            guard let (calls, ms, plan, query, all) = try? row.decode((Int64, Double, Double, String, Double).self) else { continue }
+            if lines.isEmpty { lines.append(String(format: "  statements: %.0f ms in all (execution and planning)", all)) }
+            lines.append(String(format: "  %5.1f %%  %8.0f ms (plan %6.0f)  %7ld calls  %6.3f ms each  ", 100 * ms / max(all, 1), ms, plan, calls, ms / Double(max(calls, 1))) + query)
+        }
+        return lines
+    }
+
+    func resetStatements() async {
+        guard let db = try? await DatabaseSession.connect(url: url, logger: Fixtures.logger) else { return }
+        _ = try? await db.rows("SELECT pg_stat_statements_reset()")
+        await db.close()
     }
 
     /// Stops the server (SIGTERM), then the cluster.

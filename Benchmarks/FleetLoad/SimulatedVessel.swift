@@ -28,15 +28,22 @@ final class SimulatedVessel: @unchecked Sendable {
 
     var vessel: String { client.vessel }
 
-    /// One outcome of an exchange attempt, as the recorder counts it.
+    /// One outcome of an exchange attempt, as the recorder counts it. A long poll's answer is
+    /// `polled` (its time includes the wait, so it is kept out of the latency figures); a poll
+    /// ended by a local write before its answer is `abandoned`.
     enum Outcome: Sendable {
         case ok(seconds: Double, sent: Int, received: Int, more: Bool)
+        case polled(seconds: Double, received: Int, more: Bool)
+        case abandoned
         case failed(kind: String, seconds: Double)
     }
 
     /// One exchange: a fresh token when needed (challenge and proof), then the sealed request
     /// with this vessel's writes, then what the answer changes (cursor, clock, crew).
-    func exchange() async -> Outcome {
+    /// `writing`: false for an exchange that only fetches (more to come). `poll`: a long poll as the daemon sends when it has nothing to send (no writes, the shore
+    /// may hold the answer that many seconds), abandoned at `abandonAt` (a local write commits:
+    /// the daemon cancels the request and exchanges at once; the answer is dropped).
+    func exchange(writing: Bool = true, poll: Int? = nil, abandonAt: ContinuousClock.Instant? = nil) async -> Outcome {
         let start = ContinuousClock.now
         func seconds() -> Double {
             let d = ContinuousClock.now - start
@@ -47,13 +54,16 @@ final class SimulatedVessel: @unchecked Sendable {
                 token = try await client.token()
                 tokenTakenAt = Date()
             }
-            let events = writes()
+            let events = writing && poll == nil ? writes() : []
             var status: [String: JSONValue] = ["pending": .number("\(events.count)")]
             if let catchUp { status["catch_up"] = .object(catchUp) }
-            let request = ExchangeRequest(vesselID: vessel, cursor: cursor, events: events, upTo: position, clock: clock, status: status)
-            let response = try await client.exchange(request, token: token)
+            var request = ExchangeRequest(vesselID: vessel, cursor: cursor, events: events, upTo: position, clock: clock, status: status)
+            request.waitSeconds = poll ?? 0
+            guard let response = try await send(request, abandonAt: abandonAt) else { return .abandoned }
             take(response)
-            return .ok(seconds: seconds(), sent: events.count, received: response.events.count, more: response.more || response.catchUp != nil)
+            let more = response.more || response.catchUp != nil
+            if poll != nil { return .polled(seconds: seconds(), received: response.events.count, more: more) }
+            return .ok(seconds: seconds(), sent: events.count, received: response.events.count, more: more)
         } catch let error as WireError {
             // The writes are sent again next time (a real vessel keeps them in its outbox);
             // an expired or refused token is taken anew.
@@ -65,6 +75,23 @@ final class SimulatedVessel: @unchecked Sendable {
             return .failed(kind: kind, seconds: seconds())
         } catch {
             return .failed(kind: "\(type(of: error))", seconds: seconds())
+        }
+    }
+
+    /// The request sent, or nil when `abandonAt` came first (the request is cancelled, as the
+    /// daemon's is).
+    private func send(_ request: ExchangeRequest, abandonAt: ContinuousClock.Instant?) async throws -> ExchangeResponse? {
+        let client = self.client, token = self.token
+        guard let abandonAt else { return try await client.exchange(request, token: token) }
+        return try await withThrowingTaskGroup(of: ExchangeResponse?.self) { group in
+            group.addTask { try await client.exchange(request, token: token) }
+            group.addTask {
+                try await Task.sleep(until: abandonAt, clock: .continuous)
+                return nil
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            return first
         }
     }
 

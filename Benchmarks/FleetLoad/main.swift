@@ -16,16 +16,26 @@ struct Options {
     var crew = 8
     var pool = 20
     var exchanges = 64
+    var queueSeconds: Double?
+    var queueLength: Int?
+    var longPoll = false
+    var statements = false
 
     static let usage = """
         usage: fleetsync-fleet-load [--fleetsync PATH] [--vessels 50,100,200,500,1000] [--seconds 30]
                                     [--interval 5] [--writes 3] [--crew 8] [--pool 20] [--exchanges 64]
+                                    [--queue-seconds S] [--queue-length N] [--mode interval|long-poll] [--statements on]
           --vessels    fleet sizes to run, one after the other, each against a fresh shore
           --seconds    how long each fleet exchanges
           --interval   seconds between one vessel's exchanges (±20 %); more to fetch: at once
           --writes     writes per exchange each way (vessel: fields of its rows; shore: its partition)
           --crew       crew rows routed to each vessel at the start
           --pool       [shore] database_connections;  --exchanges  [shore] concurrent_exchanges
+          --queue-seconds, --queue-length   [shore] exchange_queue_seconds, exchange_queue_length
+          --mode       interval: every vessel exchanges every --interval (the stress figures);
+                       long-poll: as the daemon by default: writes sent as they commit (every
+                       --interval), a long poll held open between them
+          --statements on: load pg_stat_statements and print the statements that took PostgreSQL's time
         """
 
     static func parse(_ arguments: [String]) -> Options {
@@ -55,6 +65,14 @@ struct Options {
             case "--crew": options.crew = int(1...1_000)
             case "--pool": options.pool = int(1...1_000)
             case "--exchanges": options.exchanges = int(1...100_000)
+            case "--queue-seconds":
+                guard let s = Double(value), s >= 0, s <= 60 else { fail("--queue-seconds \(value): expected seconds from 0 to 60") }
+                options.queueSeconds = s
+            case "--queue-length": options.queueLength = int(0...100_000)
+            case "--mode":
+                guard ["interval", "long-poll"].contains(value) else { fail("--mode \(value): expected interval or long-poll") }
+                options.longPoll = value == "long-poll"
+            case "--statements": options.statements = value == "on"
             default: fail("unknown option \(flag)")
             }
         }
@@ -70,23 +88,30 @@ limit.rlim_cur = limit.rlim_max
 setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
-print("fleet load: \(options.seconds) s per fleet, an exchange every \(options.interval) s per vessel, \(options.writes) writes each way per exchange, \(options.crew) crew per vessel, pool \(options.pool), concurrent_exchanges \(options.exchanges)")
+let queue = (options.queueSeconds.map { "exchange_queue_seconds \($0)" } ?? "exchange_queue_seconds default") + ", " + (options.queueLength.map { "exchange_queue_length \($0)" } ?? "exchange_queue_length default")
+let mode = options.longPoll ? "long poll (writes sent as they commit, every \(options.interval) s per vessel; a long poll held open between them)" : "an exchange every \(options.interval) s per vessel"
+print("fleet load: \(options.seconds) s per fleet, \(mode), \(options.writes) writes each way per exchange, \(options.crew) crew per vessel, pool \(options.pool), concurrent_exchanges \(options.exchanges), \(queue)")
 func ms(_ s: Double) -> String { String(format: "%.0f", s * 1_000) }
 var rows: [String] = []
 for n in options.fleets {
     let run = LoadRun(binary: options.binary, vessels: n, seconds: options.seconds, interval: options.interval, writes: options.writes, crew: options.crew,
-                      bounds: .init(databaseConnections: options.pool, concurrentExchanges: options.exchanges))
+                      bounds: .init(databaseConnections: options.pool, concurrentExchanges: options.exchanges, queueSeconds: options.queueSeconds, queueLength: options.queueLength),
+                      longPoll: options.longPoll, statements: options.statements)
     let r = try await run.run()
+    let polls = options.longPoll ? ", long polls answered \(r.pollsWithEvents) with events and \(r.pollsEmpty) empty, \(r.abandoned) abandoned for a write" : ""
     let failures = r.failures.isEmpty ? "0" : r.failures.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
-    print("\(n) vessels: \(r.exchanges) exchanges, \(String(format: "%.1f", r.perSecond))/s, p50 \(ms(r.p50)) ms, p99 \(ms(r.p99)) ms, max \(ms(r.maximum)) ms, "
+    print("\(n) vessels: \(r.exchanges) exchanges, \(String(format: "%.1f", r.perSecond))/s, p50 \(ms(r.p50)) ms, p99 \(ms(r.p99)) ms, max \(ms(r.maximum)) ms (after the first \(Int(2 * options.interval)) s: p99 \(ms(r.steadyP99)) ms, \(r.steadyFailures) failures), "
           + "failures \(failures), events vessel→shore \(r.sent), shore→vessel \(r.received) (shore wrote \(r.shoreWrites) rows), "
           + "server peak \(String(format: "%.0f", r.peakMB)) MB (after \(String(format: "%.0f", r.afterMB)) MB), server CPU \(String(format: "%.1f", r.serverCPU)) s, "
-          + "PostgreSQL connections peak \(r.connections) (pool \(r.serverConnections) of \(r.pool))")
-    rows.append("| \(n) | \(r.exchanges) | \(String(format: "%.1f", r.perSecond)) | \(ms(r.p50)) | \(ms(r.p99)) | \(ms(r.maximum)) | \(failures) | \(r.sent) / \(r.received) | \(String(format: "%.0f", r.peakMB)) | \(String(format: "%.1f", r.serverCPU)) | \(r.connections) (\(r.serverConnections)/\(r.pool)) |")
+          + "PostgreSQL CPU \(String(format: "%.1f", r.databaseCPU)) s, generator CPU \(String(format: "%.1f", r.generatorCPU)) s, "
+          + "PostgreSQL connections peak \(r.connections) (pool \(r.serverConnections) of \(r.pool))\(polls)")
+    r.statements.forEach { print($0) }
+    let cpu = "\(String(format: "%.1f", r.serverCPU)) / \(String(format: "%.1f", r.databaseCPU)) / \(String(format: "%.1f", r.generatorCPU))"
+    rows.append("| \(n) | \(r.exchanges) | \(String(format: "%.1f", r.perSecond)) | \(ms(r.p50)) | \(ms(r.p99)) (\(ms(r.steadyP99))) | \(ms(r.maximum)) | \(failures) (\(r.steadyFailures)) | \(r.sent) / \(r.received) | \(String(format: "%.0f", r.peakMB)) | \(cpu) | \(r.connections) (\(r.serverConnections)/\(r.pool)) |")
 }
 print("""
 
-    | vessels | exchanges | per s | p50 ms | p99 ms | max ms | failures | events up / down | server peak MB | server CPU s | PG connections (pool used/size) |
+    | vessels | exchanges | per s | p50 ms | p99 ms (after the start) | max ms | failures (after the start) | events up / down | server peak MB | CPU s: server / PostgreSQL / generator | PG connections (pool used/size) |
     |---|---|---|---|---|---|---|---|---|---|---|
     """)
 rows.forEach { print($0) }
