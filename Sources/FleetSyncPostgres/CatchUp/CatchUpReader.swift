@@ -202,15 +202,16 @@ public struct CatchUpReader: Sendable {
             from = "fleetsync.catch_up_row c JOIN \(qualified(table)) r ON r.id = c.row_id"
             condition = "c.vessel = $1 AND c.phase = 1 AND c.rank = $5 AND ($2::uuid IS NULL OR c.row_id > $2::uuid)"
         }
-        // Each row's text is made once (the values' object and the clocks), its size from it;
-        // the running sum stops the rows past the budget in the query (the first two always
-        // come: the first goes whatever its size, the second says whether more follow). The
-        // rows are decoded as they stream in, while the database still builds the next ones.
+        // One result column per synced column (CatchUpRowColumns), each row's size from its
+        // texts; the running sum stops the rows past the budget in the query (the first two
+        // always come: the first goes whatever its size, the second says whether more follow).
+        // The rows are decoded as they stream in, while the database still reads the next ones.
+        let layout = CatchUpRowColumns(schema.tables[table.name]!.syncedColumns)
         let sql = """
-            SELECT id, delta, clocks, bytes FROM (
+            SELECT \(layout.outputList), bytes FROM (
               SELECT q.*, row_number() OVER w AS n, sum(q.bytes) OVER w - q.bytes AS before FROM (
-                SELECT t.*, (octet_length(t.delta) + coalesce(octet_length(t.clocks), 0) + 48)::bigint AS bytes FROM (
-                  SELECT r.id, (\(delta(table)))::text AS delta, r.sync_clock::text AS clocks
+                SELECT t.*, \(layout.sizeExpression) AS bytes FROM (
+                  SELECT \(layout.selectList)
                   FROM \(from)
                   WHERE \(condition) AND \(partition(table, vessel: "$1"))
                   ORDER BY r.id LIMIT $3
@@ -231,19 +232,13 @@ public struct CatchUpReader: Sendable {
                 // connection with a query in flight).
                 if stopped { continue }
                 let context = "decoding a row for a catch-up"
-                let size = Int(try row.value(3, as: Int64.self, context: context))
+                let size = Int(try row.value(layout.columns.count + 3, as: Int64.self, context: context))
                 if events.count == limit || ((!alone || !events.isEmpty) && bytes + size > budget) {
                     stopped = true
                     continue
                 }
                 let rowID: UUID = try row.value(0, context: context)
-                let values = try Self.members(of: try row.value(1, as: String.self, context: context), what: "row")
-                let clockMembers = try (try row.value(2, as: String?.self, context: context)).map { try Self.members(of: $0, what: "clocks") } ?? [:]
-                var fields: [String: FieldChange] = [:]
-                fields.reserveCapacity(values.count)
-                for (name, value) in values {
-                    fields[name] = FieldChange(value: value, clock: clocks.clock(clockMembers[name]))
-                }
+                let fields = try layout.fields(of: row, clocks: &clocks, context: context)
                 events.append(ChangeEvent(table: table.name, rowID: rowID, fields: fields, origin: configuration.nodeID, originPosition: position))
                 bytes += size
             }
