@@ -116,6 +116,7 @@ struct CatchUp: Sendable {
               done_phase = $6, done_rank = 0, done_id = NULL, done_rows = 0, done_removals = 0,
               started_at = now(), updated_at = now(), finished_at = NULL
             """, binds, context: "starting the catch-up of \(vessel)")
+        await CatchUpReadAhead.shared.drop(vessel: vessel)
         logger.info("catching a vessel up from table state", metadata: [
             "vessel": "\(vessel)", "cursor": "\(cursor)", "pruned_below": "\(prunedBelow)", "target": "\(last)",
             "whole_partition": "\(whole)", "rows": "\(total)"])
@@ -127,8 +128,14 @@ struct CatchUp: Sendable {
         let reader = CatchUpReader(configuration: configuration, schema: schema, session: db)
         let bounds = Self.pageBounds(configuration.limits)
         let started = ContinuousClock.now
-        let page = try await reader.page(vessel: vessel, whole: state.whole, from: state.done, limit: bounds.events,
+        let ahead = await CatchUpReadAhead.shared.take(CatchUpReadAhead.Key(vessel: vessel, state: state, start: state.done))
+        let page: CatchUpReader.Page
+        if let ahead {
+            page = ahead
+        } else {
+            page = try await reader.page(vessel: vessel, whole: state.whole, from: state.done, limit: bounds.events,
                                          byteBudget: bounds.bytes, position: state.target)
+        }
         var next = state
         next.page += 1
         next.sent = page.next
@@ -155,7 +162,15 @@ struct CatchUp: Sendable {
         let finished = page.next.isEnd
         logger.info("catch-up page read", metadata: [
             "vessel": "\(vessel)", "page": "\(next.page)", "rows": "\(page.rows)", "removals": "\(page.removals)",
-            "milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
+            "read_ahead": "\(ahead != nil)", "milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
+        // The page after this one is read while the vessel applies this one (CatchUpReadAhead):
+        // for a whole partition only, whose pages depend on nothing this exchange wrote.
+        if !finished && state.whole {
+            let (configuration, schema, logger, start) = (self.configuration, self.schema, self.logger, page.next)
+            await CatchUpReadAhead.shared.start(CatchUpReadAhead.Key(vessel: vessel, state: state, start: start)) {
+                await CatchUpReadAhead.read(configuration: configuration, schema: schema, vessel: vessel, state: state, start: start, logger: logger)
+            }
+        }
         return Answer(events: page.events, cursor: finished ? state.target : state.since, progress: [
             "since": .number(String(state.since)), "target": .number(String(state.target)), "page": .number(String(next.page)),
             "rows": .number(String(next.sentRows)), "removals": .number(String(next.sentRemovals)), "total": .number(String(state.total)),
@@ -164,6 +179,7 @@ struct CatchUp: Sendable {
     }
 
     func finish(vessel: String, state: State, on db: DatabaseSession) async throws {
+        await CatchUpReadAhead.shared.drop(vessel: vessel)
         var binds = PostgresBindings()
         binds.append(vessel)
         try await db.execute("UPDATE fleetsync.catch_up SET finished_at = now(), updated_at = now() WHERE vessel = $1", binds, context: "finishing the catch-up of \(vessel)")
