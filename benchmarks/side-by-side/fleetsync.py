@@ -23,12 +23,14 @@ default_owner = "shared"
 class FleetSync:
     label = "FleetSync"
 
-    def __init__(self, work, rows, binary, batch_events=1000, interval=1):
+    def __init__(self, work, rows, binary, batch_events=1000, interval=1, max_batch_events=None, vessel_settings=()):
         self.bin, self.work = binary, os.path.join(work, "fleetsync")
         os.makedirs(self.work)
         self.shore, self.vessel = make_clusters(work, "fleetsync", rows)
         self.http_port = free_port()
         limits = f"\n[limits]\nbatch_events = {batch_events}\n"
+        if max_batch_events:  # the ceiling of adaptive batches (default: the product's)
+            limits += f"max_batch_events = {max_batch_events}\n"
         self.shore_toml = self._write("shore.toml", f"""
 [node]
 role = "shore"
@@ -40,6 +42,7 @@ listen = "127.0.0.1:{self.http_port}"
 [keys]
 directory = "{self.work}/keys-shore"
 {limits}{TABLE}""")
+        extra = "\n".join(vessel_settings)  # e.g. read_ahead = false
         self.vessel_toml = self._write("vessel.toml", f"""
 [node]
 role = "vessel"
@@ -51,6 +54,7 @@ shore_url = "http://127.0.0.1:{self.http_port}"
 interval_seconds = {interval}
 wake_on_change = true
 shore_identity = "{self.work}/shore-identity.pub"
+{extra}
 [keys]
 directory = "{self.work}/keys-aurora"
 {limits}{TABLE}""")

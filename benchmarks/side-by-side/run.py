@@ -27,6 +27,8 @@ def main():
     p.add_argument("--out", required=True, help="directory for results.json, results.md and lag.png")
     p.add_argument("--idle", type=int, default=None, help="idle exchanges of the vessel daemon to measure memory after")
     p.add_argument("--batch-events", type=int, default=1000)
+    p.add_argument("--max-batch-events", type=int, default=None, help="FleetSync's [limits] max_batch_events (default: the product's)")
+    p.add_argument("--vessel-setting", action="append", default=[], help="an extra line for the FleetSync vessel's [vessel] section, e.g. 'read_ahead = false' (repeatable)")
     p.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="an extra server setting for every cluster (repeatable), e.g. jit=off")
     p.add_argument("--perf", action="store_true", help="profile each stream with perf (system wide; slows it: figures not comparable)")
@@ -49,7 +51,7 @@ def main():
     results, idle, notes = [], None, []
     factories = {
         "native": lambda: Native(work, rows),
-        "fleetsync": lambda: FleetSync(work, rows, a.bin, batch_events=a.batch_events),
+        "fleetsync": lambda: FleetSync(work, rows, a.bin, batch_events=a.batch_events, max_batch_events=a.max_batch_events, vessel_settings=a.vessel_setting),
         "bucardo": lambda: __import__("bucardo").Bucardo(work, rows),
     }
     for name in only:
