@@ -142,7 +142,10 @@ public struct Verifier: Sendable {
         let before = transport.counters
         var outcome: VerifyOutcome
         do {
-            let result = try await DigestWalk(tables: digester.tables).run(local: LocalDigestSide(digester: digester, remote: remote), remote: remote)
+            // A large table starts below its root: a difference then rehashes only its ranges.
+            var depths: [String: Int] = [:]
+            for table in digester.tables { depths[table] = DigestWalk.startDepth(rows: try await digester.rowCount(of: table)) }
+            let result = try await DigestWalk(tables: digester.tables, startDepths: depths).run(local: LocalDigestSide(digester: digester, remote: remote), remote: remote)
             outcome = VerifyOutcome(differences: result.differences)
             if repair && !result.differences.isEmpty { try await self.repair(&outcome, remote: remote) }
         } catch {

@@ -137,11 +137,32 @@ public struct DigestWalk: Sendable {
     public var tables: [String]
     public var maximumRanges: Int
     public var leafRows: Int64
+    /// Per table, how many digits deep the walk starts (0, the root, when not given): a large
+    /// table starts with its 16 or 256 first ranges in the first request (``startDepth(rows:)``).
+    public var startDepths: [String: Int]
 
-    public init(tables: [String], maximumRanges: Int = DigestRules.maximumRanges, leafRows: Int64 = DigestRules.leafRows) {
+    public init(tables: [String], maximumRanges: Int = DigestRules.maximumRanges, leafRows: Int64 = DigestRules.leafRows, startDepths: [String: Int] = [:]) {
         self.tables = tables
         self.maximumRanges = maximumRanges
         self.leafRows = leafRows
+        self.startDepths = startDepths
+    }
+
+    /// The depth a walk over a table of about `rows` rows starts at: the root up to 16,384
+    /// rows, its 16 children up to 262,144, else its 256 grandchildren. Each range that differs
+    /// is summarized again in its 16 children by both sides, so starting at the root costs a
+    /// large table's rows about twice when anything differs (the root and its children hold the
+    /// same rows); starting deeper, a difference rehashes only the ranges that hold it. The
+    /// first request then holds up to 256 ranges per table (a few kilobytes), whatever the size.
+    public static func startDepth(rows: Int64) -> Int {
+        rows <= 16_384 ? 0 : rows <= 262_144 ? 1 : 2
+    }
+
+    /// The ranges of `table` at `depth` digits, in order.
+    static func ranges(of table: String, depth: Int) -> [DigestRange] {
+        var ranges = [DigestRange(table: table, prefix: "")]
+        for _ in 0..<min(max(depth, 0), 3) { ranges = ranges.flatMap(\.children) }
+        return ranges
     }
 
     public struct Result: Sendable {
@@ -154,7 +175,7 @@ public struct DigestWalk: Sendable {
     }
 
     public func run(local: some DigestSide, remote: some DigestSide) async throws -> Result {
-        var pending = tables.sorted().map { DigestRange(table: $0, prefix: "") }
+        var pending = tables.sorted().flatMap { Self.ranges(of: $0, depth: startDepths[$0] ?? 0) }
         var differences: [RowDifference] = []
         var trips = 0, compared = 0, leavesCompared = 0
         while !pending.isEmpty {

@@ -106,6 +106,15 @@ public struct RangeDigester: Sendable {
         }
     }
 
+    /// How many rows of `table` this side compares (a vessel: its table; the shore: the
+    /// vessel's partition of it), for where a walk starts (``DigestWalk/startDepth(rows:)``).
+    public func rowCount(of table: String) async throws -> Int64 {
+        var binds = PostgresBindings()
+        let from = source(table, binds: &binds)
+        return try await session.rows("SELECT count(*) FROM \(from)", binds, context: "counting the rows of \(table) to verify")[0]
+            .value(0, context: "counting the rows of \(table) to verify")
+    }
+
     /// The current version of rows `ids` of `table` in the partition, with their field clocks
     /// (as a catch-up sends them); ids outside the partition are left out.
     public func fetch(table: String, ids: [UUID]) async throws -> [ChangeEvent] {
