@@ -47,7 +47,13 @@ public struct PostgresEndpoint: Sendable, Equatable {
     /// rows), passed every JIT threshold and was compiled by LLVM on each call, 200-500 ms for
     /// a few thousand events, most of the shore's database time in the side-by-side benchmark
     /// (docs/BENCHMARKS.md). No statement FleetSync runs gains from JIT.
-    public static let sessionSettings: [(String, String)] = [("jit", "off")]
+    ///
+    /// `random_page_cost` 1.1 (PostgreSQL's default, 4, models spinning disks): with it, the
+    /// applier's read of a batch's 1,000 target rows (`id = ANY($1)`) in a 100,000-row table was
+    /// planned as a sequential scan of the whole table, 29-54 ms, against 2-3 ms through the
+    /// primary key, the largest part of the receiver's time per batch (docs/BENCHMARKS.md). Only
+    /// FleetSync's own sessions use it; FleetSync reads by key.
+    public static let sessionSettings: [(String, String)] = [("jit", "off"), ("random_page_cost", "1.1")]
 }
 
 /// One open connection and the few ways FleetSync uses it.

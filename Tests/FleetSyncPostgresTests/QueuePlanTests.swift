@@ -44,6 +44,36 @@ final class QueuePlanTests: DatabaseTestCase {
         XCTAssertEqual(last, 2)
     }
 
+    /// The applier reads a batch's target rows by key (`id = ANY($1)`, TableWriter). With
+    /// PostgreSQL's default random_page_cost (4) a read of 1,000 of 100,000 rows is planned as a
+    /// sequential scan of the whole table; FleetSync's sessions use 1.1, and read through the key.
+    func testTheApplierReadsTargetRowsThroughTheKey() async throws {
+        let (configuration, db) = try await installedNode(role: .vessel, nodeID: "aurora")
+        try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
+        try await db.execute("ALTER TABLE seafarer DISABLE TRIGGER USER")
+        try await db.execute("""
+            INSERT INTO seafarer (vessel_code, full_name, rank, notes, contact_number)
+            SELECT 'aurora', 'Seafarer number ' || i || ' of the long crew list', 'Able seaman', repeat('n', 60), '+351 ' || i FROM generate_series(1, 100000) i
+            """)
+        try await db.execute("VACUUM ANALYZE seafarer")
+        let session = try await DatabaseSession.connect(url: configuration.databaseURL, logger: Fixtures.logger)
+        defer { Task { await session.close() } }
+        let ids: [UUID] = try await session.rows("SELECT id FROM seafarer ORDER BY random() LIMIT 1000").map { try $0.decode(UUID.self) }
+        func plan() async throws -> String {
+            var binds = PostgresBindings()
+            binds.append(ids)
+            return try await session.rows("""
+                EXPLAIN SELECT t.id, t.sync_version, t.is_deleted, t.sync_clock::text FROM public.seafarer t WHERE t.id = ANY($1::uuid[]) FOR UPDATE
+                """, binds).map { try $0.decode(String.self) }.joined(separator: "\n")
+        }
+        let fleetSync = try await plan()
+        XCTAssertFalse(fleetSync.contains("Seq Scan"), fleetSync)
+        XCTAssertTrue(fleetSync.contains("seafarer_pkey"), fleetSync)
+        try await session.execute("SET random_page_cost = 4")
+        let serverDefault = try await plan()
+        XCTAssertTrue(serverDefault.contains("Seq Scan"), "with the server's default the read scans the whole table: \(serverDefault)")
+    }
+
     func testQueueAndOutboxReadsUseTheirIndexesWithStaleStatistics() async throws {
         let (_, db) = try await installedNode(role: .shore, nodeID: "shore")
         try await db.execute("ALTER TABLE fleetsync.outbox SET (autovacuum_enabled = false)")
