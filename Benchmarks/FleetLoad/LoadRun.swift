@@ -88,7 +88,7 @@ struct LoadRun {
         var sent: Int, received: Int, shoreWrites: Int
         var peakMB: Double, afterMB: Double
         var connections: Int64, serverConnections: Int64, pool: Int
-        var serverCPU: Double, databaseCPU: Double, generatorCPU: Double
+        var serverCPU: Double, databaseCPU: Double, generatorCPU: Double, machineCPU: Double
         var pollsWithEvents: Int, pollsEmpty: Int, abandoned: Int
         var statements: [String]
     }
@@ -104,6 +104,7 @@ struct LoadRun {
         let cpuBefore = Self.cpuSeconds(shore.serverPID)
         let databaseBefore = shore.databaseCPU()
         let generatorBefore = Self.cpuSeconds(getpid())
+        let machineBefore = Self.machineBusySeconds()
         let start = ContinuousClock.now
         let end = start + .seconds(seconds)
         let writer = try await ShoreWriter.start(url: shore.url, vessels: ids.count, perVesselPerSecond: Double(writes) / interval, until: end)
@@ -148,6 +149,8 @@ struct LoadRun {
         let elapsed = ContinuousClock.now - start
         let databaseCPU = shore.databaseCPU() - databaseBefore
         let generatorCPU = Self.cpuSeconds(getpid()) - generatorBefore
+        let machineCPU = Self.machineBusySeconds() - machineBefore
+        let serverCPU = Self.cpuSeconds(shore.serverPID) - cpuBefore
         let shoreWrites = await writer.stop()
         sampler.cancel()
         _ = await sampler.result
@@ -163,7 +166,7 @@ struct LoadRun {
                       sent: await recorder.sent, received: await recorder.received, shoreWrites: shoreWrites,
                       peakMB: shore.serverMemory("VmHWM"), afterMB: shore.serverMemory("VmRSS"),
                       connections: await peaks.connections, serverConnections: await peaks.serverConnections, pool: bounds.databaseConnections,
-                      serverCPU: Self.cpuSeconds(shore.serverPID) - cpuBefore, databaseCPU: databaseCPU, generatorCPU: generatorCPU,
+                      serverCPU: serverCPU, databaseCPU: databaseCPU, generatorCPU: generatorCPU, machineCPU: machineCPU,
                       pollsWithEvents: await recorder.pollsWithEvents, pollsEmpty: await recorder.pollsEmpty, abandoned: await recorder.abandoned,
                       statements: statements ? await shore.statementReport() : [])
     }
@@ -194,6 +197,14 @@ struct LoadRun {
                 try? await Task.sleep(for: .seconds(Double.random(in: 1...2)))
             }
         }
+    }
+
+    /// CPU seconds the whole machine has been busy (every core, every process), from /proc/stat.
+    static func machineBusySeconds() -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8), let line = stat.split(separator: "\n").first else { return 0 }
+        let ticks = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard ticks.count >= 5 else { return 0 }
+        return (ticks.prefix(8).reduce(0, +) - ticks[3] - ticks[4]) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// User plus system CPU seconds of a process, from /proc/PID/stat (with `children`, also

@@ -103,7 +103,7 @@ for n in options.fleets {
     print("\(n) vessels: \(r.exchanges) exchanges, \(String(format: "%.1f", r.perSecond))/s, p50 \(ms(r.p50)) ms, p99 \(ms(r.p99)) ms, max \(ms(r.maximum)) ms (after the first \(Int(2 * options.interval)) s: p99 \(ms(r.steadyP99)) ms, \(r.steadyFailures) failures), "
           + "failures \(failures), events vessel→shore \(r.sent), shore→vessel \(r.received) (shore wrote \(r.shoreWrites) rows), "
           + "server peak \(String(format: "%.0f", r.peakMB)) MB (after \(String(format: "%.0f", r.afterMB)) MB), server CPU \(String(format: "%.1f", r.serverCPU)) s, "
-          + "PostgreSQL CPU \(String(format: "%.1f", r.databaseCPU)) s, generator CPU \(String(format: "%.1f", r.generatorCPU)) s, "
+          + "PostgreSQL CPU \(String(format: "%.1f", r.databaseCPU)) s, generator CPU \(String(format: "%.1f", r.generatorCPU)) s, other work on the machine \(String(format: "%.1f", max(0, r.machineCPU - r.serverCPU - r.databaseCPU - r.generatorCPU))) s, "
           + "PostgreSQL connections peak \(r.connections) (pool \(r.serverConnections) of \(r.pool))\(polls)")
     r.statements.forEach { print($0) }
     let cpu = "\(String(format: "%.1f", r.serverCPU)) / \(String(format: "%.1f", r.databaseCPU)) / \(String(format: "%.1f", r.generatorCPU))"
