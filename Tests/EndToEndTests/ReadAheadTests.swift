@@ -2,6 +2,7 @@ import FleetSyncCore
 import FleetSyncPostgres
 import FleetSyncTestSupport
 import FleetSyncTransport
+@testable import FleetSyncVessel
 import Foundation
 import XCTest
 
@@ -113,5 +114,47 @@ final class ReadAheadTests: DatabaseTestCase {
         }
         let after: String = try await shore.scalar("SELECT status::text FROM fleetsync.sync_state WHERE peer = 'aurora'")
         XCTAssertEqual(after, before, "nothing recorded for the refused request")
+    }
+
+    /// A read-ahead answer is applied only when it is exactly the batch after the one applied;
+    /// anything else is dropped before anything of it is applied.
+    func testAReadAheadAnswerThatIsNotTheNextBatchIsDropped() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let node = fleet.vessels[0]
+        let db = try await connect(node.url)
+        let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
+        let telemetry = TelemetryWriter(url: node.url, logger: Fixtures.logger)
+        defer { Task { await telemetry.close(); await transport.shutdown() } }
+        let sync = VesselSync(configuration: node.configuration, schema: try await LocalSchema.load(configuration: node.configuration, session: db),
+                              session: db, telemetry: telemetry, transport: transport, logger: Fixtures.logger)
+        let request = ExchangeRequest(vesselID: "aurora", cursor: 10, events: [], upTo: 7, clock: 50)
+        let applied = ExchangeResponse(shore: "shore", acknowledged: 7, events: [], cursor: 40, more: true, clockFloor: 3)
+        func answer(_ change: (inout ExchangeResponse) -> Void) throws -> ReadAhead.Answer {
+            var response = ExchangeResponse(shore: "shore", acknowledged: 7, events: [], cursor: 70, more: true, clockFloor: 3)
+            response.readAhead = ReadAheadTerms(after: 40, maximumEvents: 500, maximumBytes: 65_536)
+            change(&response)
+            let (decoded, batch) = try WireEventBatch.response(WireCodec.encode(response))
+            return ReadAhead.Answer(response: decoded, received: batch, sent: 0, receivedBytes: 0, started: .now)
+        }
+        let refused: [(String, (inout ExchangeResponse) -> Void)] = [
+            ("read after another position", { $0.readAhead?.after = 39 }),
+            ("no terms (a shore that ignored the ask)", { $0.readAhead = nil }),
+            ("a catch-up page", { $0.catchUp = ["done": .bool(false)] }),
+            ("another shore", { $0.shore = "other" }),
+            ("an acknowledgement beyond what was sent", { $0.acknowledged = 8 }),
+            ("a clock floor above the vessel's clock (a restore)", { $0.clockFloor = 51 }),
+            ("a cursor behind the batch applied", { $0.cursor = 39 }),
+        ]
+        for (what, change) in refused {
+            var ahead = ReadAhead(sync: sync, request: request, clock: 50, durableCursor: 10)
+            XCTAssertNil(ahead.accept(try answer(change), after: applied), what)
+            XCTAssertEqual(ahead.durableCursor, 10, what)
+        }
+        var ahead = ReadAhead(sync: sync, request: request, clock: 50, durableCursor: 10)
+        XCTAssertNil(ahead.accept(nil, after: applied), "a failed read-ahead")
+        let accepted = ahead.accept(try answer { _ in }, after: applied)
+        XCTAssertEqual(accepted?.response.cursor, 70)
+        XCTAssertEqual(ahead.durableCursor, 40, "the batch applied is now the cursor the next read-ahead carries")
+        XCTAssertEqual(sync.sizing.download.ceilingEvents, 500, "the shore's ceilings bound the batches asked for")
     }
 }
