@@ -36,8 +36,9 @@ final class ReadAheadTests: DatabaseTestCase {
         // borealis: one exchange at a time, batches as configured.
         let borealis = fleet.vessels[1]
         let text = try String(contentsOfFile: borealis.configPath, encoding: .utf8)
-        try text.replacingOccurrences(of: "[vessel]\n", with: "[vessel]\nread_ahead = false\nadaptive_batch = false\n")
-            .write(toFile: borealis.configPath, atomically: true, encoding: .utf8)
+        let off = text.replacingOccurrences(of: "read_ahead = true", with: "read_ahead = false").replacingOccurrences(of: "adaptive_batch = true", with: "adaptive_batch = false")
+        XCTAssertNotEqual(off, text, "the example configuration names read_ahead and adaptive_batch")
+        try off.write(toFile: borealis.configPath, atomically: true, encoding: .utf8)
         let server = try fleet.serve()
         defer { server.stop() }
         let shore = try await connect(fleet.shore.url)

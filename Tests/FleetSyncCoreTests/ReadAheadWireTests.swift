@@ -84,7 +84,7 @@ final class ReadAheadWireTests: XCTestCase {
                 .replacingOccurrences(of: "interval_seconds = 5\n", with: "interval_seconds = 5\n\(vessel)\n")
                 .replacingOccurrences(of: "batch_events = 50\n", with: "\(limits)\n"))
         }
-        XCTAssertEqual(try load(limits: "").limits.maximumBatchEvents, 2_000)
+        XCTAssertEqual(try load(limits: "").limits.maximumBatchEvents, 1_000)
         XCTAssertEqual(try load(limits: "batch_events = 20000").limits.maximumBatchEvents, 20_000)
         XCTAssertEqual(try load(limits: "max_batch_events = 3000\nmax_batch_bytes = 65536").limits.maximumBatchBytes, 1_048_576, "at least batch_bytes")
         XCTAssertThrowsError(try load(limits: "max_batch_events = 0"))

@@ -124,8 +124,8 @@ public struct Limits: Sendable, Equatable {
     /// The most a batch may grow to when a vessel adapts its batch size to what the link and
     /// the receiver take (`[vessel] adaptive_batch`); a shore serves and accepts batches up to
     /// these, whatever a vessel asks. `batchEvents` and `batchBytes` are where a vessel starts.
-    public var maximumBatchEvents: Int = 2_000
-    public var maximumBatchBytes: Int = 4 * 1_048_576
+    public var maximumBatchEvents: Int = 1_000
+    public var maximumBatchBytes: Int = 1_048_576
     public init() {}
 }
 
