@@ -89,8 +89,8 @@ final class ExchangeQueueTests: DatabaseTestCase {
     /// Six vessels at once against room for two: the four past the bound wait in the queue
     /// (the database is held so that none finishes) and all six are answered, none busy, once it
     /// lets go; meanwhile a seventh request, past the queue, is answered busy at once with
-    /// Retry-After, and /health answers within a second. Without the queue, four of the six are
-    /// answered busy.
+    /// Retry-After, and /health answers within a second. The same server with the queue off
+    /// answers four of the six busy.
     func testRequestsPastTheExchangeBoundWaitInTheQueueAndOnlyAnOverflowIsBusy() async throws {
         let (fleet, server, clients) = try await queuedShore(vessels: 6)
         defer { server.stop(signal: SIGKILL) }
@@ -109,6 +109,22 @@ final class ExchangeQueueTests: DatabaseTestCase {
         try await blocker.execute("ROLLBACK")
         let all = await answers.value
         XCTAssertEqual(all.sorted(), Array(repeating: "ok", count: 6), "every request past the bound waited its turn and was answered: \(all)")
+
+        // The same six with the queue off (exchange_queue_seconds = 0, the server before it):
+        // the four past the bound are answered busy.
+        _ = server.stop()
+        let text = try String(contentsOfFile: fleet.shore.configPath, encoding: .utf8)
+        try text.replacingOccurrences(of: "exchange_queue_seconds = 20", with: "exchange_queue_seconds = 0").write(toFile: fleet.shore.configPath, atomically: true, encoding: .utf8)
+        let unqueued = try fleet.serve()
+        defer { unqueued.stop(signal: SIGKILL) }
+        try await blocker.execute("BEGIN")
+        try await blocker.execute("LOCK TABLE fleetsync.seen_exchange IN EXCLUSIVE MODE")
+        // Their tokens still hold (the secret is the database's).
+        let refused = exchangeAll(clients)
+        try await Task.sleep(for: .seconds(2))
+        try await blocker.execute("ROLLBACK")
+        let without = await refused.value
+        XCTAssertEqual(without.filter { $0 == "busy" }.count, 4, "without the queue, the four past the bound are busy: \(without)")
     }
 
     /// SIGTERM with requests in the queue: they are answered busy at once, and the server ends
