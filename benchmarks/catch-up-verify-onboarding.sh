@@ -14,7 +14,8 @@
 #    event kept (replay); cygnus, silent past retention, finds them all pruned and is caught up
 #    from table state. Bytes and time side by side.
 #
-#   bash benchmarks/catch-up-verify-onboarding.sh     (ROWS=1000000 TOUCHED=10000 ROUNDS=100 BATCH_EVENTS=1000)
+#   bash benchmarks/catch-up-verify-onboarding.sh     (ROWS=1000000 TOUCHED=10000 ROUNDS=100 BATCH_EVENTS=1000
+#                                                       BATCH_BYTES=67108864; catch-up pages: up to 16 MiB of it)
 #   PARTS="onboard verify catchup" selects parts (verify needs onboard).
 #   SERVE_LOG_LEVEL=info keeps the shore's log (with each catch-up page's time) in $work/serve.log;
 #   KEEP=1 keeps $work (clusters stopped) for reading it.
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PARTS=${PARTS:-onboard verify catchup}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
-ROWS=${ROWS:-1000000}; TOUCHED=${TOUCHED:-10000}; ROUNDS=${ROUNDS:-100}; BATCH_EVENTS=${BATCH_EVENTS:-1000}
+ROWS=${ROWS:-1000000}; TOUCHED=${TOUCHED:-10000}; ROUNDS=${ROUNDS:-100}; BATCH_EVENTS=${BATCH_EVENTS:-1000}; BATCH_BYTES=${BATCH_BYTES:-67108864}
 export PATH=/opt/swift/usr/bin:$PATH
 release=.build/release/fleetsync
 if [ -z "${FLEETSYNC_BIN:-}" ] && [ ! -x "$release" ]; then
@@ -77,12 +78,12 @@ for v in aurora borealis cygnus; do
       -e "s#/etc/fleetsync/shore-identity.pub#$work/keys-shore/identity.pub#" examples/vessel.toml > "$work/$v.toml"
 done
 for f in shore aurora borealis cygnus; do
-  python3 - "$work/$f.toml" "$BATCH_EVENTS" <<'PY'
+  python3 - "$work/$f.toml" "$BATCH_EVENTS" "$BATCH_BYTES" <<'PY'
 import re, sys
-path, batch = sys.argv[1], sys.argv[2]
+path, batch, size = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(path).read()
 text = re.sub(r"(?m)^batch_events = \d+", f"batch_events = {batch}", text)
-text = re.sub(r"(?m)^batch_bytes = \d+", "batch_bytes = 67108864", text)
+text = re.sub(r"(?m)^batch_bytes = \d+", f"batch_bytes = {size}", text)
 open(path, "w").write(text)
 PY
 done
