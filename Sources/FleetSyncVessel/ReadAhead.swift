@@ -1,6 +1,7 @@
 import FleetSyncCore
 import FleetSyncTransport
 import Foundation
+import Logging
 import Synchronization
 
 /// The sizes of the batches a vessel sends (upload) and asks for (download), each a
@@ -80,7 +81,18 @@ struct ReadAhead: Sendable {
         next.waitSeconds = 0
         let size = sync.sizing.download
         next.readAhead = ReadAheadAsk(after: response.cursor, events: size.events, bytes: size.bytes)
-        return Plan(channel: channel, frame: MessageFraming.encode(next), after: response.cursor, limits: sync.responseLimits)
+        return Plan(channel: channel, frame: MessageFraming.encode(next), after: response.cursor, limits: sync.responseLimits, logger: sync.logger)
+    }
+
+    /// ``plan(after:elapsed:)``, with a failure (the keys or the token unreadable) ending the
+    /// read-ahead rather than the exchange: the answer in hand is applied all the same.
+    mutating func planOrNone(after response: ExchangeResponse, elapsed: Double) async -> Plan? {
+        do {
+            return try await plan(after: response, elapsed: elapsed)
+        } catch {
+            sync.logger.debug("no read-ahead", metadata: ["error": "\(error)"])
+            return nil
+        }
     }
 
     /// A read-ahead request, sealed and sent by ``fetch()``.
@@ -89,6 +101,7 @@ struct ReadAhead: Sendable {
         var frame: [UInt8]
         var after: Int64
         var limits: WireLimits
+        var logger: Logger
 
         /// Sends the request and decodes the answer; nil on any failure (logged by the caller's
         /// next exchange, which asks again).
@@ -99,6 +112,7 @@ struct ReadAhead: Sendable {
                 let (response, batch) = try MessageFraming.decodeResponseBatch(bytes, limits: limits)
                 return Answer(response: response, received: batch, sent: sent, receivedBytes: received, started: started)
             } catch {
+                logger.debug("read-ahead failed; the next exchange asks again", metadata: ["after": "\(after)", "error": "\(error)"])
                 return nil
             }
         }

@@ -276,7 +276,7 @@ public struct VesselSync: Sendable {
         let mayReadAhead = configuration.vessel?.readAhead ?? true
         var current = (response: response, received: received, started: started)
         while true {
-            let plan = mayReadAhead && outcome.readAheads < maximumReadAheads && pending.events.isEmpty && !pending.more && reclocked == 0 ? try await ahead.plan(after: current.response, elapsed: started.secondsElapsed) : nil
+            let plan = mayReadAhead && outcome.readAheads < maximumReadAheads && pending.events.isEmpty && !pending.more && reclocked == 0 ? await ahead.planOrNone(after: current.response, elapsed: started.secondsElapsed) : nil
             async let fetched = ReadAhead.fetch(plan)
             let report = try await applyAnswer(current.response, current.received)
             if current.response.events.count > 0 || current.response.more { sizing.received(seconds: current.started.secondsElapsed, full: current.response.more) }
