@@ -145,9 +145,10 @@ public struct CaptureTriggerBuilder: Sendable {
         """
         for column in foreign {
             let owner = table.owner(of: column)
+            let physicalColumn = physical.syncedColumns.first { $0.name == column } ?? PhysicalColumn(name: column, type: "")
             let message = "fleetsync: column \"\(column)\" of table \"\(table.name)\" is owned by \(ownerPhrase(owner)); this \(role.rawValue) (\(nodeID)) may not write it"
             body += """
-              IF NEW.\(SQL.identifier(column)) IS DISTINCT FROM OLD.\(SQL.identifier(column)) THEN
+              IF \(ColumnCodec.changed(physicalColumn)) THEN
                 RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = \(SQL.literal(message)),
                   HINT = \(SQL.literal("make this change on \(ownerPhrase(owner)); it reaches this node with the next exchange"));
               END IF;
@@ -164,7 +165,7 @@ public struct CaptureTriggerBuilder: Sendable {
             let id = SQL.identifier(column.name)
             let key = SQL.literal(column.name)
             body += """
-              IF NEW.\(id) IS DISTINCT FROM OLD.\(id) THEN
+              IF \(ColumnCodec.changed(column)) THEN
                 d := d || jsonb_build_object(\(key), \(ColumnCodec.captureExpression(column))); c := c || jsonb_build_object(\(key), k);
               END IF;
 

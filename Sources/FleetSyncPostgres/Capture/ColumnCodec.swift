@@ -11,6 +11,7 @@ import FleetSyncCore
 /// digits or change the text, the value is converted by `fleetsync.pinned_jsonb`, which fixes them.
 public enum ColumnCodec {
     static func isJSON(_ type: String) -> Bool { type == "jsonb" || type == "json" }
+    static func isJSONArray(_ type: String) -> Bool { type.hasSuffix("[]") && isJSON(String(type.prefix { $0 != "[" })) }
 
     /// The session setting whose value changes the column's captured text, with the condition
     /// under which the session's own value is safe; nil when no setting matters.
@@ -26,11 +27,34 @@ public enum ColumnCodec {
         return nil
     }
 
+    /// Types whose `=` is missing (json, xml, point, polygon, path) or is not identity (box, lseg,
+    /// line and circle compare areas or lengths): their changes are found by comparing text.
+    static let withoutIdentityEquality: Set<Substring> = ["json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"]
+
+    /// The SQL condition "the column changed between `old` and `new`" (rows of a trigger): `IS
+    /// DISTINCT FROM`, on the values' text for types without an identity `=` (and arrays of
+    /// them), where comparing the values themselves fails or misses changes.
+    public static func changed(_ column: PhysicalColumn, new: String = "NEW", old: String = "OLD") -> String {
+        let id = SQL.identifier(column.name)
+        var base = Substring(column.type.lowercased())
+        while base.hasSuffix("[]") { base = base.dropLast(2) }
+        if withoutIdentityEquality.contains(base) {
+            return "\(new).\(id)::text IS DISTINCT FROM \(old).\(id)::text"
+        }
+        return "\(new).\(id) IS DISTINCT FROM \(old).\(id)"
+    }
+
     /// The SQL expression that captures `NEW.column` (or any row alias) as JSONB.
     public static func captureExpression(_ column: PhysicalColumn, row: String = "NEW") -> String {
         let value = "\(row).\(SQL.identifier(column.name))"
         if isJSON(column.type) {
             return "CASE WHEN \(value) IS NULL THEN NULL ELSE jsonb_build_array(\(value)) END"
+        }
+        if isJSONArray(column.type) {
+            // An array of JSON values as JSON would be read back as a multi-dimensional array
+            // (`ARRAY['[]'::json]` → `[[]]` → "malformed array literal"): its text instead, which
+            // jsonb_populate_record reads through the array's input function.
+            return "to_jsonb(\(value)::text)"
         }
         if let safe = settingGuard(column.type) {
             return "CASE WHEN \(safe) THEN to_jsonb(\(value)) ELSE fleetsync.pinned_jsonb(\(value)) END"
