@@ -105,7 +105,17 @@ public final class DatabaseSession: Sendable {
 
     /// Runs `body` inside `BEGIN`/`COMMIT`; any error rolls everything back and is rethrown.
     public func transaction<T: Sendable>(_ body: (DatabaseSession) async throws -> T) async throws -> T {
-        try await execute("BEGIN", context: "starting a transaction")
+        try await transaction(begin: "BEGIN", body)
+    }
+
+    /// A transaction whose snapshot is the first statement's and stays (repeatable read), read
+    /// only: one round trip fewer than `BEGIN` and a `SET TRANSACTION`.
+    public func snapshot<T: Sendable>(_ body: (DatabaseSession) async throws -> T) async throws -> T {
+        try await transaction(begin: "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", body)
+    }
+
+    private func transaction<T: Sendable>(begin: String, _ body: (DatabaseSession) async throws -> T) async throws -> T {
+        try await execute(begin, context: "starting a transaction")
         do {
             let value = try await body(self)
             try await execute("COMMIT", context: "committing")

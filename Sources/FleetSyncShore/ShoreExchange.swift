@@ -189,12 +189,11 @@ public struct ShoreExchange: Sendable {
     public func recheck(_ parked: Parked, session db: DatabaseSession) async throws -> (answer: (status: Int, body: [UInt8])?, seen: Int64) {
         let configuration = self.configuration
         let seen = try await VesselQueue(configuration: configuration, session: db).lastPosition()
-        let read = try await db.transaction { tx -> VesselQueue.Batch? in
-            try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(parked.vessel)'s queue in one snapshot")
-            let prunedBelow: Int64 = try await tx.rows("SELECT pruned_below FROM fleetsync.outbox_counter", context: "reading the pruning mark")[0].value(0)
+        let read = try await db.snapshot { tx -> VesselQueue.Batch? in
+            let (last, prunedBelow) = try await Self.positions(tx)
             guard parked.cursor >= prunedBelow else { return nil }
             return try await VesselQueue(configuration: configuration, session: tx)
-                .read(vessel: parked.vessel, after: parked.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
+                .read(vessel: parked.vessel, after: parked.cursor, through: last, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
         }
         var response = parked.response
         if let batch = read {
@@ -223,11 +222,7 @@ public struct ShoreExchange: Sendable {
     /// One exchange of `vessel`, the identity its token proved (the request names the same).
     func exchange(_ request: ExchangeRequest, as vessel: String, session db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
         guard request.vesselID == vessel else { throw WireError(.forbidden, "the request names vessel \(request.vesselID), its token vessel \(vessel)") }
-        var binds = PostgresBindings()
-        binds.append(vessel)
-        guard !(try await db.rows("SELECT 1 FROM fleetsync.vessel WHERE vessel_id = $1", binds, context: "looking up vessel \(vessel)")).isEmpty else {
-            throw WireError(.unknownVessel, "vessel \(vessel) is not enrolled on this shore (fleetsync enroll --vessel \(vessel))")
-        }
+        // Enrolled and not revoked: its token's check (ShoreAuthority.authenticate) read that.
         // One exchange of a vessel at a time, across server processes; another one arriving
         // meanwhile (a retry racing its original) is answered at once rather than queued on the
         // lock, holding a connection.
@@ -253,8 +248,15 @@ public struct ShoreExchange: Sendable {
         // A cursor below pruned_below is no error: the vessel is caught up from table state (CatchUp).
         var binds = PostgresBindings()
         binds.append(vessel)
-        try await db.execute("INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING", binds, context: "registering contact with \(vessel)")
-        let stored = try await db.rows("SELECT max_clock, acknowledged FROM fleetsync.sync_state WHERE peer = $1", binds, context: "reading \(vessel)'s state")
+        // Registered on first contact; one round trip either way (the select does not see the
+        // insert's row: exactly one of the two answers).
+        let stored = try await db.rows("""
+            WITH registered AS (
+              INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING RETURNING max_clock, acknowledged
+            )
+            SELECT max_clock, acknowledged FROM registered
+            UNION ALL SELECT max_clock, acknowledged FROM fleetsync.sync_state WHERE peer = $1
+            """, binds, context: "reading \(vessel)'s state")
         let (clockFloor, seen) = try stored[0].decode((Int64, Int64).self)
         // The floor this vessel is held to, raised by the clocks of its own writes accepted below.
         var floor = clockFloor
@@ -331,12 +333,11 @@ public struct ShoreExchange: Sendable {
         // large (within this shore's ceilings).
         let size = batchSize(request)
         let after = request.readAhead?.after ?? request.cursor
-        let read = try await db.transaction { tx -> VesselQueue.Batch? in
-            try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", context: "reading \(vessel)'s queue in one snapshot")
-            let prunedBelow: Int64 = try await tx.rows("SELECT pruned_below FROM fleetsync.outbox_counter", context: "reading the pruning mark")[0].value(0)
+        let read = try await db.snapshot { tx -> VesselQueue.Batch? in
+            let (last, prunedBelow) = try await Self.positions(tx)
             guard request.cursor >= prunedBelow else { return nil }
             return try await VesselQueue(configuration: configuration, session: tx)
-                .read(vessel: vessel, after: after, limit: size.events, byteBudget: size.bytes)
+                .read(vessel: vessel, after: after, through: last, limit: size.events, byteBudget: size.bytes)
         }
         guard let batch = read else {
             let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: true, on: db)!
@@ -363,6 +364,11 @@ public struct ShoreExchange: Sendable {
         guard request.readAhead != nil else { return nil }
         let limits = configuration.limits
         return ReadAheadTerms(after: after, maximumEvents: max(limits.batchEvents, limits.maximumBatchEvents), maximumBytes: max(limits.batchBytes, limits.maximumBatchBytes))
+    }
+
+    /// The outbox's last position and pruning mark, in the caller's snapshot.
+    static func positions(_ db: DatabaseSession) async throws -> (last: Int64, prunedBelow: Int64) {
+        try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position and pruning mark")[0].decode((Int64, Int64).self)
     }
 
     /// The response carrying one catch-up page (``CatchUp``): more always follows.

@@ -49,7 +49,12 @@ public struct VesselQueue: Sendable {
     /// read in a read-only transaction; if that fails, the read fails and nothing is skipped. The
     /// row stays in the outbox (other vessels' queues share it) until retention prunes it.
     public func read(vessel: String, after cursor: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
-        let last = try await lastPosition()
+        try await read(vessel: vessel, after: cursor, through: try await lastPosition(), limit: limit, byteBudget: byteBudget)
+    }
+
+    /// ``read(vessel:after:limit:byteBudget:)`` up to `last`, the outbox's last position read by
+    /// the caller in the same snapshot.
+    public func read(vessel: String, after cursor: Int64, through last: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
         var binds = PostgresBindings()
         binds.append(cursor)
         binds.append(last)
