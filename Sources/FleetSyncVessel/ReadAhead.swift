@@ -69,6 +69,9 @@ struct ReadAhead: Sendable {
     /// session is busy applying.
     mutating func plan(after response: ExchangeResponse, elapsed: Double) async throws -> Plan? {
         guard response.more, response.catchUp == nil, response.readAhead != nil, response.clockFloor <= clock, elapsed < budgetSeconds else { return nil }
+        // A local change committed meanwhile goes first: the vessel applies nothing newer while
+        // a write it made earlier is unsent (its cursor says which partition it had seen).
+        guard try await !localChangesWait() else { return nil }
         if channel == nil {
             channel = try await VesselChannel(configuration: sync.configuration, session: sync.session, transport: sync.transport).prepared()
         }
@@ -93,6 +96,14 @@ struct ReadAhead: Sendable {
             sync.logger.debug("no read-ahead", metadata: ["error": "\(error)"])
             return nil
         }
+    }
+
+    /// Whether this vessel has changes of its own waiting to be sent (captured or sequenced):
+    /// the exchange began with none, and acknowledged ones have left the outbox.
+    func localChangesWait() async throws -> Bool {
+        try await sync.session.rows("""
+            SELECT EXISTS (SELECT 1 FROM fleetsync.capture_log) OR EXISTS (SELECT 1 FROM fleetsync.outbox)
+            """, context: "looking for local changes to send")[0].value(0)
     }
 
     /// A read-ahead request, sealed and sent by ``fetch()``.

@@ -158,4 +158,29 @@ final class ReadAheadTests: DatabaseTestCase {
         XCTAssertEqual(ahead.durableCursor, 40, "the batch applied is now the cursor the next read-ahead carries")
         XCTAssertEqual(sync.sizing.download.ceilingEvents, 500, "the shore's ceilings bound the batches asked for")
     }
+
+    /// A local change committed while a backlog drains stops the read-ahead: the vessel applies
+    /// nothing newer while a write it made earlier is unsent.
+    func testALocalChangeStopsTheReadAhead() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let node = fleet.vessels[0]
+        let db = try await connect(node.url)
+        let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
+        let telemetry = TelemetryWriter(url: node.url, logger: Fixtures.logger)
+        defer { Task { await telemetry.close(); await transport.shutdown() } }
+        let sync = VesselSync(configuration: node.configuration, schema: try await LocalSchema.load(configuration: node.configuration, session: db),
+                              session: db, telemetry: telemetry, transport: transport, logger: Fixtures.logger)
+        // A token as if the vessel had authenticated (a read-ahead is sealed with the one it holds).
+        try await db.execute("INSERT INTO fleetsync.sync_state (peer, token, token_expires_at) VALUES ('shore', '\\x0102', now() + interval '1 hour') ON CONFLICT (peer) DO UPDATE SET token = EXCLUDED.token, token_expires_at = EXCLUDED.token_expires_at")
+        var response = ExchangeResponse(shore: "shore", acknowledged: 0, events: [], cursor: 40, more: true)
+        response.readAhead = ReadAheadTerms(after: 0, maximumEvents: 1_000, maximumBytes: 1_048_576)
+        let request = ExchangeRequest(vesselID: "aurora", cursor: 0, events: [], upTo: 0)
+        var ahead = ReadAhead(sync: sync, request: request, clock: 0, durableCursor: 0)
+        let planned = try await ahead.plan(after: response, elapsed: 0)
+        XCTAssertEqual(planned?.after, 40, "nothing local waits: the next batch is asked for")
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('local', 'written on board');", url: node.url)
+        var again = ReadAhead(sync: sync, request: request, clock: 0, durableCursor: 0)
+        let stopped = try await again.plan(after: response, elapsed: 0)
+        XCTAssertNil(stopped, "a local change waits: no read-ahead")
+    }
 }
