@@ -96,8 +96,7 @@ final class ExchangeQueueTests: DatabaseTestCase {
         defer { server.stop(signal: SIGKILL) }
         // Every exchange stops at recording its exchange id until the blocker lets go.
         let blocker = try await connect(fleet.shore.url)
-        try await blocker.execute("BEGIN")
-        try await blocker.execute("LOCK TABLE fleetsync.seen_exchange IN EXCLUSIVE MODE")
+        try await Self.holdExchanges(blocker)
         let answers = exchangeAll(clients)
         try await Task.sleep(for: .seconds(2))
         let past = try overflow(fleet)
@@ -117,8 +116,7 @@ final class ExchangeQueueTests: DatabaseTestCase {
         try text.replacingOccurrences(of: "exchange_queue_seconds = 20", with: "exchange_queue_seconds = 0").write(toFile: fleet.shore.configPath, atomically: true, encoding: .utf8)
         let unqueued = try fleet.serve()
         defer { unqueued.stop(signal: SIGKILL) }
-        try await blocker.execute("BEGIN")
-        try await blocker.execute("LOCK TABLE fleetsync.seen_exchange IN EXCLUSIVE MODE")
+        try await Self.holdExchanges(blocker)
         // Their tokens still hold (the secret is the database's).
         let refused = exchangeAll(clients)
         try await Task.sleep(for: .seconds(2))
@@ -133,8 +131,7 @@ final class ExchangeQueueTests: DatabaseTestCase {
         let (fleet, server, clients) = try await queuedShore(vessels: 5)
         defer { server.stop(signal: SIGKILL) }
         let blocker = try await connect(fleet.shore.url)
-        try await blocker.execute("BEGIN")
-        try await blocker.execute("LOCK TABLE fleetsync.seen_exchange IN EXCLUSIVE MODE")
+        try await Self.holdExchanges(blocker)
         let answers = exchangeAll(clients)
         try await Task.sleep(for: .seconds(2))
         let start = Date()
@@ -143,5 +140,11 @@ final class ExchangeQueueTests: DatabaseTestCase {
         let all = await answers.value
         XCTAssertEqual(all.filter { $0 == "busy" }.count, 3, "the three queued requests were answered busy: \(all)")
         try await blocker.execute("ROLLBACK")
+    }
+
+    /// Holds every exchange at recording its exchange id (`seen_exchange`) until `blocker` rolls back.
+    static func holdExchanges(_ blocker: DatabaseSession) async throws {
+        try await blocker.execute("BEGIN")
+        try await blocker.execute("LOCK TABLE fleetsync.seen_exchange IN EXCLUSIVE MODE")
     }
 }

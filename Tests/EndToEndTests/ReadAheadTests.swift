@@ -19,6 +19,17 @@ final class ReadAheadTests: DatabaseTestCase {
             """
     }
 
+    /// The vessel side of `node`, in this process (the shore need not be running), and what
+    /// closes it.
+    func vesselSync(_ node: FleetNode, fleet: Fleet) async throws -> (VesselSync, @Sendable () async -> Void) {
+        let db = try await connect(node.url)
+        let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
+        let telemetry = TelemetryWriter(url: node.url, logger: Fixtures.logger)
+        let sync = VesselSync(configuration: node.configuration, schema: try await LocalSchema.load(configuration: node.configuration, session: db),
+                              session: db, telemetry: telemetry, transport: transport, logger: Fixtures.logger)
+        return (sync, { await telemetry.close(); await transport.shutdown() })
+    }
+
     /// Exchanges a `fleetsync sync` printed: its rounds and the batches read ahead within them.
     static func exchanges(_ output: String) -> (rounds: Int, readAhead: Int) {
         var rounds = 0, readAhead = 0
@@ -121,13 +132,8 @@ final class ReadAheadTests: DatabaseTestCase {
     /// anything else is dropped before anything of it is applied.
     func testAReadAheadAnswerThatIsNotTheNextBatchIsDropped() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"])
-        let node = fleet.vessels[0]
-        let db = try await connect(node.url)
-        let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
-        let telemetry = TelemetryWriter(url: node.url, logger: Fixtures.logger)
-        defer { Task { await telemetry.close(); await transport.shutdown() } }
-        let sync = VesselSync(configuration: node.configuration, schema: try await LocalSchema.load(configuration: node.configuration, session: db),
-                              session: db, telemetry: telemetry, transport: transport, logger: Fixtures.logger)
+        let (sync, close) = try await vesselSync(fleet.vessels[0], fleet: fleet)
+        defer { Task { await close() } }
         let request = ExchangeRequest(vesselID: "aurora", cursor: 10, events: [], upTo: 7, clock: 50)
         let applied = ExchangeResponse(shore: "shore", acknowledged: 7, events: [], cursor: 40, more: true, clockFloor: 3)
         func answer(_ change: (inout ExchangeResponse) -> Void) throws -> ReadAhead.Answer {
@@ -163,13 +169,9 @@ final class ReadAheadTests: DatabaseTestCase {
     /// nothing newer while a write it made earlier is unsent.
     func testALocalChangeStopsTheReadAhead() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"])
-        let node = fleet.vessels[0]
-        let db = try await connect(node.url)
-        let transport = try HTTPExchangeTransport(shoreURL: "http://127.0.0.1:\(fleet.httpPort)")
-        let telemetry = TelemetryWriter(url: node.url, logger: Fixtures.logger)
-        defer { Task { await telemetry.close(); await transport.shutdown() } }
-        let sync = VesselSync(configuration: node.configuration, schema: try await LocalSchema.load(configuration: node.configuration, session: db),
-                              session: db, telemetry: telemetry, transport: transport, logger: Fixtures.logger)
+        let (sync, close) = try await vesselSync(fleet.vessels[0], fleet: fleet)
+        defer { Task { await close() } }
+        let db = sync.session
         // A token as if the vessel had authenticated (a read-ahead is sealed with the one it holds).
         try await db.execute("INSERT INTO fleetsync.sync_state (peer, token, token_expires_at) VALUES ('shore', '\\x0102', now() + interval '1 hour') ON CONFLICT (peer) DO UPDATE SET token = EXCLUDED.token, token_expires_at = EXCLUDED.token_expires_at")
         var response = ExchangeResponse(shore: "shore", acknowledged: 0, events: [], cursor: 40, more: true)
@@ -178,7 +180,7 @@ final class ReadAheadTests: DatabaseTestCase {
         var ahead = ReadAhead(sync: sync, request: request, clock: 0, durableCursor: 0)
         let planned = try await ahead.plan(after: response, elapsed: 0)
         XCTAssertEqual(planned?.after, 40, "nothing local waits: the next batch is asked for")
-        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('local', 'written on board');", url: node.url)
+        try Fixtures.runScript("INSERT INTO vessel (code, name) VALUES ('local', 'written on board');", url: fleet.vessels[0].url)
         var again = ReadAhead(sync: sync, request: request, clock: 0, durableCursor: 0)
         let stopped = try await again.plan(after: response, elapsed: 0)
         XCTAssertNil(stopped, "a local change waits: no read-ahead")

@@ -57,4 +57,40 @@ final class NoEqualityTypeTests: DatabaseTestCase {
         let captured: Int64 = try await target.scalar("SELECT count(*) FROM fleetsync.capture_log")
         XCTAssertEqual(captured, 1)
     }
+
+    /// The same types in numbers: 3,500 rows (more than one 3,000-row apply slice, each slice
+    /// of new rows copied in through the empty-range path), each inserted and then updated.
+    func testThousandsOfRowsWithTheseTypesApplyInEverySlice() async throws {
+        let table = TableConfiguration(name: "oddity", route: .broadcast, defaultOwner: .shared)
+        let sourceURL = try await Fixtures.database(schema: Self.schema, exampleSchema: false)
+        let source = try await connect(sourceURL)
+        _ = try await Installer(configuration: Fixtures.configuration(role: .shore, nodeID: "shore", url: sourceURL, tables: [table])).install(on: source)
+        try await source.execute("""
+            INSERT INTO oddity (note, j, x, p, b, c, ja)
+            SELECT 'n' || i, json_build_object('i', i, 'a', json_build_array()), ('<r>' || i || '</r>')::xml, point(i, -i),
+                   box(point(0, 0), point(i, 1)), circle(point(i, i), 1), ARRAY[json_build_array(), json_build_object('i', i)]
+            FROM generate_series(1, 3500) i
+            """)
+        try await source.execute("UPDATE oddity SET b = box(point(1, 0), point(1 + (b[0])[0], 1)), j = json_build_object('moved', true), p = point(p[1], p[0])")
+        let moved = try await OutboxReader(session: source).sequence()
+        XCTAssertEqual(moved, 7_000)
+
+        let targetURL = try await Fixtures.database(schema: Self.schema, exampleSchema: false)
+        let target = try await connect(targetURL)
+        let targetConfiguration = Fixtures.configuration(role: .vessel, nodeID: "aurora", url: targetURL, tables: [table])
+        _ = try await Installer(configuration: targetConfiguration).install(on: target)
+        let schema = try await LocalSchema.load(configuration: targetConfiguration, session: target)
+        let telemetry = TelemetryWriter(url: targetURL, logger: Fixtures.logger)
+        // In two batches, as two exchanges would bring them: the inserts, then the updates.
+        for (after, limit) in [(Int64(0), 3_500), (Int64(3_500), 3_500)] {
+            let events = try await OutboxReader(session: source).read(after: after, limit: limit).map { $0.event(node: "shore", role: .shore, table: table) }
+            let report = try await Applier(schema: schema, session: target, telemetry: telemetry).apply(events, from: "shore")
+            XCTAssertEqual(report.deadLettered, 0)
+        }
+        await telemetry.close()
+        let query = "SELECT md5(string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s', id, note, j::jsonb, x, p, b, c, ja), E'\\n' ORDER BY id)) FROM oddity"
+        let expected: String = try await source.scalar(query)
+        let actual: String = try await target.scalar(query)
+        XCTAssertEqual(actual, expected, "all 3,500 rows equal, boxes moved at the same area included")
+    }
 }
