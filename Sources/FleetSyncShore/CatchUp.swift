@@ -41,6 +41,8 @@ struct CatchUp: Sendable {
     /// What one exchange answers while catching up.
     struct Answer: Sendable {
         var events: [ChangeEvent]
+        /// The page's rows in bulk form, for a vessel that announced it (then no events).
+        var bulk: CatchUpBulkPage?
         var cursor: Int64
         var progress: [String: JSONValue]
     }
@@ -62,8 +64,10 @@ struct CatchUp: Sendable {
     /// The catch-up page for this request, or nil when the vessel takes events.
     /// - Parameters:
     ///   - echo: the `catch_up` object of the request's status (the last progress the vessel applied).
+    ///   - bulk: the vessel reads pages in bulk form (``announcesBulk(_:)``); a whole partition's
+    ///     pages then go that way.
     ///   - force: the events after `cursor` are known to be pruned (checked in a snapshot).
-    func answer(vessel: String, cursor: Int64, echo: JSONValue?, force: Bool, on db: DatabaseSession) async throws -> Answer? {
+    func answer(vessel: String, cursor: Int64, echo: JSONValue?, bulk: Bool = false, force: Bool, on db: DatabaseSession) async throws -> Answer? {
         let counter = try await db.rows("SELECT last_pos, pruned_below, tracked_from FROM fleetsync.outbox_counter", context: "reading the outbox position")
         let (last, prunedBelow, trackedFrom) = try counter[0].decode((Int64, Int64, Int64).self)
         var state = try await load(vessel: vessel, on: db)
@@ -80,7 +84,7 @@ struct CatchUp: Sendable {
                     try await finish(vessel: vessel, state: current, on: db)
                     state = nil
                 } else {
-                    return try await nextPage(vessel: vessel, state: current, on: db)
+                    return try await nextPage(vessel: vessel, state: current, bulk: bulk, on: db)
                 }
             } else {
                 // The vessel has moved past the catch-up (it applied the last page) or elsewhere.
@@ -120,21 +124,26 @@ struct CatchUp: Sendable {
         logger.info("catching a vessel up from table state", metadata: [
             "vessel": "\(vessel)", "cursor": "\(cursor)", "pruned_below": "\(prunedBelow)", "target": "\(last)",
             "whole_partition": "\(whole)", "rows": "\(total)"])
-        return try await nextPage(vessel: vessel, state: fresh, on: db)
+        return try await nextPage(vessel: vessel, state: fresh, bulk: bulk, on: db)
+    }
+
+    /// Whether a request's status announces the bulk form of catch-up pages (``CatchUpBulkPage``).
+    static func announcesBulk(_ status: [String: JSONValue]) -> Bool {
+        status[CatchUpBulkPage.statusKey]?.int64Value == Int64(CatchUpBulkPage.version)
     }
 
     /// Sends the page after the confirmed position (again, if its answer was lost).
-    func nextPage(vessel: String, state: State, on db: DatabaseSession) async throws -> Answer {
+    func nextPage(vessel: String, state: State, bulk announced: Bool, on db: DatabaseSession) async throws -> Answer {
         let reader = CatchUpReader(configuration: configuration, schema: schema, session: db)
-        let bounds = Self.pageBounds(configuration.limits)
+        // The bulk form carries a whole partition's rows (no removals, no candidate list).
+        let bulk = announced && state.whole
         let started = ContinuousClock.now
-        let ahead = await CatchUpReadAhead.shared.take(CatchUpReadAhead.Key(vessel: vessel, state: state, start: state.done))
+        let ahead = await CatchUpReadAhead.shared.take(CatchUpReadAhead.Key(vessel: vessel, state: state, start: state.done, bulk: bulk))
         let page: CatchUpReader.Page
         if let ahead {
             page = ahead
         } else {
-            page = try await reader.page(vessel: vessel, whole: state.whole, from: state.done, limit: bounds.events,
-                                         byteBudget: bounds.bytes, position: state.target)
+            page = try await Self.read(reader, vessel: vessel, state: state, start: state.done, bulk: bulk)
         }
         var next = state
         next.page += 1
@@ -162,20 +171,27 @@ struct CatchUp: Sendable {
         let finished = page.next.isEnd
         logger.info("catch-up page read", metadata: [
             "vessel": "\(vessel)", "page": "\(next.page)", "rows": "\(page.rows)", "removals": "\(page.removals)",
-            "read_ahead": "\(ahead != nil)", "milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
+            "read_ahead": "\(ahead != nil)", "bulk": "\(bulk)", "milliseconds": "\((ContinuousClock.now - started).milliseconds)"])
         // The page after this one is read while the vessel applies this one (CatchUpReadAhead):
         // for a whole partition only, whose pages depend on nothing this exchange wrote.
         if !finished && state.whole {
             let (configuration, schema, logger, start) = (self.configuration, self.schema, self.logger, page.next)
-            await CatchUpReadAhead.shared.start(CatchUpReadAhead.Key(vessel: vessel, state: state, start: start)) {
-                await CatchUpReadAhead.read(configuration: configuration, schema: schema, vessel: vessel, state: state, start: start, logger: logger)
+            await CatchUpReadAhead.shared.start(CatchUpReadAhead.Key(vessel: vessel, state: state, start: start, bulk: bulk)) {
+                await CatchUpReadAhead.read(configuration: configuration, schema: schema, vessel: vessel, state: state, start: start, bulk: bulk, logger: logger)
             }
         }
-        return Answer(events: page.events, cursor: finished ? state.target : state.since, progress: [
+        return Answer(events: page.events, bulk: page.bulk, cursor: finished ? state.target : state.since, progress: [
             "since": .number(String(state.since)), "target": .number(String(state.target)), "page": .number(String(next.page)),
             "rows": .number(String(next.sentRows)), "removals": .number(String(next.sentRemovals)), "total": .number(String(state.total)),
-            "whole": .bool(state.whole), "done": .bool(finished),
+            "whole": .bool(state.whole), "done": .bool(finished), "bulk": .bool(bulk),
         ])
+    }
+
+    /// Reads the page at `start` of a catch-up, in bulk form or as events.
+    static func read(_ reader: CatchUpReader, vessel: String, state: State, start: CatchUpPosition, bulk: Bool) async throws -> CatchUpReader.Page {
+        let bounds = pageBounds(reader.configuration.limits)
+        if bulk { return try await reader.bulkPage(vessel: vessel, from: start, limit: bounds.events, byteBudget: bounds.bytes) }
+        return try await reader.page(vessel: vessel, whole: state.whole, from: start, limit: bounds.events, byteBudget: bounds.bytes, position: state.target)
     }
 
     func finish(vessel: String, state: State, on db: DatabaseSession) async throws {

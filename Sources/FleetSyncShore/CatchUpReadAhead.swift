@@ -27,8 +27,11 @@ actor CatchUpReadAhead {
         var phase: Int
         var rank: Int
         var id: UUID?
+        /// The page in bulk form (``CatchUpBulkPage``) or as events.
+        var bulk: Bool
 
-        init(vessel: String, state: CatchUp.State, start: CatchUpPosition) {
+        init(vessel: String, state: CatchUp.State, start: CatchUpPosition, bulk: Bool = false) {
+            self.bulk = bulk
             self.vessel = vessel
             since = state.since
             target = state.target
@@ -70,8 +73,7 @@ actor CatchUpReadAhead {
     /// Reads the page at `start` of `vessel`'s catch-up on a connection of its own; nil on any
     /// failure (the vessel's next request then reads it itself).
     static func read(configuration: FleetSyncConfiguration, schema: LocalSchema, vessel: String, state: CatchUp.State,
-                     start: CatchUpPosition, logger: Logger) async -> CatchUpReader.Page? {
-        let bounds = CatchUp.pageBounds(configuration.limits)
+                     start: CatchUpPosition, bulk: Bool, logger: Logger) async -> CatchUpReader.Page? {
         let db: DatabaseSession
         do {
             db = try await DatabaseSession.connect(url: configuration.databaseURL, logger: logger)
@@ -81,8 +83,7 @@ actor CatchUpReadAhead {
         }
         var page: CatchUpReader.Page?
         do {
-            page = try await CatchUpReader(configuration: configuration, schema: schema, session: db)
-                .page(vessel: vessel, whole: state.whole, from: start, limit: bounds.events, byteBudget: bounds.bytes, position: state.target)
+            page = try await CatchUp.read(CatchUpReader(configuration: configuration, schema: schema, session: db), vessel: vessel, state: state, start: start, bulk: bulk)
         } catch {
             logger.warning("reading a catch-up page ahead failed; the vessel's next request reads it", metadata: ["vessel": "\(vessel)", "error": "\(error)"])
         }

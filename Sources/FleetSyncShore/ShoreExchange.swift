@@ -326,7 +326,8 @@ public struct ShoreExchange: Sendable {
         let configuration = self.configuration
         // Past what the shore keeps, or never caught up: pages of table state instead of events.
         let catchUp = CatchUp(configuration: configuration, schema: schema, logger: logger)
-        if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: false, on: db) {
+        let bulk = CatchUp.announcesBulk(request.status)
+        if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], bulk: bulk, force: false, on: db) {
             return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
         // A vessel that applies the batch it has meanwhile asks for the one after it, and how
@@ -340,7 +341,7 @@ public struct ShoreExchange: Sendable {
                 .read(vessel: vessel, after: after, through: last, limit: size.events, byteBudget: size.bytes)
         }
         guard let batch = read else {
-            let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], force: true, on: db)!
+            let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], bulk: bulk, force: true, on: db)!
             return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
         var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
@@ -377,6 +378,7 @@ public struct ShoreExchange: Sendable {
                                         clockFloor: clockFloor,
                                         maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes), catchUp: answer.progress)
         response.readAhead = terms(request, after: request.cursor)
+        response.bulk = answer.bulk
         return response
     }
 

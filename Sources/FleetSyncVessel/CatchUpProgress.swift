@@ -1,5 +1,6 @@
 import FleetSyncCore
 import FleetSyncPostgres
+import Logging
 import PostgresNIO
 
 /// The catch-up progress the shore reported in its last applied response (docs/PROTOCOL.md,
@@ -25,5 +26,23 @@ public enum CatchUpProgress {
             return "caught up from table state (\(whole)): \(rows) row(s), \(removals) removal(s) in \(p["page"]?.int64Value ?? 0) page(s)\(at)"
         }
         return "catching up from table state (\(whole)): \(rows) of at most \(total) row(s), \(removals) removal(s), page \(p["page"]?.int64Value ?? 0)\(at)"
+    }
+}
+
+extension CatchUpProgress {
+    /// Applies a catch-up page in bulk form (``CatchUpBulkWriter``): copied straight in when it
+    /// can be, as events otherwise. A bulk page carries no events; one that does is refused.
+    static func applyBulk(_ page: CatchUpBulkPage, events: Int, response: ExchangeResponse, schema: LocalSchema, session: DatabaseSession,
+                          telemetry: TelemetryWriter, peer: String, logger: Logger) async throws -> ApplyReport {
+        guard events == 0, response.catchUp != nil else {
+            throw WireError(.malformed, "a bulk catch-up page came with \(events) events\(response.catchUp == nil ? " and no catch-up progress" : ""); nothing was applied")
+        }
+        let started = ContinuousClock.now
+        let outcome = try await CatchUpBulkWriter(schema: schema, session: session, telemetry: telemetry, shore: response.shore, sender: peer)
+            .apply(page, cursor: response.cursor)
+        var metadata: Logger.Metadata = ["rows": "\(page.rows)", "copied": "\(outcome.copied)", "seconds": "\(started.secondsElapsed)"]
+        if let reason = outcome.asEvents { metadata["as_events"] = "\(reason)" }
+        logger.info("bulk catch-up page applied", metadata: metadata)
+        return outcome.report
     }
 }

@@ -204,7 +204,7 @@ public struct VesselSync: Sendable {
             vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock, holdIncoming: pending.more,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
-                     "transport": .string(transport.name)].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
+                     "transport": .string(transport.name), CatchUpBulkPage.statusKey: .number(String(CatchUpBulkPage.version))].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
                 .merging(status.lastVerify.map { ["last_verify": VerifyReport.reported($0)] } ?? [:]) { a, _ in a })
         // The batch this vessel takes (docs/PROTOCOL.md, *Read-ahead and batch size*).
         let download = sizing.download
@@ -280,9 +280,9 @@ public struct VesselSync: Sendable {
             async let fetched = ReadAhead.fetch(plan)
             let report = try await applyAnswer(current.response, current.received)
             if current.response.events.count > 0 || current.response.more { sizing.received(seconds: current.started.secondsElapsed, full: current.response.more) }
-            outcome.add(received: current.received.count, report: report, caughtUp: current.response.catchUp?["done"] == .bool(true))
+            outcome.add(received: current.received.count + (current.response.bulk?.rows ?? 0), report: report, caughtUp: current.response.catchUp?["done"] == .bool(true))
             logger.info("exchange done", metadata: [
-                "sent": "\(outcome.sent)", "received": "\(current.received.count)", "applied": "\(report.appliedRows)",
+                "sent": "\(outcome.sent)", "received": "\(current.received.count + (current.response.bulk?.rows ?? 0))", "applied": "\(report.appliedRows)",
                 "waiting": "\(report.waiting)", "dead_letters": "\(report.deadLettered)",
                 "bytes_sent": "\(wire.sent)", "bytes_received": "\(wire.received)", "request_bytes": "\(requestBytes.count)", "response_bytes": "\(responseBytes.count)",
                 "cursor": "\(current.response.cursor)", "transport": "\(transport.name)", "read_ahead": "\(outcome.readAheads)"])
@@ -306,7 +306,12 @@ public struct VesselSync: Sendable {
     func applyAnswer(_ response: ExchangeResponse, _ received: WireEventBatch) async throws -> ApplyReport {
         var applier = Applier(schema: schema, session: session, telemetry: telemetry)
         applier.shoreNode = response.shore
-        let report = try await applier.apply(batch: received, from: Self.peer, cursor: response.cursor)
+        let report: ApplyReport
+        if let bulk = response.bulk {
+            report = try await CatchUpProgress.applyBulk(bulk, events: received.count, response: response, schema: schema, session: session, telemetry: telemetry, peer: Self.peer, logger: logger)
+        } else {
+            report = try await applier.apply(batch: received, from: Self.peer, cursor: response.cursor)
+        }
         if let progress = response.catchUp { try await CatchUpProgress.record(progress, on: session) }
         var success = PostgresBindings()
         success.append(Self.peer)

@@ -120,6 +120,7 @@ final class CatchUpTests: DatabaseTestCase {
         let catchUp = try JSONParser.parse(status.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue?["catch_up"]?.objectValue
         XCTAssertEqual(catchUp?["done"], .bool(true), status.output)
         XCTAssertEqual(catchUp?["whole"], .bool(true), status.output)
+        XCTAssertEqual(catchUp?["bulk"], .bool(true), "the vessel announced the bulk form and the shore sent it: \(status.output)")
         let shoreStatus = try FleetSyncBinary.run(["status", "--config", fleet.shore.configPath, "--json"])
         let vessels = try JSONParser.parse(shoreStatus.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue?["vessels"]?.arrayValue ?? []
         let aurora = vessels.first { $0.objectValue?["vessel"] == .string("aurora") }?.objectValue

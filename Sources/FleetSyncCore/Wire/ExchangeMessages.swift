@@ -104,6 +104,9 @@ public struct ExchangeResponse: Sendable, Equatable {
     /// Present when the request asked (``ExchangeRequest/readAhead``): the events follow
     /// `readAhead.after`, not necessarily the request's cursor.
     public var readAhead: ReadAheadTerms?
+    /// A catch-up page in bulk form (``CatchUpBulkPage``), only to a vessel that announced it;
+    /// the page's rows then come here rather than as events.
+    public var bulk: CatchUpBulkPage?
 
     public init(shore: String, acknowledged: Int64, events: [ChangeEvent], cursor: Int64, more: Bool, clockFloor: Int64 = 0, maximumChangeBytes: Int64 = 0,
                 catchUp: [String: JSONValue]? = nil) {

@@ -105,7 +105,8 @@ public enum WireCodec {
         // Bit 1 of the more byte: a catch-up progress object follows the change limit.
         // Bit 2: read-ahead terms follow the catch-up progress (only to a vessel that asked:
         // vessels before them refuse the bit).
-        body.byte((response.more ? 1 : 0) | (response.catchUp == nil ? 0 : 2) | (response.readAhead == nil ? 0 : 4))
+        // Bit 3: a bulk catch-up page follows the read-ahead terms (only to a vessel that announced it).
+        body.byte((response.more ? 1 : 0) | (response.catchUp == nil ? 0 : 2) | (response.readAhead == nil ? 0 : 4) | (response.bulk == nil ? 0 : 8))
         body.signed(response.clockFloor)
         body.signed(response.maximumChangeBytes)
         if let catchUp = response.catchUp { encodeValue(.object(catchUp), into: &body) }
@@ -114,6 +115,7 @@ public enum WireCodec {
             body.varint(UInt64(terms.maximumEvents))
             body.varint(UInt64(terms.maximumBytes))
         }
+        response.bulk?.encode(into: &body)
         encodeEvents(response.events, strings: &strings, into: &body)
         return strings.prefixed(body.bytes)
     }
@@ -135,7 +137,7 @@ public enum WireCodec {
         let cursor = try reader.signed()
         guard acknowledged >= 0, cursor >= 0 else { throw WireError(.malformed, "negative acknowledgement or cursor") }
         let more = try reader.byte()
-        guard more <= 7 else { throw WireError(.malformed, "more flag is \(more)") }
+        guard more <= 15 else { throw WireError(.malformed, "more flag is \(more)") }
         let clockFloor = try reader.signed()
         let maximumChangeBytes = try reader.signed()
         guard clockFloor >= 0, maximumChangeBytes >= 0 else { throw WireError(.malformed, "negative clock floor or change size") }
@@ -157,6 +159,7 @@ public enum WireCodec {
             }
             response.readAhead = ReadAheadTerms(after: after, maximumEvents: Int(events), maximumBytes: Int(bytes))
         }
+        if more & 8 != 0 { response.bulk = try CatchUpBulkPage.decode(&reader, limits: WireLimits()) }
         return response
     }
 

@@ -127,6 +127,8 @@ public struct CatchUpReader: Sendable {
         public var events: [ChangeEvent] = []
         public var rows = 0
         public var removals = 0
+        /// The rows in bulk form (``bulkPage(vessel:from:limit:byteBudget:)``), instead of events.
+        public var bulk: CatchUpBulkPage?
         /// Where the next page starts (``CatchUpPosition/end`` when all is sent).
         public var next: CatchUpPosition
     }
