@@ -64,9 +64,16 @@ public enum Retention {
               SELECT greatest((SELECT h FROM by_age), coalesce((SELECT h FROM by_size), 0)) AS h
             ), pruned AS (
               DELETE FROM fleetsync.outbox WHERE pos <= (SELECT h FROM horizon) RETURNING pos, table_name, row_id, op, vessel
+            ), passed AS (
+              -- Every enrolled vessel has applied the events up to here: a mark at or below it
+              -- would only be forgotten again (forgetWhatNoVesselNeeds), and tracked_from
+              -- rises to it below, so none is written.
+              SELECT least(coalesce(min(coalesce(s.acknowledged, 0)), 0), (SELECT h FROM horizon)) AS m
+              FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id
             ), touched AS (
               INSERT INTO fleetsync.pruned_row (table_name, row_id, last_pos, vessel)
-              SELECT DISTINCT ON (table_name, row_id) table_name, row_id, pos, vessel FROM pruned WHERE op <> 'O'
+              SELECT DISTINCT ON (table_name, row_id) table_name, row_id, pos, vessel FROM pruned
+              WHERE op <> 'O' AND pos > (SELECT m FROM passed)
               ORDER BY table_name, row_id, pos DESC
               ON CONFLICT (table_name, row_id) DO UPDATE SET
                 vessel = CASE WHEN EXCLUDED.last_pos > fleetsync.pruned_row.last_pos THEN EXCLUDED.vessel ELSE fleetsync.pruned_row.vessel END,
@@ -79,7 +86,8 @@ public enum Retention {
               ON CONFLICT (vessel, table_name, row_id) DO UPDATE SET pos = greatest(fleetsync.departure.pos, EXCLUDED.pos)
               RETURNING 1
             )
-            UPDATE fleetsync.outbox_counter SET pruned_below = greatest(pruned_below, (SELECT h FROM horizon))
+            UPDATE fleetsync.outbox_counter SET pruned_below = greatest(pruned_below, (SELECT h FROM horizon)),
+              tracked_from = greatest(tracked_from, (SELECT m FROM passed))
             RETURNING pruned_below, (SELECT count(*) FROM pruned), (SELECT count(*) FROM touched), (SELECT count(*) FROM departed)
             """, binds, context: "pruning the shore's event log")
         let horizon: Int64 = try rows[0].value(0)

@@ -149,6 +149,7 @@ struct SyncCommand: AsyncParsableCommand {
                     var line = "exchange \(round): sent \(o.sent), received \(o.received), waiting \(o.waiting), dead-lettered \(o.deadLettered), "
                         + "bytes \(o.bytesSent) up / \(o.bytesReceived) down"
                     if o.readAheads > 0 { line += ", \(o.readAheads) more batch(es) read ahead" }
+                    if o.sentAhead > 0 { line += ", \(o.sentAhead) more batch(es) sent ahead" }
                     if o.waitingApplied > 0 { line += ", \(o.waitingApplied) waiting change(s) applied" }
                     if o.reclocked > 0 { line += ", \(o.reclocked) pending change(s) re-clocked past the shore's floor (restored database?)" }
                     print(line)

@@ -197,6 +197,11 @@ public struct VesselConfiguration: Sendable, Equatable {
     /// has (the shore reads ahead of the vessel's cursor), so that the link and both databases
     /// work at once (docs/PROTOCOL.md, *Read-ahead and batch size*). Off: one exchange at a time.
     public var readAhead: Bool = true
+    /// While the vessel has more of its own to send than one batch, the next batch is read from
+    /// its outbox and sealed while the shore applies the one in flight, and goes out as soon as
+    /// that one is acknowledged (docs/PROTOCOL.md, *Send-ahead*). Off: each batch is read after
+    /// the one before is acknowledged.
+    public var sendAhead: Bool = true
     /// The vessel grows its batches while exchanges are full and quick, and shrinks them when
     /// one fails or is slow, between `[limits] batch_events`/`batch_bytes` and
     /// `max_batch_events`/`max_batch_bytes` (down to 20 KB on a poor link). Off: batches stay at

@@ -149,7 +149,7 @@ struct ConfigurationReader {
         var vessel: VesselConfiguration?
         if let table = section(root, "vessel", required: role == .vessel) {
             checkKeys(table, path: "vessel", known: ["shore_url", "interval_seconds", "request_timeout_seconds", "tls_ca", "shore_identity", "wake_on_change", "long_poll",
-                                                       "verify_interval_seconds", "verify_repair", "read_ahead", "adaptive_batch"])
+                                                       "verify_interval_seconds", "verify_repair", "read_ahead", "send_ahead", "adaptive_batch"])
             if role == .shore { fail("vessel", "is a vessel setting in a shore configuration", "remove the [vessel] section") }
             if let url = string(table, "shore_url", path: "vessel", required: true) {
                 if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
@@ -172,6 +172,9 @@ struct ConfigurationReader {
                 }
                 if let value = table["read_ahead"] {
                     if let on = value.bool { vessel?.readAhead = on } else { fail("vessel.read_ahead", "must be true or false", "write read_ahead = true or false") }
+                }
+                if let value = table["send_ahead"] {
+                    if let on = value.bool { vessel?.sendAhead = on } else { fail("vessel.send_ahead", "must be true or false", "write send_ahead = true or false") }
                 }
                 if let value = table["adaptive_batch"] {
                     if let on = value.bool { vessel?.adaptiveBatch = on } else { fail("vessel.adaptive_batch", "must be true or false", "write adaptive_batch = true or false") }
