@@ -34,6 +34,9 @@ public struct ExchangeOutcome: Sendable {
     /// Batches that were asked for while the one before applied (read-ahead), each one more
     /// exchange with the shore inside this one.
     public var readAheads = 0
+    /// Batches of this vessel's own changes read while the one before was at the shore and sent
+    /// after it (send-ahead), each one more exchange with the shore inside this one.
+    public var sentAhead = 0
     /// The shore knew clocks of this vessel above its own: its database went back (a restore).
     public var restoreDetected = false
 
@@ -189,9 +192,19 @@ public struct VesselSync: Sendable {
     /// The advisory lock one exchange of the vessel holds.
     public static let exchangeLock = "fleetsync.exchange"
 
-    private func exchangeHoldingTheLock(longPoll: LongPoll?, maximumReadAheads: Int) async throws -> ExchangeOutcome {
-        let (cursor, acknowledged, knownShore, shoreMaximumChangeBytes) = try await state()
-        let started = ContinuousClock.now
+    /// One upload's request, read from the outbox and encoded before it is sent.
+    struct Upload: Sendable {
+        var pending: (events: [ChangeEvent], upTo: Int64, more: Bool, setAside: Int)
+        var clock: Int64
+        var request: ExchangeRequest
+        var bytes: [UInt8]
+        /// The shore's change size limit the batch was read under.
+        var shoreMaximumChangeBytes: Int64
+    }
+
+    /// The request for the pending events after `acknowledged`; `longPoll` only when it sends
+    /// nothing.
+    func prepareUpload(cursor: Int64, after acknowledged: Int64, shoreMaximumChangeBytes: Int64, longPoll: LongPoll?) async throws -> (Upload, poll: LongPoll?) {
         var pending = try await pendingEvents(after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes, limit: sizing.upload.events, byteBudget: sizing.upload.bytes)
         // A change larger than a batch, before the shore has said how large a change it takes:
         // this exchange asks (sends nothing) so that the next one knows.
@@ -211,65 +224,117 @@ public struct VesselSync: Sendable {
         request.readAhead = ReadAheadAsk(after: cursor, events: download.events, bytes: download.bytes)
         let poll = pending.events.isEmpty && !pending.more ? longPoll.flatMap { $0.seconds > 0 ? $0 : nil } : nil
         request.waitSeconds = poll?.seconds ?? 0
-        let requestBytes = MessageFraming.encode(request)
+        return (Upload(pending: pending, clock: clock, request: request, bytes: MessageFraming.encode(request), shoreMaximumChangeBytes: shoreMaximumChangeBytes), poll)
+    }
+
+    private func exchangeHoldingTheLock(longPoll: LongPoll?, maximumReadAheads: Int) async throws -> ExchangeOutcome {
+        let (cursor, firstAcknowledged, firstKnownShore, firstShoreMaximumChangeBytes) = try await state()
+        var (acknowledged, knownShore, shoreMaximumChangeBytes) = (firstAcknowledged, firstKnownShore, firstShoreMaximumChangeBytes)
+        var (upload, poll) = try await prepareUpload(cursor: cursor, after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes, longPoll: longPoll)
         // Sealed to the pinned shore, with this vessel's token (VesselChannel).
         let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
         let wire = WireCount()
         let responseLimits = self.responseLimits
-        let answered: ([UInt8], ExchangeResponse, WireEventBatch)
-        do {
-            answered = try await Self.abandoning(poll?.abandon) {
-                try await sendRetryingBusy(requestBytes, via: channel, counting: wire, limits: responseLimits)
+        var sent = 0, setAside = 0, sentAhead = 0
+        // While more of this vessel's own changes wait than one batch holds, the next batch is
+        // read and encoded while the shore applies this one, and goes out once this one is
+        // acknowledged (SendAhead.swift).
+        let maySendAhead = configuration.vessel?.sendAhead ?? true
+        while true {
+            let started = ContinuousClock.now
+            let ahead = maySendAhead && upload.pending.more && sentAhead < maximumReadAheads ? await SendAhead.channel(channel, logger: logger) : nil
+            let answered: ([UInt8], ExchangeResponse, WireEventBatch)
+            let following: Upload?
+            let (sentUpTo, limit, abandon) = (upload.pending.upTo, shoreMaximumChangeBytes, poll?.abandon)
+            do {
+                (answered, following) = try await SendAhead.send(upload.bytes, through: ahead, preparing: { [cursor] in
+                    try await prepareUpload(cursor: cursor, after: sentUpTo, shoreMaximumChangeBytes: limit, longPoll: nil).0
+                }, otherwise: { bytes in
+                    try await Self.abandoning(abandon) {
+                        try await sendRetryingBusy(bytes, via: { try await channel.send($0, limits: $1) }, counting: wire, limits: responseLimits)
+                    }
+                }, counting: wire, limits: responseLimits, sync: self)
+            } catch let error where !(error is LongPollAbandoned) {
+                sizing.failed()
+                throw error
             }
-        } catch let error where !(error is LongPollAbandoned) {
-            sizing.failed()
-            throw error
+            let (responseBytes, response, received) = answered
+            let pending = upload.pending
+            let clock = upload.clock
+            let request = upload.request
+            let requestBytes = upload.bytes
+            if !pending.events.isEmpty { sizing.sent(seconds: started.secondsElapsed, full: pending.more) }
+            guard response.acknowledged <= max(pending.upTo, acknowledged) else {
+                throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
+            }
+            // The first shore to answer is this vessel's shore for life: another one (a wrong
+            // shore_url, another fleet's shore) is refused before anything is dropped or applied.
+            if let knownShore, knownShore != response.shore {
+                throw ShoreMismatch(description: "the shore at \(configuration.vessel?.shoreURL ?? "?") answers as node \"\(response.shore)\", but this vessel syncs with shore \"\(knownShore)\"; refusing the exchange (check [vessel] shore_url)")
+            } else if knownShore == nil {
+                var pin = PostgresBindings()
+                pin.append(Self.peer)
+                pin.append(response.shore)
+                try await session.execute("UPDATE fleetsync.sync_state SET node_id = $2 WHERE peer = $1", pin, context: "recording the shore's node id")
+                knownShore = response.shore
+            }
+            if response.maximumChangeBytes != shoreMaximumChangeBytes {
+                var limit = PostgresBindings()
+                limit.append(Self.peer)
+                limit.append(response.maximumChangeBytes)
+                try await session.execute("UPDATE fleetsync.sync_state SET max_change_bytes = $2 WHERE peer = $1", limit, context: "recording the shore's change size limit")
+                shoreMaximumChangeBytes = response.maximumChangeBytes
+            }
+            if let terms = response.readAhead { sizing.limit(terms) }
+            // The shore holds clocks of this vessel's writes above its clock: the database went back
+            // (a restore). The shore applied nothing; pending changes get clocks past the floor and
+            // go again.
+            var reclocked = 0
+            if response.clockFloor > clock {
+                logger.warning("the shore knows clocks of this vessel above its own: restored from a backup? moving the clocks of pending changes past them", metadata: [
+                    "clock": "\(clock)", "floor": "\(response.clockFloor)"])
+                reclocked = try await ClockRecovery(schema: schema, session: session, nodeID: configuration.nodeID)
+                    .moveClocks(past: response.clockFloor, pendingAfter: acknowledged)
+                await telemetry.record(kind: "clock_moved_past_shore_floor", detail: .object([
+                    "clock": .number(String(clock)), "floor": .number(String(response.clockFloor)), "reclocked": .number(String(reclocked))]))
+            }
+            // Acknowledged events leave the outbox only now.
+            var binds = PostgresBindings()
+            binds.append(response.acknowledged)
+            binds.append(Self.peer)
+            try await session.transaction { tx in
+                try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos <= $1", binds, context: "dropping acknowledged events")
+                try await tx.execute("UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $1) WHERE peer = $2", binds, context: "recording the acknowledgement")
+            }
+            sent += pending.events.count
+            setAside += pending.setAside
+            // The batch read meanwhile goes next when this one was taken whole and nothing
+            // else came back; otherwise it is dropped (its events stay in the outbox) and read again.
+            if reclocked == 0, let next = following, SendAhead.follows(next, upload, answer: response, received: received.count, shoreMaximumChangeBytes: shoreMaximumChangeBytes) {
+                acknowledged = response.acknowledged
+                upload = next
+                poll = nil
+                sentAhead += 1
+                logger.info("batch sent", metadata: [
+                    "sent": "\(pending.events.count)", "bytes_sent": "\(wire.sent)", "request_bytes": "\(requestBytes.count)", "send_ahead": "\(sentAhead)"])
+                continue
+            }
+            var outcome = ExchangeOutcome(sent: sent, received: 0, pending: pending.more || reclocked > 0)
+            outcome.sentAhead = sentAhead
+            outcome.reclocked = reclocked
+            outcome.restoreDetected = response.clockFloor > clock
+            return try await receive(outcome: outcome, response: response, received: received, responseBytes: responseBytes, request: request, requestBytes: requestBytes,
+                                     clock: clock, cursor: cursor, started: started, wire: wire, setAside: setAside, maximumReadAheads: maximumReadAheads - sentAhead)
         }
-        let (responseBytes, response, received) = answered
-        if !pending.events.isEmpty { sizing.sent(seconds: started.secondsElapsed, full: pending.more) }
-        guard response.acknowledged <= max(pending.upTo, acknowledged) else {
-            throw WireError(.malformed, "the shore acknowledged position \(response.acknowledged), beyond the \(pending.upTo) this vessel sent; refusing to drop unsent changes")
-        }
-        // The first shore to answer is this vessel's shore for life: another one (a wrong
-        // shore_url, another fleet's shore) is refused before anything is dropped or applied.
-        if let knownShore, knownShore != response.shore {
-            throw ShoreMismatch(description: "the shore at \(configuration.vessel?.shoreURL ?? "?") answers as node \"\(response.shore)\", but this vessel syncs with shore \"\(knownShore)\"; refusing the exchange (check [vessel] shore_url)")
-        } else if knownShore == nil {
-            var pin = PostgresBindings()
-            pin.append(Self.peer)
-            pin.append(response.shore)
-            try await session.execute("UPDATE fleetsync.sync_state SET node_id = $2 WHERE peer = $1", pin, context: "recording the shore's node id")
-        }
-        if response.maximumChangeBytes != shoreMaximumChangeBytes {
-            var limit = PostgresBindings()
-            limit.append(Self.peer)
-            limit.append(response.maximumChangeBytes)
-            try await session.execute("UPDATE fleetsync.sync_state SET max_change_bytes = $2 WHERE peer = $1", limit, context: "recording the shore's change size limit")
-        }
-        if let terms = response.readAhead { sizing.limit(terms) }
-        // The shore holds clocks of this vessel's writes above its clock: the database went back
-        // (a restore). The shore applied nothing; pending changes get clocks past the floor and
-        // go again.
-        var reclocked = 0
-        if response.clockFloor > clock {
-            logger.warning("the shore knows clocks of this vessel above its own: restored from a backup? moving the clocks of pending changes past them", metadata: [
-                "clock": "\(clock)", "floor": "\(response.clockFloor)"])
-            reclocked = try await ClockRecovery(schema: schema, session: session, nodeID: configuration.nodeID)
-                .moveClocks(past: response.clockFloor, pendingAfter: acknowledged)
-            await telemetry.record(kind: "clock_moved_past_shore_floor", detail: .object([
-                "clock": .number(String(clock)), "floor": .number(String(response.clockFloor)), "reclocked": .number(String(reclocked))]))
-        }
-        // Acknowledged events leave the outbox only now.
-        var binds = PostgresBindings()
-        binds.append(response.acknowledged)
-        binds.append(Self.peer)
-        try await session.transaction { tx in
-            try await tx.execute("DELETE FROM fleetsync.outbox WHERE pos <= $1", binds, context: "dropping acknowledged events")
-            try await tx.execute("UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $1) WHERE peer = $2", binds, context: "recording the acknowledgement")
-        }
-        var outcome = ExchangeOutcome(sent: pending.events.count, received: 0, pending: pending.more || reclocked > 0)
-        outcome.reclocked = reclocked
-        outcome.restoreDetected = response.clockFloor > clock
+    }
+
+    /// The shore's answer to the last request of an exchange: applied, with the batches read
+    /// ahead after it (``ReadAhead``).
+    private func receive(outcome: ExchangeOutcome, response: ExchangeResponse, received: WireEventBatch, responseBytes: [UInt8], request: ExchangeRequest, requestBytes: [UInt8],
+                         clock: Int64, cursor: Int64, started: ContinuousClock.Instant, wire: WireCount, setAside: Int, maximumReadAheads: Int) async throws -> ExchangeOutcome {
+        var outcome = outcome
+        let pending = (events: request.events, more: request.holdIncoming)
+        let reclocked = outcome.reclocked
         // While the shore has more and this vessel nothing to send, the next batch is asked for
         // while this one applies (ReadAhead); otherwise this one is applied alone.
         var ahead = ReadAhead(sync: self, request: request, clock: clock, durableCursor: cursor)
@@ -297,7 +362,7 @@ public struct VesselSync: Sendable {
         }
         outcome.bytesSent = wire.sent
         outcome.bytesReceived = wire.received
-        outcome.deadLettered += pending.setAside
+        outcome.deadLettered += setAside
         return outcome
     }
 
@@ -322,10 +387,11 @@ public struct VesselSync: Sendable {
     /// Sends a request and decodes the answer. A `busy` answer (the shore at its bound, or another
     /// exchange of this vessel in progress there: a retry racing its original) is retried with
     /// the same request a little later, a few times.
-    func sendRetryingBusy(_ requestBytes: [UInt8], via channel: VesselChannel, counting wire: WireCount, limits responseLimits: WireLimits) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
+    func sendRetryingBusy(_ requestBytes: [UInt8], via send: @Sendable ([UInt8], WireLimits) async throws -> (answer: [UInt8], sent: Int, received: Int),
+                          counting wire: WireCount, limits responseLimits: WireLimits) async throws -> ([UInt8], ExchangeResponse, WireEventBatch) {
         var attempt = 0
         while true {
-            let (bytes, sent, received) = try await channel.send(requestBytes, limits: responseLimits)
+            let (bytes, sent, received) = try await send(requestBytes, responseLimits)
             wire.sent += sent
             wire.received += received
             do {
@@ -372,7 +438,7 @@ public struct VesselSync: Sendable {
         for round in 0..<maximumRounds {
             guard exchanges < maximumRounds else { break }
             let outcome = try await exchangeOnce(maximumReadAheads: maximumRounds - exchanges - 1)
-            exchanges += 1 + outcome.readAheads
+            exchanges += 1 + outcome.readAheads + outcome.sentAhead
             each(round + 1, outcome)
             sent += outcome.sent
             received += outcome.received
