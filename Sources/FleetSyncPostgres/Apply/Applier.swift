@@ -35,6 +35,8 @@ public struct Applier: Sendable {
     public var shoreNode: String?
     /// The receiver's former read of every column of an updated row (benchmark only: TableWriter).
     public var readsEveryColumn = false
+    /// The receiver's former update through JSON records with every clock (benchmark only: TableWriter).
+    public var updatesThroughJSON = false
     /// Whether a batch that changed something is followed by a retry of the waiting events
     /// (off while retrying them).
     var retriesWaiting = true
@@ -227,7 +229,7 @@ public struct Applier: Sendable {
             try index.forEachToken(of: row) { token in intake.add(try batch.event(at: token)) }
         }
         let groups = intake.orderedGroups()
-        let copy = groups.isEmpty || schema.tables[chunk.table] == nil ? nil : tableWriter(for: chunk.table, sender: sender).prepareCopy(groups)
+        let copy = groups.isEmpty || schema.tables[chunk.table] == nil || groups.areMostlyUpdates ? nil : tableWriter(for: chunk.table, sender: sender).prepareCopy(groups)
         return PreparedChunk(groups: groups, copy: copy, quarantine: intake.quarantine,
                              rejectedEvents: intake.rejectedEvents, rejectedFields: intake.rejectedFields)
     }
@@ -337,6 +339,7 @@ public struct Applier: Sendable {
         var writer = TableWriter(configuration: configuration.table(named: table)!, physical: schema.tables[table]!, columns: schema.writableColumns(of: table))
         if configuration.role == .shore { writer.relayFrom = sender }
         writer.readsEveryColumn = readsEveryColumn
+        writer.updatesThroughJSON = updatesThroughJSON
         return writer
     }
 

@@ -55,6 +55,25 @@ enum CopyEncoder {
         return true
     }
 
+    /// The type's input text of a value that ``canEncode(_:column:)`` accepts (unescaped: what
+    /// the type's input function reads); nil for NULL.
+    static func inputText(_ value: JSONValue, column: PhysicalColumn) -> String? {
+        if ColumnCodec.isJSON(column.type) {
+            if case .array(let wrapped) = value, wrapped.count == 1 { return wrapped[0].serialized }
+            return nil
+        }
+        switch value {
+        case .null, .object: return nil
+        case .bool(let b): return b ? "t" : "f"
+        case .number(let n): return n
+        case .string(let s): return s
+        case .array(let items):
+            var literal = ""
+            _ = arrayLiteral(items, into: &literal)
+            return literal
+        }
+    }
+
     /// `{a,"b c",NULL,{1,2}}` from JSON array items.
     private static func arrayLiteral(_ items: [JSONValue], into out: inout String) -> Bool {
         out += "{"
@@ -73,8 +92,15 @@ enum CopyEncoder {
         return true
     }
 
-    private static func quoted(_ s: String, into out: inout String) {
+    /// `s` as a double-quoted element of an array literal.
+    static func quoted(_ s: String, into out: inout String) {
         out += "\""
+        // Most values hold neither quote nor backslash: appended whole.
+        if !s.utf8.contains(where: { $0 == 0x22 || $0 == 0x5C }) {
+            out += s
+            out += "\""
+            return
+        }
         for scalar in s.unicodeScalars {
             if scalar == "\"" || scalar == "\\" { out += "\\" }
             out.unicodeScalars.append(scalar)

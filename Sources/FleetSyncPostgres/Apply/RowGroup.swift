@@ -41,3 +41,15 @@ struct Conflict: Sendable {
     var kept: FieldChange
     var discarded: FieldChange
 }
+
+extension Array where Element == RowGroup {
+    /// Whether most of these rows were updates where they were written (a base version above 0):
+    /// such rows almost always exist here too, so COPY text prepared for them as new rows would
+    /// be thrown away (the applier then prepares none; rows that do turn out new are still
+    /// copied, encoded when written).
+    var areMostlyUpdates: Bool {
+        var updates = 0
+        for group in self where group.base > 0 && group.base != Int64.max { updates += 1 }
+        return updates * 2 > count
+    }
+}

@@ -15,6 +15,9 @@ struct TableWriter {
     /// Reads every synced column of the rows an update touches, as before 2026-11 (only for
     /// the side-by-side benchmark, `WORKLOAD=updates fleetsync-apply-benchmark`).
     var readsEveryColumn = false
+    /// Updates rows as before 2026-12 (JSON records carrying every clock of the row, read whole;
+    /// only for the side-by-side benchmark): ``ArrayUpdate``.
+    var updatesThroughJSON = false
 
     struct Outcome: Sendable {
         var applied = 0
@@ -23,7 +26,7 @@ struct TableWriter {
         var highestCounter: Int64 = 0
     }
 
-    private var qualified: String { SQL.qualified(physical.schema, physical.name) }
+    var qualified: String { SQL.qualified(physical.schema, physical.name) }
 
     /// New rows as COPY text in pieces, with the columns they fill; nil when a value cannot travel
     /// that way (then rows are inserted from JSON records). Rows are copied in runs that fill the
@@ -72,7 +75,7 @@ struct TableWriter {
         let ids = groups.map(\.rowID)
         let local = try await Self.noRowBetween(ids, in: qualified, on: db) ? [:] : try await readLocal(ids, columns: touched, on: db)
         var newRows: [RowGroup] = []
-        var updates: [JSONValue] = []
+        var updates: [PendingUpdate] = []
         var updateColumns: Set<String> = []
         var relayed: [JSONValue] = []
         for group in groups {
@@ -86,7 +89,7 @@ struct TableWriter {
                     continue
                 }
                 updateColumns.formUnion(changed.filter { $0 != ChangeEvent.deletedField })
-                updates.append(record(id: group.rowID, state: merged, version: max(existing.version, merged.version), otherClocks: existing.otherClocks))
+                updates.append(PendingUpdate(id: group.rowID, state: merged, version: max(existing.version, merged.version), otherClocks: existing.otherClocks, changed: changed))
                 if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
             } else {
                 newRows.append(group)
@@ -112,7 +115,7 @@ struct TableWriter {
 
     /// The JSON record of a row as `jsonb_populate_recordset` reads it.
     /// `otherClocks`: the stored clocks of fields not read (``readLocal(_:columns:on:)``), kept.
-    private func record(id: UUID, state: RowState, version: Int64, otherClocks: [String: JSONValue] = [:]) -> JSONValue {
+    func record(id: UUID, state: RowState, version: Int64, otherClocks: [String: JSONValue] = [:]) -> JSONValue {
         var object: [String: JSONValue] = [:]
         object.reserveCapacity(state.fields.count + 4)
         var clocks = otherClocks
@@ -233,50 +236,7 @@ struct TableWriter {
         return rows.isEmpty
     }
 
-    private struct LocalRow {
-        /// The fields read, with their values and clocks.
-        var state: RowState
-        var version: Int64
-        /// The clocks of the row's other fields, as stored.
-        var otherClocks: [String: JSONValue]
-    }
-
-    /// Reads and locks the local rows among `ids`: the values of `columns` in the capture
-    /// encoding, every clock.
-    private func readLocal(_ ids: [UUID], columns: Set<String>, on db: DatabaseSession) async throws -> [UUID: LocalRow] {
-        let values = ColumnCodec.captureObject(physical.syncedColumns.filter { columns.contains($0.name) }, row: "t")
-        var binds = PostgresBindings()
-        binds.append(ids)
-        let rows = try await db.rows("""
-            SELECT t.id, t.sync_version, t.is_deleted, t.sync_clock::text, (\(values))::text
-            FROM \(qualified) t WHERE t.id = ANY($1::uuid[]) FOR UPDATE
-            """, binds, context: "reading local rows of \(configuration.name)")
-        var result: [UUID: LocalRow] = [:]
-        for row in rows {
-            let context = "reading local rows of \(configuration.name)"
-            let id: UUID = try row.value(0, context: context)
-            let version: Int64 = try row.value(1, context: context)
-            let deleted: Bool = try row.value(2, context: context)
-            let clocks = try JSONParser.parse(try row.value(3, as: String.self, context: context)).objectValue ?? [:]
-            let values = try JSONParser.parse(try row.value(4, as: String.self, context: context)).objectValue ?? [:]
-            let otherClocks = clocks.filter { values[$0.key] == nil && $0.key != ChangeEvent.deletedField }
-            var state = RowState()
-            // Rows that existed before init have no clocks: the lowest clock, so any sync wins.
-            let none = FieldClock(counter: 0, node: "")
-            for (name, value) in values {
-                state.fields[name] = FieldChange(value: value, clock: clocks[name].flatMap(FieldClock.init(json:)) ?? none)
-            }
-            if let tombstone = clocks[ChangeEvent.deletedField].flatMap(FieldClock.init(json:)) {
-                state.fields[ChangeEvent.deletedField] = FieldChange(value: .bool(deleted), clock: tombstone)
-            } else if deleted {
-                state.fields[ChangeEvent.deletedField] = FieldChange(value: .bool(true), clock: none)
-            }
-            result[id] = LocalRow(state: state, version: version, otherClocks: otherClocks)
-        }
-        return result
-    }
-
-    private func orderedColumns(_ names: Set<String>) -> [PhysicalColumn] {
+    func orderedColumns(_ names: Set<String>) -> [PhysicalColumn] {
         physical.syncedColumns.filter { names.contains($0.name) }
     }
 
@@ -290,18 +250,6 @@ struct TableWriter {
             INSERT INTO \(qualified) (\(targets.joined(separator: ", ")))
             SELECT \(sources.joined(separator: ", ")) FROM json_populate_recordset(NULL::\(qualified), $1::json) r
             """, binds, context: "inserting rows into \(configuration.name)")
-    }
-
-    private func update(_ records: [JSONValue], columns names: Set<String>, on db: DatabaseSession) async throws {
-        let columns = orderedColumns(names)
-        let sets = columns.map { "\(SQL.identifier($0.name)) = \(ColumnCodec.applyExpression($0, record: "r"))" }
-            + ["sync_version = r.sync_version", "is_deleted = r.is_deleted", "sync_clock = r.sync_clock"]
-        var binds = PostgresBindings()
-        binds.append(JSONValue.array(records).serialized)
-        try await db.execute("""
-            UPDATE \(qualified) t SET \(sets.joined(separator: ", "))
-            FROM json_populate_recordset(NULL::\(qualified), $1::json) r WHERE t.id = r.id
-            """, binds, context: "updating rows of \(configuration.name)")
     }
 
     /// Concurrent writes to shared fields: the writer had not seen the local value it raced with.
