@@ -126,6 +126,46 @@ final class ArrayUpdateTests: DatabaseTestCase {
         XCTAssertEqual(values, "short|abc|101,short|abc|101,short|abc|101")
     }
 
+    /// Rows are read without a lock; a local write between the read and the update makes a new
+    /// row version, which the update does not write over: the row is read again (locked) and
+    /// merged again, so the later local value wins over an older incoming one. Through the typed
+    /// arrays (a text column) and through the JSON records (an enum column).
+    func testALocalWriteBetweenTheReadAndTheUpdateIsMergedNotOverwritten() async throws {
+        let schema = """
+            CREATE TYPE mood AS ENUM ('calm', 'rough');
+            CREATE TABLE item (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), title text, m mood, qty integer);
+            """
+        let tables = [TableConfiguration(name: "item", route: .broadcast, defaultOwner: .shared)]
+        let url = try await Fixtures.database(schema: schema, exampleSchema: false)
+        let db = try await connect(url)
+        let other = try await connect(url)
+        let configuration = Fixtures.configuration(role: .vessel, nodeID: "aurora", url: url, tables: tables)
+        _ = try await Installer(configuration: configuration).install(on: db)
+        let applier = try await makeApplier(configuration, db)
+        for (column, incoming, local) in [("title", JSONValue.string("from shore"), "'local'"), ("m", .string("rough"), "'calm'")] {
+            // A row with no clocks (written before init): any incoming change wins when read.
+            let id: UUID = try await db.transaction { tx in
+                try await tx.execute("SET LOCAL fleetsync.applying = 'on'")
+                return try await tx.scalar("INSERT INTO item (title, m, qty) VALUES ('old', 'rough', 1) RETURNING id")
+            }
+            try await db.execute("SELECT setval('fleetsync.lamport', greatest(last_value, 1000)) FROM fleetsync.lamport")
+            var group = RowGroup(table: "item", rowID: id, sender: "shore", sequence: 0)
+            group.merge([column: FieldChange(value: incoming, clock: FieldClock(counter: 5, node: "shore"))], base: 1)
+            var writer = applier.tableWriter(for: "item", sender: "shore")
+            XCTAssertFalse(writer.readsLocked)
+            let sql = "UPDATE item SET \(column) = \(local), qty = qty + 1 WHERE id = '\(id.lowercasedText)'"
+            writer.afterRead = { try await other.execute(sql) }
+            let outcome = try await db.transaction { tx in
+                try await tx.execute("SET LOCAL fleetsync.applying = 'on'")
+                return try await writer.write([group], on: tx)
+            }
+            XCTAssertEqual(outcome.applied, 0, "\(column): the local write (clock above 1000) is newer than the incoming one (5)")
+            XCTAssertEqual(outcome.unchanged, 1)
+            let row: String = try await db.scalar("SELECT format('%s|%s|%s', \(column), qty, sync_clock -> \(SQL.literal(column)) ->> 1) FROM item WHERE id = '\(id.lowercasedText)'")
+            XCTAssertEqual(row, "\(local.dropFirst().dropLast())|2|aurora", "\(column): the local value, clock and other column stay")
+        }
+    }
+
     /// The cast type of a column: the type without its modifier, built-in types only.
     func testCastTypes() {
         XCTAssertEqual(ArrayUpdate.castType("character varying(20)"), "character varying")

@@ -25,6 +25,8 @@ struct ArrayUpdate {
     private var deleted: [Bool] = []
     /// `jsonb[]` literal of each row's changed clocks, and a `text[]` literal per column.
     private var clocks = ""
+    /// `xid[]` literal of the row versions read, when the update checks them.
+    private var xmins: String?
     private var values: [String]
 
     /// Nil when a column's type is not one that ``castType(_:)`` casts.
@@ -44,7 +46,8 @@ struct ArrayUpdate {
     /// Adds a row: its merged state (every column of ``columns`` is in it, read or incoming), its
     /// version and tombstone, and the fields the update changes (their clocks are written).
     /// False when a value cannot travel as input text; then nothing is added.
-    mutating func append(id: UUID, state: RowState, version: Int64, deleted isDeleted: Bool, changed: [String]) -> Bool {
+    /// `xmin`: the row version read; the row is written only if it is still that version.
+    mutating func append(id: UUID, state: RowState, version: Int64, deleted isDeleted: Bool, changed: [String], xmin: String? = nil) -> Bool {
         var texts: [String?] = []
         texts.reserveCapacity(columns.count)
         for column in columns {
@@ -66,6 +69,10 @@ struct ArrayUpdate {
         versions.append(version)
         deleted.append(isDeleted)
         Self.element(changedClocks, separator: ids.count > 1, into: &clocks)
+        if let xmin {
+            if ids.count > 1 { xmins! += "," } else { xmins = "" }
+            xmins! += xmin
+        }
         for index in texts.indices {
             Self.element(texts[index], separator: ids.count > 1, into: &values[index])
         }
@@ -85,14 +92,19 @@ struct ArrayUpdate {
         binds.append(deleted)
         binds.append("{" + clocks + "}")
         for literal in values { binds.append("{" + literal + "}") }
+        if let xmins { binds.append("{" + xmins + "}") }
         let sets = zip(columns, casts).enumerated().map { index, pair in
             "\(SQL.identifier(pair.0.name)) = CAST(r.c\(index) AS \(pair.1))"
         } + ["sync_version = r.v", "is_deleted = r.d", "sync_clock = COALESCE(t.sync_clock, '{}'::jsonb) || r.k"]
-        let arrays = ["$1::uuid[]", "$2::bigint[]", "$3::boolean[]", "$4::jsonb[]"] + columns.indices.map { "$\($0 + 5)::text[]" }
-        let names = ["id", "v", "d", "k"] + columns.indices.map { "c\($0)" }
+        var arrays = ["$1::uuid[]", "$2::bigint[]", "$3::boolean[]", "$4::jsonb[]"] + columns.indices.map { "$\($0 + 5)::text[]" }
+        var names = ["id", "v", "d", "k"] + columns.indices.map { "c\($0)" }
+        if xmins != nil {
+            arrays.append("$\(arrays.count + 1)::xid[]")
+            names.append("x")
+        }
         let sql = """
             UPDATE \(qualified) t SET \(sets.joined(separator: ", "))
-            FROM unnest(\(arrays.joined(separator: ", "))) AS r(\(names.joined(separator: ", "))) WHERE t.id = r.id
+            FROM unnest(\(arrays.joined(separator: ", "))) AS r(\(names.joined(separator: ", "))) WHERE t.id = r.id\(xmins != nil ? " AND t.xmin = r.x" : "")
             """
         return (sql, binds)
     }

@@ -18,6 +18,13 @@ struct TableWriter {
     /// Updates rows as before 2026-12 (JSON records carrying every clock of the row, read whole;
     /// only for the side-by-side benchmark): ``ArrayUpdate``.
     var updatesThroughJSON = false
+    /// Whether the rows read for an update are locked as they are read (SELECT ... FOR UPDATE).
+    /// Off by default: the update then writes only rows that are still the version read, and
+    /// the rows a local write changed in between are read again, locked, and merged again.
+    var locksRows = false
+    var readsLocked: Bool { locksRows || updatesThroughJSON }
+    /// Runs between the read of the local rows and their update (tests: a local write in between).
+    var afterRead: (@Sendable () async throws -> Void)? = nil
 
     struct Outcome: Sendable {
         var applied = 0
@@ -74,10 +81,11 @@ struct TableWriter {
         if readsEveryColumn { touched = Set(physical.syncedColumns.map(\.name)) }
         let ids = groups.map(\.rowID)
         let local = try await Self.noRowBetween(ids, in: qualified, on: db) ? [:] : try await readLocal(ids, columns: touched, on: db)
+        if let afterRead { try await afterRead() }
         var newRows: [RowGroup] = []
         var updates: [PendingUpdate] = []
         var updateColumns: Set<String> = []
-        var relayed: [JSONValue] = []
+        var relayed: [(id: UUID, record: JSONValue)] = []
         for group in groups {
             outcome.highestCounter = max(outcome.highestCounter, group.state.version)
             if let existing = local[group.rowID] {
@@ -89,11 +97,12 @@ struct TableWriter {
                     continue
                 }
                 updateColumns.formUnion(changed.filter { $0 != ChangeEvent.deletedField })
-                updates.append(PendingUpdate(id: group.rowID, state: merged, version: max(existing.version, merged.version), otherClocks: existing.otherClocks, changed: changed))
-                if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) })) }
+                updates.append(PendingUpdate(id: group.rowID, state: merged, version: max(existing.version, merged.version), otherClocks: existing.otherClocks,
+                                             changed: changed, xmin: existing.xmin))
+                if relayFrom != nil { relayed.append((group.rowID, relayRecord(group.rowID, fields: merged.fields.filter { changed.contains($0.key) }))) }
             } else {
                 newRows.append(group)
-                if relayFrom != nil { relayed.append(relayRecord(group.rowID, fields: group.state.fields)) }
+                if relayFrom != nil { relayed.append((group.rowID, relayRecord(group.rowID, fields: group.state.fields))) }
             }
             outcome.applied += 1
         }
@@ -108,8 +117,22 @@ struct TableWriter {
                 }
             }
         }
-        if !updates.isEmpty { try await update(updates, columns: updateColumns, on: db) }
-        if let origin = relayFrom, !relayed.isEmpty { try await relay(relayed, origin: origin, on: db) }
+        var skipped = Set<UUID>()
+        if !updates.isEmpty { skipped = try await update(updates, columns: updateColumns, on: db) }
+        if !skipped.isEmpty {
+            // A local write changed these rows after they were read: what was merged for them is
+            // dropped, and they are merged again, read and locked this time.
+            relayed.removeAll { skipped.contains($0.id) }
+            outcome.conflicts.removeAll { skipped.contains($0.rowID) }
+            outcome.applied -= skipped.count
+        }
+        if let origin = relayFrom, !relayed.isEmpty { try await relay(relayed.map(\.record), origin: origin, on: db) }
+        if !skipped.isEmpty {
+            var locking = self
+            locking.locksRows = true
+            locking.afterRead = nil
+            outcome.add(try await locking.write(groups.filter { skipped.contains($0.rowID) }, on: db))
+        }
         return outcome
     }
 
