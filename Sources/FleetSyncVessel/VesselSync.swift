@@ -217,7 +217,7 @@ public struct VesselSync: Sendable {
             vesselID: configuration.nodeID, cursor: cursor, events: pending.events, upTo: pending.upTo, clock: clock, holdIncoming: pending.more,
             status: ["pending": .number(String(status.pendingEvents)), "dead_letters": .number(String(status.deadLetters)),
                      "quarantined": .number(String(status.quarantinedRows)), "waiting": .number(String(status.waiting)),
-                     "transport": .string(transport.name), CatchUpBulkPage.statusKey: .number(String(CatchUpBulkPage.version))].merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
+                     "transport": .string(transport.name)].merging(CatchUpProgress.bulkAnnouncement) { a, _ in a }.merging(status.catchUp.map { ["catch_up": $0] } ?? [:]) { a, _ in a }
                 .merging(status.lastVerify.map { ["last_verify": VerifyReport.reported($0)] } ?? [:]) { a, _ in a })
         // The batch this vessel takes (docs/PROTOCOL.md, *Read-ahead and batch size*).
         let download = sizing.download
