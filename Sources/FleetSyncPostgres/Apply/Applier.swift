@@ -37,6 +37,8 @@ public struct Applier: Sendable {
     public var readsEveryColumn = false
     /// The receiver's former update through JSON records with every clock (benchmark only: TableWriter).
     public var updatesThroughJSON = false
+    /// Target rows locked as they are read (benchmark only: TableWriter.locksRows).
+    public var locksRows = false
     /// Whether a batch that changed something is followed by a retry of the waiting events
     /// (off while retrying them).
     var retriesWaiting = true
@@ -340,6 +342,7 @@ public struct Applier: Sendable {
         if configuration.role == .shore { writer.relayFrom = sender }
         writer.readsEveryColumn = readsEveryColumn
         writer.updatesThroughJSON = updatesThroughJSON
+        writer.locksRows = locksRows
         return writer
     }
 
