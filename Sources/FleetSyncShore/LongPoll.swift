@@ -151,7 +151,13 @@ public final class ShoreWorkProbe: Sendable {
     struct Marks {
         var clock: Int64?
         var position: Int64?
+        /// The last sequencing stopped at its chunk: more captured changes wait.
+        var backlog = false
     }
+
+    /// Captured changes one look moves into the outbox at most: a large backlog (one
+    /// transaction of 100,000 rows) wakes its vessels after its first chunk, not after all of it.
+    static let sequencingChunk = 10_000
 
     let marks = Mutex(Marks())
     let pool: PostgresClient
@@ -168,7 +174,7 @@ public final class ShoreWorkProbe: Sendable {
                 let db = DatabaseSession.lent(connection, logger: self.logger)
                 let clock: Int64 = try await db.rows("SELECT last_value FROM fleetsync.lamport", context: "looking for new shore events")[0].value(0)
                 let known = self.marks.withLock { $0 }
-                let moved = known.clock != clock
+                let moved = known.clock != clock || known.backlog
                 var start = known.position
                 if let from { start = min(start ?? from, from) }
                 guard moved || from != nil else { return nil }
@@ -178,7 +184,8 @@ public final class ShoreWorkProbe: Sendable {
                     self.marks.withLock { $0 = Marks(clock: clock, position: last) }
                     return nil
                 }
-                if moved { _ = try await OutboxReader(session: db).sequence() }
+                var backlog = false
+                if moved { backlog = try await OutboxReader(session: db).sequence(chunk: Self.sequencingChunk).full }
                 var binds = PostgresBindings()
                 binds.append(after)
                 let rows = try await db.rows("""
@@ -195,7 +202,7 @@ public final class ShoreWorkProbe: Sendable {
                 if rows.isEmpty {
                     last = try await db.rows("SELECT last_pos FROM fleetsync.outbox_counter", context: "reading the outbox position")[0].value(0)
                 }
-                self.marks.withLock { $0 = Marks(clock: clock, position: max(last, known.position ?? last)) }
+                self.marks.withLock { $0 = Marks(clock: clock, position: max(last, known.position ?? last), backlog: backlog) }
                 return vessels
             }
         } catch {

@@ -25,6 +25,8 @@ public final class SequencerGroup: Sendable {
     struct State {
         var running = false
         var waiting: [CheckedContinuation<Turn, Never>] = []
+        /// The last chunked run stopped at its chunk: more captured changes may wait.
+        var backlog = false
     }
 
     let state = Mutex(State())
@@ -58,6 +60,39 @@ public final class SequencerGroup: Sendable {
         }
     }
 
+    /// Moves at most `chunk` captured changes into the outbox, unless a run is already in
+    /// progress (then it does not wait for it); returns whether more may wait (this run, or the
+    /// last one, stopped at its chunk). For an exchange about to read a vessel's queue: what is
+    /// not sequenced yet comes in a later exchange (the answer says `more`), so a large backlog
+    /// is moved a chunk per exchange, while the vessel applies the batch before (read-ahead),
+    /// instead of all at once before the first batch.
+    public func sequenceSome(on db: DatabaseSession, chunk: Int) async throws -> Bool {
+        let leads = state.withLock { s -> Bool in
+            if s.running { return false }
+            s.running = true
+            return true
+        }
+        guard leads else { return state.withLock { $0.backlog } }
+        var failure: (any Error)?
+        var full = false
+        do {
+            full = try await OutboxReader(session: db).sequence(chunk: chunk).full
+        } catch {
+            failure = error
+        }
+        // Those who came meanwhile wait for everything: the first of them runs a whole sequencing.
+        let next = state.withLock { s -> [CheckedContinuation<Turn, Never>] in
+            if failure == nil { s.backlog = full }
+            let next = s.waiting
+            s.waiting = []
+            if next.isEmpty { s.running = false }
+            return next
+        }
+        if let first = next.first { first.resume(returning: .lead(Array(next.dropFirst()))) }
+        if let failure { throw failure }
+        return full
+    }
+
     /// One run for the caller and `followers`, then the turn passes to those who came meanwhile.
     private func run(answering followers: [CheckedContinuation<Turn, Never>], on db: DatabaseSession) async throws {
         var failure: (any Error)?
@@ -68,6 +103,7 @@ public final class SequencerGroup: Sendable {
         }
         followers.forEach { $0.resume(returning: failure == nil ? .done : .runYourself) }
         let next = state.withLock { s -> [CheckedContinuation<Turn, Never>] in
+            if failure == nil { s.backlog = false }
             let next = s.waiting
             s.waiting = []
             if next.isEmpty { s.running = false }

@@ -310,7 +310,10 @@ public struct ShoreExchange: Sendable {
             WHERE peer = $1
             """, state, context: "recording contact with \(vessel)")
         let acknowledged = request.upTo
-        try await sequencer.sequence(on: db)
+        // What was captured since (the vessel's relayed changes, shore writes) is moved into
+        // the outbox, a chunk at a time: a large backlog goes a chunk per exchange (`more`).
+        let size = batchSize(request)
+        let backlog = try await sequencer.sequenceSome(on: db, chunk: Self.sequencingChunk(size.events))
         // The vessel has more of its own to send: nothing of the shore's this time.
         if request.holdIncoming {
             var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,
@@ -332,7 +335,6 @@ public struct ShoreExchange: Sendable {
         }
         // A vessel that applies the batch it has meanwhile asks for the one after it, and how
         // large (within this shore's ceilings).
-        let size = batchSize(request)
         let after = request.readAhead?.after ?? request.cursor
         let read = try await db.snapshot { tx -> VesselQueue.Batch? in
             let (last, prunedBelow) = try await Self.positions(tx)
@@ -344,12 +346,16 @@ public struct ShoreExchange: Sendable {
             let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], bulk: bulk, force: true, on: db)!
             return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
         }
-        var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more,
+        var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more || backlog,
                                         clockFloor: floor,
                                         maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
         response.readAhead = terms(request, after: after)
         return response
     }
+
+    /// Captured changes an exchange moves into the outbox at most (``SequencerGroup/sequenceSome(on:chunk:)``):
+    /// twice the batch it serves, so that sequencing keeps ahead of the vessel's reading.
+    static func sequencingChunk(_ batchEvents: Int) -> Int { max(2 * batchEvents, 2_000) }
 
     /// The batch to serve: what the vessel asked for, within this shore's ceilings; without an
     /// ask, the configured batch.

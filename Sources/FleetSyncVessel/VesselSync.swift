@@ -80,8 +80,10 @@ public struct VesselSync: Sendable {
     /// dead-letter queue instead of blocking every change behind it.
     public func pendingEvents(after acknowledged: Int64, shoreMaximumChangeBytes: Int64 = 0, limit: Int? = nil, byteBudget: Int? = nil) async throws -> (events: [ChangeEvent], upTo: Int64, more: Bool, setAside: Int) {
         let reader = OutboxReader(session: session)
-        try await reader.sequence()
         let limit = limit ?? configuration.limits.batchEvents
+        // A chunk at a time, ahead of what is read: a backlog of 100,000 captured changes no
+        // longer waits whole before its first batch goes.
+        let sequenced = try await reader.sequence(chunk: max(2 * limit, 2_000))
         let budget = byteBudget ?? configuration.limits.batchBytes
         var changes = try await reader.read(after: acknowledged, limit: limit, byteBudget: budget)
         var setAside = 0
@@ -116,7 +118,7 @@ public struct VesselSync: Sendable {
             }
         }
         let events = order.map { byRow[$0.0]![$0.1]! }
-        return (events, upTo, stoppedEarly || changes.count == limit, setAside)
+        return (events, upTo, stoppedEarly || changes.count == limit || sequenced.full, setAside)
     }
 
     /// The largest change (its text, as the outbox reader measures it) that fits a request the

@@ -47,6 +47,39 @@ final class OutboxReaderTests: DatabaseTestCase {
         XCTAssertEqual(again.count, 0)
     }
 
+    /// A backlog moved a chunk at a time: each call moves the lowest sequence numbers, says when
+    /// it stopped at its chunk, and the positions follow the sequence numbers across the calls,
+    /// with a late committer after everything moved before it commits.
+    func testChunkedSequencingMovesTheLowestSequenceNumbersFirstAndSaysWhenMoreWaits() async throws {
+        let (configuration, db) = try await self.installedNode(role: .shore, nodeID: "shore")
+        let late = try await self.connect(configuration.databaseURL)
+        try await late.execute("BEGIN")
+        try await late.execute("INSERT INTO certificate_type (code, title) VALUES ('LATE', 'late')")
+        try await db.execute("INSERT INTO certificate_type (code, title) SELECT 'C' || i, 't' FROM generate_series(1, 2500) i")
+        let reader = OutboxReader(session: db)
+        let first = try await reader.sequence(chunk: 1_000)
+        XCTAssertEqual(first.moved, 1_000)
+        XCTAssertTrue(first.full, "more waits")
+        let left: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log")
+        XCTAssertEqual(left, 1_500, "only the chunk moved")
+        let early: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log WHERE substr(delta->>'code', 2)::int <= 1000")
+        XCTAssertEqual(early, 0, "the lowest sequence numbers moved first")
+        try await late.execute("COMMIT")
+        let second = try await reader.sequence(chunk: 1_000)
+        XCTAssertEqual(second.moved, 1_000)
+        XCTAssertTrue(second.full)
+        let third = try await reader.sequence(chunk: 1_000)
+        XCTAssertEqual(third.moved, 501)
+        XCTAssertFalse(third.full, "the backlog is moved")
+        let changes = try await reader.poll(after: 0, limit: 10_000)
+        XCTAssertEqual(changes.count, 2_501)
+        XCTAssertEqual(changes.map(\.position), Array(1...2_501).map(Int64.init), "positions dense and in order")
+        let codes = changes.map { $0.delta["code"]?.stringValue ?? "?" }
+        XCTAssertEqual(codes.filter { $0 != "LATE" }, (1...2_500).map { "C\($0)" }, "in sequence order across the chunks")
+        let lateIndex = try XCTUnwrap(codes.firstIndex(of: "LATE"))
+        XCTAssertGreaterThanOrEqual(lateIndex, 1_000, "the late committer comes after what was moved before it committed")
+    }
+
     /// Concurrent writers and two concurrent sequencers: positions are unique and dense.
     func testConcurrentWritersAndReadersDeliverEverythingOnce() async throws {
         let (configuration, db) = try await self.installedNode(role: .shore, nodeID: "shore")
