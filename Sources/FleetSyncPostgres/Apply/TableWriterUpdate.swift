@@ -98,15 +98,17 @@ extension TableWriter {
             + ["sync_version = r.sync_version", "is_deleted = r.is_deleted", "sync_clock = \(clock)"]
         var binds = PostgresBindings()
         binds.append(JSONValue.array(records).serialized)
-        var check = ""
+        var versions = "", check = ""
         if checked {
+            // The versions read, joined by id (not a subquery per row, which would scan them all).
             binds.append(rows.map(\.id))
             binds.append("{" + rows.map(\.xmin).joined(separator: ",") + "}")
-            check = " AND t.xmin = (SELECT x.xmin FROM unnest($2::uuid[], $3::xid[]) AS x(id, xmin) WHERE x.id = t.id)"
+            versions = " JOIN unnest($2::uuid[], $3::xid[]) AS x(id, xmin) ON x.id = r.id"
+            check = " AND t.xmin = x.xmin"
         }
         let sql = """
             UPDATE \(qualified) t SET \(sets.joined(separator: ", "))
-            FROM json_populate_recordset(NULL::\(qualified), $1::json) r WHERE t.id = r.id\(check)
+            FROM json_populate_recordset(NULL::\(qualified), $1::json) r\(versions) WHERE t.id = r.id\(check)
             """
         return try await run(sql, binds, rows: rows, checked: checked, on: db)
     }
