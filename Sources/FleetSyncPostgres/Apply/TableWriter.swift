@@ -118,7 +118,12 @@ struct TableWriter {
             }
         }
         var skipped = Set<UUID>()
-        if !updates.isEmpty { skipped = try await update(updates, columns: updateColumns, on: db) }
+        if !updates.isEmpty {
+            // In key order, the order in which the rows are locked: concurrent appliers (the shore
+            // applies several vessels' exchanges at once) then take their locks in one order.
+            let ordered = updates.map { ($0.id.lowercasedText, $0) }.sorted { $0.0 < $1.0 }.map(\.1)
+            skipped = try await update(ordered, columns: updateColumns, on: db)
+        }
         if !skipped.isEmpty {
             // A local write changed these rows after they were read: what was merged for them is
             // dropped, and they are merged again, read and locked this time.

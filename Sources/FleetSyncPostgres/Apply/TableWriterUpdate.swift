@@ -44,7 +44,7 @@ extension TableWriter {
         binds.append(ids)
         let rows = try await db.rows("""
             SELECT t.id, t.sync_version, t.is_deleted, \(clocksRead), (\(values))::text, t.xmin::text
-            FROM \(qualified) t WHERE t.id = ANY($1::uuid[])\(readsLocked ? " FOR UPDATE" : "")
+            FROM \(qualified) t WHERE t.id = ANY($1::uuid[])\(readsLocked ? " ORDER BY t.id FOR UPDATE" : "")
             """, binds, context: "reading local rows of \(configuration.name)")
         var result: [UUID: LocalRow] = [:]
         result.reserveCapacity(rows.count)
