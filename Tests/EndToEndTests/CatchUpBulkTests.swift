@@ -187,6 +187,31 @@ final class CatchUpBulkTests: DatabaseTestCase {
         XCTAssertLessThan(clock, Int64(1) << 40)
     }
 
+    /// A vessel that does not announce bulk pages (one before them, or with
+    /// `FLEETSYNC_BULK_CATCH_UP=off`) is caught up with event pages, and one that does with bulk
+    /// pages, through the command line against one server: both end with their partition.
+    func testVesselsWithAndWithoutBulkPagesBothHoldTheirPartition() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], limits: "[limits]\nbatch_bytes = 65536", schema: try CatchUpTests.preexistingSchema(crew: 1_500))
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let shore = try await connect(fleet.shore.url)
+        for (index, bulk) in [(0, true), (1, false)] {
+            let vessel = fleet.vessels[index]
+            var environment = ProcessInfo.processInfo.environment
+            if !bulk { environment["FLEETSYNC_BULK_CATCH_UP"] = "off" }
+            let result = try Shell.runCapturing([FleetSyncBinary.path, "sync", "--config", vessel.configPath], environment: environment)
+            XCTAssertEqual(result.status, 0, result.error)
+            let status = try FleetSyncBinary.run(["status", "--config", vessel.configPath, "--json"])
+            let catchUp = try JSONParser.parse(status.output.trimmingCharacters(in: .whitespacesAndNewlines)).objectValue?["catch_up"]?.objectValue
+            XCTAssertEqual(catchUp?["bulk"], .bool(bulk), status.output)
+            XCTAssertEqual(catchUp?["done"], .bool(true), status.output)
+            XCTAssertGreaterThan(catchUp?["page"]?.int64Value ?? 0, 1, "more than one page")
+            let expected = try await CatchUpTests.partition(shore, vessel: vessel.id)
+            let held = try await CatchUpTests.partition(try await connect(vessel.url), vessel: nil)
+            XCTAssertEqual(held, expected, "\(vessel.id) (bulk pages: \(bulk)) holds its partition")
+        }
+    }
+
     /// Only a vessel that announces the bulk form gets it; others get events as before.
     func testOnlyAVesselThatAnnouncesTheBulkFormGetsIt() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"], schema: try CatchUpTests.preexistingSchema(crew: 300))
