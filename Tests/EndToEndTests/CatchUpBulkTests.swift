@@ -212,6 +212,27 @@ final class CatchUpBulkTests: DatabaseTestCase {
         }
     }
 
+    /// A section whose rows reference rows this vessel does not hold (their page not applied):
+    /// the COPY's foreign-key error sends the page through the event path, where they wait for
+    /// their parents as any change does, and nothing else is lost.
+    func testRowsWhoseParentsAreMissingWaitAsEventsWould() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"], schema: try CatchUpTests.preexistingSchema(crew: 90))
+        let shore = try await connect(fleet.shore.url)
+        let schema = try await LocalSchema.load(configuration: fleet.shore.configuration, session: shore)
+        let page = try await CatchUpReader(configuration: fleet.shore.configuration, schema: schema, session: shore)
+            .bulkPage(vessel: "aurora", from: CatchUpPosition(phase: 1, rank: 0, id: nil), limit: 50_000, byteBudget: 1 << 24)
+        let certificates = try XCTUnwrap(page.bulk?.sections.first { $0.table == "certificate" })
+        let vessel = try await connect(fleet.vessels[0].url)
+        let vesselSchema = try await LocalSchema.load(configuration: fleet.vessels[0].configuration, session: vessel)
+        let outcome = try await CatchUpBulkWriter(schema: vesselSchema, session: vessel, telemetry: telemetry(fleet.vessels[0].url), shore: "shore", sender: "shore")
+            .apply(CatchUpBulkPage(sections: [certificates]), cursor: 3)
+        XCTAssertEqual(outcome.copied, 0)
+        XCTAssertNotNil(outcome.asEvents, "the foreign-key error sent the page through the event path")
+        XCTAssertEqual(outcome.report.waiting, certificates.rows, "every certificate waits for its seafarer")
+        let waiting: Int64 = try await vessel.scalar("SELECT count(*) FROM fleetsync.waiting")
+        XCTAssertEqual(waiting, Int64(certificates.rows))
+    }
+
     /// Only a vessel that announces the bulk form gets it; others get events as before.
     func testOnlyAVesselThatAnnouncesTheBulkFormGetsIt() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora"], schema: try CatchUpTests.preexistingSchema(crew: 300))
