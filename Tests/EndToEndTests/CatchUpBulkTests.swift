@@ -52,13 +52,13 @@ final class CatchUpBulkTests: DatabaseTestCase {
         var vesselSchema: LocalSchema
     }
 
-    func nodes() async throws -> Nodes {
+    func nodes(vesselSchema: String = CatchUpBulkTests.schema) async throws -> Nodes {
         let shoreURL = try await Fixtures.database(schema: Self.schema, exampleSchema: false)
         let shore = try await connect(shoreURL)
         let shoreConfiguration = Fixtures.configuration(role: .shore, nodeID: "shore", url: shoreURL, tables: [Self.table])
         try Fixtures.runScript(Self.rows, url: shoreURL)
         _ = try await Installer(configuration: shoreConfiguration).install(on: shore)
-        let vesselURL = try await Fixtures.database(schema: Self.schema, exampleSchema: false)
+        let vesselURL = try await Fixtures.database(schema: vesselSchema, exampleSchema: false)
         let vessel = try await connect(vesselURL)
         let vesselConfiguration = Fixtures.configuration(role: .vessel, nodeID: "aurora", url: vesselURL, tables: [Self.table])
         _ = try await Installer(configuration: vesselConfiguration).install(on: vessel)
@@ -185,6 +185,20 @@ final class CatchUpBulkTests: DatabaseTestCase {
         XCTAssertEqual(count, 301)
         let clock: Int64 = try await nodes.vessel.scalar("SELECT last_value FROM fleetsync.lamport")
         XCTAssertLessThan(clock, Int64(1) << 40)
+    }
+
+    /// A value the vessel's column refuses (an enum label it lacks): the COPY's error sends the
+    /// page through the event path, which sets that value aside in the quarantine and applies
+    /// the rest of each row.
+    func testAValueTheVesselRefusesIsSetAsideAsEventsWould() async throws {
+        let nodes = try await nodes(vesselSchema: Self.schema.replacingOccurrences(of: ", 'o''dd'", with: ""))
+        let outcome = try await writer(nodes).apply(try await page(nodes), cursor: 7)
+        XCTAssertEqual(outcome.copied, 0)
+        XCTAssertNotNil(outcome.asEvents)
+        XCTAssertEqual(outcome.report.quarantinedFields, 100, "the rows with the label the vessel lacks")
+        XCTAssertEqual(outcome.report.deadLettered, 0)
+        let rows: String = try await nodes.vessel.scalar("SELECT format('%s rows, %s without a feeling', count(*), count(*) FILTER (WHERE feeling IS NULL)) FROM awkward")
+        XCTAssertEqual(rows, "302 rows, 102 without a feeling")
     }
 
     /// A vessel that does not announce bulk pages (one before them, or with
