@@ -47,7 +47,8 @@ final class SealingRateBenchmarkTests: DatabaseTestCase {
             try Fixtures.runScript("UPDATE seafarer SET contact_number = '+351 91 \(round) ' || md5(full_name)", url: aurora.url)
             while true {
                 let started = Date()
-                let outcome = try await sync.exchangeOnce()
+                // One batch per exchange (no send-ahead), so that each one is timed alone.
+                let outcome = try await sync.exchangeOnce(maximumReadAheads: 0)
                 let seconds = Date().timeIntervalSince(started)
                 if outcome.sent == 0 { break }
                 if outcome.sent == 1_000 {
