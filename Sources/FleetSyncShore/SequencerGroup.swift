@@ -81,14 +81,7 @@ public final class SequencerGroup: Sendable {
             failure = error
         }
         // Those who came meanwhile wait for everything: the first of them runs a whole sequencing.
-        let next = state.withLock { s -> [CheckedContinuation<Turn, Never>] in
-            if failure == nil { s.backlog = full }
-            let next = s.waiting
-            s.waiting = []
-            if next.isEmpty { s.running = false }
-            return next
-        }
-        if let first = next.first { first.resume(returning: .lead(Array(next.dropFirst()))) }
+        passTurn(backlog: failure == nil ? full : nil)
         if let failure { throw failure }
         return full
     }
@@ -102,14 +95,20 @@ public final class SequencerGroup: Sendable {
             failure = error
         }
         followers.forEach { $0.resume(returning: failure == nil ? .done : .runYourself) }
+        passTurn(backlog: failure == nil ? false : nil)
+        if let failure { throw failure }
+    }
+
+    /// Ends a run: records whether a backlog is left (nil: unknown, the run failed) and passes
+    /// the turn to those who came meanwhile, the first leading a run for the others.
+    private func passTurn(backlog: Bool?) {
         let next = state.withLock { s -> [CheckedContinuation<Turn, Never>] in
-            if failure == nil { s.backlog = false }
+            if let backlog { s.backlog = backlog }
             let next = s.waiting
             s.waiting = []
             if next.isEmpty { s.running = false }
             return next
         }
         if let first = next.first { first.resume(returning: .lead(Array(next.dropFirst()))) }
-        if let failure { throw failure }
     }
 }

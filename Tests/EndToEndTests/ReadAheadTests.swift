@@ -30,16 +30,17 @@ final class ReadAheadTests: DatabaseTestCase {
         return (sync, { await telemetry.close(); await transport.shutdown() })
     }
 
-    /// Exchanges a `fleetsync sync` printed: its rounds and the batches read ahead within them.
-    static func exchanges(_ output: String) -> (rounds: Int, readAhead: Int) {
-        var rounds = 0, readAhead = 0
+    /// Exchanges a `fleetsync sync` printed: its rounds, and the batches within them that its
+    /// lines count as "N more batch(es) `what`" (read ahead, sent ahead).
+    static func exchanges(_ output: String, _ what: String = "read ahead") -> (rounds: Int, ahead: Int) {
+        var rounds = 0, ahead = 0
         for line in output.split(separator: "\n") where line.hasPrefix("exchange ") {
             rounds += 1
-            if let range = line.range(of: #", (\d+) more batch\(es\) read ahead"#, options: .regularExpression) {
-                readAhead += Int(line[range].split(separator: " ")[1])!
+            if let range = line.range(of: #", (\d+) more batch\(es\) "# + what, options: .regularExpression) {
+                ahead += Int(line[range].split(separator: " ")[1])!
             }
         }
-        return (rounds, readAhead)
+        return (rounds, ahead)
     }
 
     func testABacklogDrainsReadingAheadInGrowingBatchesAndConvergesAndBothCanBeTurnedOff() async throws {
@@ -60,7 +61,7 @@ final class ReadAheadTests: DatabaseTestCase {
             INSERT INTO seafarer (vessel_code, full_name) SELECT v, v || '-' || i FROM generate_series(1, 2000) i, (VALUES ('aurora'), ('borealis')) x(v);
             UPDATE seafarer SET notes = 'second ' || full_name;
             """, url: fleet.shore.url)
-        var counted: [String: (rounds: Int, readAhead: Int)] = [:]
+        var counted: [String: (rounds: Int, ahead: Int)] = [:]
         for vessel in fleet.vessels {
             let run = try fleet.sync(vessel)
             XCTAssertEqual(run.status, 0, run.output + run.error)
@@ -73,10 +74,10 @@ final class ReadAheadTests: DatabaseTestCase {
             XCTAssertEqual(rows, 2_000)
         }
         let ahead = counted["aurora"]!, plain = counted["borealis"]!
-        print("exchanges for 4,000 events at batch_events = 100: read-ahead and adaptive \(ahead.rounds) rounds + \(ahead.readAhead) read ahead; both off \(plain.rounds)")
-        XCTAssertGreaterThan(ahead.readAhead, 0, "the next batch was asked for while one applied")
-        XCTAssertLessThan(ahead.rounds + ahead.readAhead, 25, "batches grew past the configured 100 events")
-        XCTAssertEqual(plain.readAhead, 0)
+        print("exchanges for 4,000 events at batch_events = 100: read-ahead and adaptive \(ahead.rounds) rounds + \(ahead.ahead) read ahead; both off \(plain.rounds)")
+        XCTAssertGreaterThan(ahead.ahead, 0, "the next batch was asked for while one applied")
+        XCTAssertLessThan(ahead.rounds + ahead.ahead, 25, "batches grew past the configured 100 events")
+        XCTAssertEqual(plain.ahead, 0)
         XCTAssertGreaterThanOrEqual(plain.rounds, 40, "with both off, one exchange per 100 events")
     }
 

@@ -9,18 +9,6 @@ import XCTest
 /// batch is read and encoded while the shore applies the one in flight (send-ahead); with
 /// `send_ahead = false`, each batch is read after the one before is acknowledged.
 final class SendAheadTests: DatabaseTestCase {
-    /// Exchanges a `fleetsync sync` printed: its rounds and the batches sent ahead within them.
-    static func exchanges(_ output: String) -> (rounds: Int, sentAhead: Int) {
-        var rounds = 0, sentAhead = 0
-        for line in output.split(separator: "\n") where line.hasPrefix("exchange ") {
-            rounds += 1
-            if let range = line.range(of: #", (\d+) more batch\(es\) sent ahead"#, options: .regularExpression) {
-                sentAhead += Int(line[range].split(separator: " ")[1])!
-            }
-        }
-        return (rounds, sentAhead)
-    }
-
     func testABacklogOfLocalChangesGoesUpSendingAheadAndArrivesWholeAndItCanBeTurnedOff() async throws {
         let fleet = try await Fleet.make(vessels: ["aurora", "borealis"], limits: "[limits]\nbatch_events = 100\nmax_batch_events = 100")
         let borealis = fleet.vessels[1]
@@ -36,7 +24,7 @@ final class SendAheadTests: DatabaseTestCase {
             INSERT INTO seafarer (vessel_code, full_name) SELECT v, v || '-' || i FROM generate_series(1, 1000) i, (VALUES ('aurora'), ('borealis')) x(v);
             """, url: fleet.shore.url)
         for vessel in fleet.vessels { XCTAssertEqual(try fleet.sync(vessel).status, 0) }
-        var counted: [String: (rounds: Int, sentAhead: Int)] = [:]
+        var counted: [String: (rounds: Int, ahead: Int)] = [:]
         for vessel in fleet.vessels {
             // 2,000 events of the vessel's own: two updates of each of its 1,000 rows.
             try Fixtures.runScript("""
@@ -45,7 +33,7 @@ final class SendAheadTests: DatabaseTestCase {
                 """, url: vessel.url)
             let run = try fleet.sync(vessel)
             XCTAssertEqual(run.status, 0, run.output + run.error)
-            counted[vessel.id] = Self.exchanges(run.output)
+            counted[vessel.id] = ReadAheadTests.exchanges(run.output, "sent ahead")
             let arrived: Int64 = try await shore.scalar("""
                 SELECT count(*) FROM seafarer WHERE vessel_code = '\(vessel.id)' AND notes = 'one ' || full_name AND contact_number = 'c-' || full_name
                 """)
@@ -58,9 +46,9 @@ final class SendAheadTests: DatabaseTestCase {
             XCTAssertEqual(actual, expected, "\(vessel.id) and the shore hold the same rows")
         }
         let ahead = counted["aurora"]!, plain = counted["borealis"]!
-        print("exchanges for 2,000 local events at batch_events = 100: send-ahead \(ahead.rounds) rounds + \(ahead.sentAhead) sent ahead; off \(plain.rounds)")
-        XCTAssertGreaterThanOrEqual(ahead.sentAhead, 15, "the batches after the first went out as soon as the one before was acknowledged")
-        XCTAssertEqual(plain.sentAhead, 0)
+        print("exchanges for 2,000 local events at batch_events = 100: send-ahead \(ahead.rounds) rounds + \(ahead.ahead) sent ahead; off \(plain.rounds)")
+        XCTAssertGreaterThanOrEqual(ahead.ahead, 15, "the batches after the first went out as soon as the one before was acknowledged")
+        XCTAssertEqual(plain.ahead, 0)
         XCTAssertGreaterThanOrEqual(plain.rounds, 20, "with send-ahead off, one exchange per batch of 100")
     }
 
