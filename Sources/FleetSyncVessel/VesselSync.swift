@@ -230,8 +230,9 @@ public struct VesselSync: Sendable {
     }
 
     private func exchangeHoldingTheLock(longPoll: LongPoll?, maximumReadAheads: Int) async throws -> ExchangeOutcome {
-        let (cursor, firstAcknowledged, firstKnownShore, firstShoreMaximumChangeBytes) = try await state()
-        var (acknowledged, knownShore, shoreMaximumChangeBytes) = (firstAcknowledged, firstKnownShore, firstShoreMaximumChangeBytes)
+        let initial = try await state()
+        let cursor = initial.cursor
+        var (acknowledged, knownShore, shoreMaximumChangeBytes) = (initial.acknowledged, initial.shore, initial.maximumChangeBytes)
         var (upload, poll) = try await prepareUpload(cursor: cursor, after: acknowledged, shoreMaximumChangeBytes: shoreMaximumChangeBytes, longPoll: longPoll)
         // Sealed to the pinned shore, with this vessel's token (VesselChannel).
         let channel = try VesselChannel(configuration: configuration, session: session, transport: transport)
