@@ -4,6 +4,7 @@
 #   bash benchmarks/side-by-side.sh            # 100,000 rows and transactions per workload, ~12 minutes
 #   bash benchmarks/side-by-side.sh --quick    # 10,000, to try it (~4 minutes)
 #   bash benchmarks/side-by-side.sh --only native,fleetsync --pg-setting jit=off --idle 0 --out /tmp/sbs
+#   bash benchmarks/side-by-side.sh --only native,fleetsync --idle 0 --workloads bulk --repeat 3
 #
 # Per contender, two throwaway PostgreSQL 15 clusters (initdb as the postgres user, free loopback
 # ports, fsync off, synchronous_commit off, wal_level logical), the 12-column table of
@@ -21,7 +22,9 @@
 # resident memory is read; default 120, 20 with --quick; the target is about 1,000), --pg-setting
 # NAME=VALUE (an extra server setting for every cluster, repeatable), --perf (profiles each stream:
 # perf record system wide, pg_stat_statements, auto_explain of statements over 100 ms into the
-# clusters' logs, copied to --out; slows everything, so its figures are not comparable).
+# clusters' logs, copied to --out; slows everything, so its figures are not comparable),
+# --workloads stream,bulk,drain (only those, e.g. --workloads bulk for the one-transaction workload
+# in a couple of minutes, native in the same run), --repeat N (the bulk workload N times, median).
 # Results and what they show: docs/BENCHMARKS.md, "Side by side with native logical replication".
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,13 +17,25 @@ def figures_table(results):
         ("drain of the backlog", lambda r: f"{fmt(r['drain_rate'], ' changes/s')} ({fmt(r['drain_seconds'], ' s', 1)})"),
         ("CPU s during the stream, all processes but pgbench", lambda r: f"{total(r['stream_cpu']):.1f}"),
         ("CPU s during the stream, per process (walsender and apply worker are part of their cluster's)", lambda r: ", ".join(f"{k} {v:.1f}" for k, v in r["stream_cpu"].items())),
-        ("CPU s, bulk / drain, all processes", lambda r: f"{total(r['bulk_cpu']):.1f} / {total(r['drain_cpu']):.1f}"),
+        ("CPU s, bulk / drain, all processes", lambda r: f"{cpu_total(r, 'bulk_cpu')} / {cpu_total(r, 'drain_cpu')}"),
         ("peak memory of the sync processes (VmHWM)", lambda r: ", ".join(f"{k} {v:.0f} MB" for k, v in r["memory_mb"].items()) or "(inside the servers)"),
     ]
     out = ["| figure | " + " | ".join(r["name"] for r in results) + " |", "|---" * (len(results) + 1) + "|"]
     for label, f in rows:
-        out.append(f"| {label} | " + " | ".join(f(r) for r in results) + " |")
+        out.append(f"| {label} | " + " | ".join(cell(f, r) for r in results) + " |")
     return "\n".join(out)
+
+
+def cell(f, r):
+    """A figure of r, or — when its workload did not run (--workloads)."""
+    try:
+        return f(r)
+    except KeyError:
+        return "—"
+
+
+def cpu_total(r, key):
+    return f"{total(r[key]):.1f}" if key in r else "—"
 
 
 def total(cpu):
@@ -62,14 +74,19 @@ def targets_table(results, idle):
         for r in results:
             if not r["name"].startswith("FleetSync"):
                 continue
-            value, target, higher, unit = f(r)
+            try:
+                value, target, higher, unit = f(r)
+            except KeyError:  # its workload did not run (--workloads)
+                cells.append("not run")
+                continue
             value = None if value is None else round(value, 2)
             if target is None or value is None:
                 cells.append(f"{value} (no native figure)")
                 continue
             shown = "—" if value is None else f"{value}{unit}" if unit != "×" else f"{value}×"
             cells.append(f"{shown} — {verdict(value, target, higher, '' if unit == '×' else unit)}")
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
+        if any(c != "not run" for c in cells):
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
     if idle:
         n, seconds, rss0, rss, peak = idle
         cells = f"{rss} MB resident after {n} idle exchanges in {seconds} s (at their start {rss0} MB) — {verdict(rss, 32, False, ' MB')}"

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from contenders import Native  # noqa: E402
 from fleetsync import FleetSync  # noqa: E402
 import report  # noqa: E402
-from workloads import run_workloads, update_script  # noqa: E402
+from workloads import WORKLOADS, run_workloads, update_script  # noqa: E402
 
 
 def log(message):
@@ -31,8 +31,15 @@ def main():
     p.add_argument("--vessel-setting", action="append", default=[], help="an extra line for the FleetSync vessel's [vessel] section, e.g. 'read_ahead = false' (repeatable)")
     p.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="an extra server setting for every cluster (repeatable), e.g. jit=off")
+    p.add_argument("--workloads", default="stream,bulk,drain", help="comma-separated workloads to run: stream, bulk, drain")
+    p.add_argument("--repeat", type=int, default=1, help="run the bulk workload this many times (its median reported)")
     p.add_argument("--perf", action="store_true", help="profile each stream with perf (system wide; slows it: figures not comparable)")
     a = p.parse_args()
+    workloads = a.workloads.split(",")
+    if not workloads or any(w not in WORKLOADS for w in workloads):
+        p.error(f"--workloads takes a comma-separated list of {', '.join(WORKLOADS)}, not {a.workloads!r}")
+    if a.repeat < 1:
+        p.error("--repeat takes a count of at least 1")
     rows = transactions = 10_000 if a.quick else 100_000
     import pg
     pg.SETTINGS += a.pg_setting
@@ -62,7 +69,8 @@ def main():
             contender = factories[name]()
             for run in contender.runs():
                 log(f"==> {run.name}")
-                results.append(run_workloads(run, rows, transactions, script, timeout, log, a.out if a.perf else None))
+                results.append(run_workloads(run, rows, transactions, script, timeout, log, a.out if a.perf else None,
+                                             workloads, a.repeat))
             if name == "fleetsync" and idle_exchanges > 0:
                 log(f"==> FleetSync vessel daemon idle for {idle_exchanges} exchanges")
                 idle = contender.idle(idle_exchanges, timeout=idle_exchanges * 3 + 60, log=log)
@@ -82,7 +90,7 @@ def main():
     targets = report.targets_table(results, idle)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(figures + "\n\n" + targets + "\n" + "".join(f"\n- {n}" for n in notes) + "\n")
-    if results:
+    if any("lags" in r for r in results):
         report.chart(results, os.path.join(a.out, "lag.png"), transactions)
     log("\n" + figures + "\n\nFleetSync against the issue's targets (ratios to native logical replication in this run):\n\n" + targets)
     for n in notes:
