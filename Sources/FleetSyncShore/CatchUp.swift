@@ -67,7 +67,9 @@ struct CatchUp: Sendable {
     ///   - bulk: the vessel reads pages in bulk form (``announcesBulk(_:)``); a whole partition's
     ///     pages then go that way.
     ///   - force: the events after `cursor` are known to be pruned (checked in a snapshot).
-    func answer(vessel: String, cursor: Int64, echo: JSONValue?, bulk: Bool = false, force: Bool, on db: DatabaseSession) async throws -> Answer? {
+    func answer(vessel: String, cursor: Int64, echo: JSONValue?, bulk: Bool = false, force: Bool, known: Known? = nil, on db: DatabaseSession) async throws -> Answer? {
+        // No catch-up unfinished and none to start, by what the exchange read first: no statement.
+        if let known, !known.inProgress, !Self.starts(cursor: cursor, prunedBelow: known.prunedBelow, echo: echo, force: force) { return nil }
         let counter = try await db.rows("SELECT last_pos, pruned_below, tracked_from FROM fleetsync.outbox_counter", context: "reading the outbox position")
         let (last, prunedBelow, trackedFrom) = try counter[0].decode((Int64, Int64, Int64).self)
         var state = try await load(vessel: vessel, on: db)
@@ -94,7 +96,7 @@ struct CatchUp: Sendable {
         }
         let neverCaughtUp: Bool
         if case .object? = echo { neverCaughtUp = false } else { neverCaughtUp = true }
-        guard force || cursor < prunedBelow || (cursor == 0 && neverCaughtUp) else { return nil }
+        guard Self.starts(cursor: cursor, prunedBelow: prunedBelow, echo: echo, force: force) else { return nil }
         // A new catch-up: from the cursor to the last position sequenced now. Whole when the
         // vessel has never been caught up (it may hold nothing) or pruning before FleetSync
         // tracked it left no trace. A vessel caught up at position 0 (a shore with no events yet)
@@ -125,6 +127,21 @@ struct CatchUp: Sendable {
             "vessel": "\(vessel)", "cursor": "\(cursor)", "pruned_below": "\(prunedBelow)", "target": "\(last)",
             "whole_partition": "\(whole)", "rows": "\(total)"])
         return try await nextPage(vessel: vessel, state: fresh, bulk: bulk, on: db)
+    }
+
+    /// What the exchange read before (``ExchangeStart``): the pruning mark, and whether a
+    /// catch-up of the vessel is unfinished.
+    struct Known {
+        var prunedBelow: Int64
+        var inProgress: Bool
+    }
+
+    /// Whether a new catch-up starts (none being unfinished): forced, the cursor below the
+    /// pruning mark, or a vessel never caught up.
+    static func starts(cursor: Int64, prunedBelow: Int64, echo: JSONValue?, force: Bool) -> Bool {
+        let neverCaughtUp: Bool
+        if case .object? = echo { neverCaughtUp = false } else { neverCaughtUp = true }
+        return force || cursor < prunedBelow || (cursor == 0 && neverCaughtUp)
     }
 
     /// Whether a request's status announces the bulk form of catch-up pages (``CatchUpBulkPage``).

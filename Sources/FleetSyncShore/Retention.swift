@@ -99,24 +99,25 @@ public enum Retention {
     /// cursor, are no longer needed; `tracked_from` rises with what is forgotten, and a vessel
     /// below it is caught up whole.
     static func forgetWhatNoVesselNeeds(on db: DatabaseSession) async throws {
-        try await db.execute("""
-            DELETE FROM fleetsync.departure d USING fleetsync.sync_state s
-            WHERE s.peer = d.vessel AND d.pos <= s.acknowledged
-            """, context: "forgetting departures every vessel has passed")
-        // Departures from every vessel ('*': a broadcast row a routing change gave one vessel)
-        // are needed until every enrolled vessel has passed them.
-        try await db.execute("""
-            DELETE FROM fleetsync.departure WHERE vessel = '*' AND pos <= (
-              SELECT coalesce(min(coalesce(s.acknowledged, 0)), 0) FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id)
-            """, context: "forgetting departures from every vessel that every vessel has passed")
+        // One statement (three used to run): departures a vessel has passed; departures from
+        // every vessel ('*': a broadcast row a routing change gave one vessel), needed until
+        // every enrolled vessel has passed them; pruned-row marks below every vessel's cursor.
+        // (Each delete of a WITH runs whether or not the statement reads its rows.)
         try await db.execute("""
             WITH low AS (
               SELECT min(coalesce(s.acknowledged, 0)) AS m FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id
+            ), passed AS (
+              DELETE FROM fleetsync.departure d USING fleetsync.sync_state s
+              WHERE s.peer = d.vessel AND d.vessel <> '*' AND d.pos <= s.acknowledged
+              RETURNING 1
+            ), everyone AS (
+              DELETE FROM fleetsync.departure WHERE vessel = '*' AND pos <= (SELECT coalesce(m, 0) FROM low)
+              RETURNING 1
             ), gone AS (
               DELETE FROM fleetsync.pruned_row WHERE last_pos <= (SELECT m FROM low) RETURNING 1
             )
             UPDATE fleetsync.outbox_counter SET tracked_from = greatest(tracked_from, (SELECT m FROM low))
             WHERE (SELECT count(*) FROM gone) > 0
-            """, context: "forgetting pruned-row marks below every vessel's cursor")
+            """, context: "forgetting departures every vessel has passed and pruned-row marks below every vessel's cursor")
     }
 }

@@ -13,6 +13,8 @@ import PostgresNIO
 public struct ShoreAuthority: Sendable {
     public var shoreID: String
     public var keys: NodeKeys
+    /// The token secret as last read (shared by the copies of this value: one per process).
+    public let secrets = TokenSecret()
 
     /// How long a challenge may be answered.
     public static let challengeSeconds = 60
@@ -96,7 +98,7 @@ public struct ShoreAuthority: Sendable {
             try? await Self.record(vessel: nil, kind: "authentication_failed", detail: "token request naming vessel \(vessel.prefix(63))", on: db)
             throw WireError(.unauthenticated, Self.authenticationFailed)
         }
-        let token = AccessToken(vessel: vessel, issuedAt: Int64(Date().timeIntervalSince1970)).encoded(secret: try await Self.secret(on: db))
+        let token = AccessToken(vessel: vessel, issuedAt: Int64(Date().timeIntervalSince1970)).encoded(secret: try await secrets.load(on: db))
         var w = WireWriter()
         w.varint(UInt64(token.count))
         w.raw(token)
@@ -108,15 +110,6 @@ public struct ShoreAuthority: Sendable {
         }
         let sealed = try Sealing.seal(w.bytes, vessel: vessel, exchangeID: UUID(), direction: .token, to: sealTo)
         return MessageFraming.frameRaw(.token, body: sealed.body)
-    }
-
-    /// The token secret, created once by whichever replica needs it first.
-    static func secret(on db: DatabaseSession) async throws -> [UInt8] {
-        var binds = PostgresBindings()
-        try binds.append(Data(secureRandomBytes(32)))
-        try await db.execute("INSERT INTO fleetsync.auth_secret (id, secret) VALUES (1, $1) ON CONFLICT DO NOTHING", binds, context: "creating the token secret")
-        let secret: Data = try await db.rows("SELECT secret FROM fleetsync.auth_secret WHERE id = 1", context: "reading the token secret")[0].decode(Data.self)
-        return Array(secret)
     }
 
     // MARK: sealed exchanges
@@ -138,6 +131,8 @@ public struct ShoreAuthority: Sendable {
         public var exchangeID: UUID
         var sealingKey: Data
         var binding: [UInt8]
+        /// Whether the advisory lock asked of ``authenticate(_:on:lock:)`` was taken (nil: none asked).
+        var locked: Bool? = nil
     }
 
     /// Opens a sealed request (kind 4) with the shore's X-Wing key: any altered, truncated or
@@ -154,37 +149,6 @@ public struct ShoreAuthority: Sendable {
         let tokenLength = try r.count(limit: AccessToken.maximumBytes, what: "token byte")
         let token = try r.fixed(tokenLength, what: "access token")
         return Unsealed(vessel: header.vessel, exchangeID: header.exchangeID, token: token, inner: r.rest(), binding: binding)
-    }
-
-    /// Checks an unsealed request's token, the vessel's standing (enrolled, not revoked, token
-    /// issued after its enrollment), then its exchange id (each is accepted once).
-    public func authenticate(_ unsealed: Unsealed, on db: DatabaseSession) async throws -> Opened {
-        let token = try AccessToken.verify(unsealed.token, secret: try await Self.secret(on: db), now: Int64(Date().timeIntervalSince1970))
-        guard token.vessel == unsealed.vessel else {
-            throw WireError(.forbidden, "the sealed request names vessel \(unsealed.vessel) but carries the token of vessel \(token.vessel); a token acts only for its own vessel")
-        }
-        var binds = PostgresBindings()
-        binds.append(token.vessel)
-        let rows = try await db.rows("""
-            SELECT sealing_key, floor(extract(epoch FROM authorized_since))::bigint FROM fleetsync.vessel
-            WHERE vessel_id = $1 AND revoked_at IS NULL AND sealing_key IS NOT NULL
-            """, binds, context: "checking vessel \(token.vessel)'s standing")
-        guard let (sealingKey, since) = try rows.first?.decode((Data, Int64).self), token.issuedAt >= since else {
-            throw WireError(.unauthenticated, Self.authenticationFailed)
-        }
-        binds.append(unsealed.exchangeID)
-        let fresh = try await db.rows("""
-            INSERT INTO fleetsync.seen_exchange (vessel, exchange_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1
-            """, binds, context: "recording exchange \(unsealed.exchangeID) of \(token.vessel)")
-        guard !fresh.isEmpty else {
-            throw WireError(.replayed, "exchange \(unsealed.exchangeID.uuidString.lowercased()) of vessel \(token.vessel) was already received: a replayed message is refused (a vessel retries with a new exchange id)")
-        }
-        if Int.random(in: 0..<64) == 0 {
-            var age = PostgresBindings()
-            age.append(Int32(Self.seenExchangeSeconds))
-            try? await db.execute("DELETE FROM fleetsync.seen_exchange WHERE seen_at < now() - make_interval(secs => $1)", age, context: "forgetting old exchange ids")
-        }
-        return Opened(vessel: token.vessel, exchangeID: unsealed.exchangeID, sealingKey: sealingKey, binding: unsealed.binding)
     }
 
     /// Seals an answer frame (response or error) to the vessel, bound to its request.

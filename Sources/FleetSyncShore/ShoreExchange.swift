@@ -141,17 +141,18 @@ public struct ShoreExchange: Sendable {
             case .tokenRequest(let body):
                 return .answer(status: 200, body: try await authority.token(body, on: session))
             case .exchange(let request, let unsealed):
-                let channel = try await authority.authenticate(unsealed, on: session)
+                // The token, the vessel's standing, the exchange id and the vessel's lock: one statement.
+                let channel = try await authority.authenticate(unsealed, on: session, lock: Self.lockKey(unsealed.vessel))
                 opened = channel
-                // The vessel is the token's; a payload naming another one is refused.
-                guard request.vesselID == channel.vessel else {
-                    throw WireError(.forbidden, "the request names vessel \(request.vesselID) but its token is vessel \(channel.vessel)'s; a vessel acts only as itself")
-                }
-                try StatusBounds.check(request.status)
                 let seconds = request.events.isEmpty && !request.holdIncoming ? min(request.waitSeconds, longPollMaxSeconds) : 0
-                var seen: Int64 = 0
-                if seconds > 0 { seen = try await VesselQueue(configuration: configuration, session: session).lastPosition() }
-                let response = try await exchange(request, as: channel.vessel, session: session, telemetry: telemetry)
+                let (response, seen) = try await Self.holding(channel, on: session) {
+                    // The vessel is the token's; a payload naming another one is refused.
+                    guard request.vesselID == channel.vessel else {
+                        throw WireError(.forbidden, "the request names vessel \(request.vesselID) but its token is vessel \(channel.vessel)'s; a vessel acts only as itself")
+                    }
+                    try StatusBounds.check(request.status)
+                    return try await exchange(request, as: channel.vessel, locked: channel.locked, session: session, telemetry: telemetry)
+                }
                 if seconds > 0, response.events.isEmpty, !response.more, response.catchUp == nil {
                     return .park(Parked(vessel: channel.vessel, seconds: seconds, seen: seen, cursor: request.cursor, response: response, channel: channel))
                 }
@@ -187,14 +188,10 @@ public struct ShoreExchange: Sendable {
     /// when it now needs a catch-up: an empty answer saying more follows), else nil and the
     /// position read up to, to wait again.
     public func recheck(_ parked: Parked, session db: DatabaseSession) async throws -> (answer: (status: Int, body: [UInt8])?, seen: Int64) {
-        let configuration = self.configuration
-        let seen = try await VesselQueue(configuration: configuration, session: db).lastPosition()
-        let read = try await db.snapshot { tx -> VesselQueue.Batch? in
-            let (last, prunedBelow) = try await Self.positions(tx)
-            guard parked.cursor >= prunedBelow else { return nil }
-            return try await VesselQueue(configuration: configuration, session: tx)
-                .read(vessel: parked.vessel, after: parked.cursor, through: last, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
-        }
+        // The queue, the last position and the pruning mark in one statement: everything up to
+        // that position was looked at.
+        let (read, seen) = try await VesselQueue(configuration: configuration, session: db)
+            .readAtLastPosition(vessel: parked.vessel, cursor: parked.cursor, after: parked.cursor, limit: configuration.limits.batchEvents, byteBudget: configuration.limits.batchBytes)
         var response = parked.response
         if let batch = read {
             guard !batch.events.isEmpty || batch.more else { return (nil, seen) }
@@ -219,45 +216,57 @@ public struct ShoreExchange: Sendable {
         }
     }
 
-    /// One exchange of `vessel`, the identity its token proved (the request names the same).
-    func exchange(_ request: ExchangeRequest, as vessel: String, session db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
+    /// The name of the advisory lock that serializes a vessel's exchanges across server processes.
+    static func lockKey(_ vessel: String) -> String { "fleetsync.vessel:" + vessel }
+
+    /// Runs `body` for an authenticated request, then releases the vessel's lock if
+    /// authentication took it (``ShoreAuthority/authenticate(_:on:lock:)``), however `body` ends.
+    static func holding<T: Sendable>(_ channel: ShoreAuthority.Opened, on db: DatabaseSession, _ body: () async throws -> T) async throws -> T {
+        guard channel.locked == true else { return try await body() }
+        var binds = PostgresBindings()
+        binds.append(lockKey(channel.vessel))
+        let unlock = "SELECT pg_advisory_unlock(hashtext($1))"
+        do {
+            let value = try await body()
+            try await db.execute(unlock, binds, context: "releasing the lock of \(channel.vessel)'s exchanges")
+            return value
+        } catch {
+            try? await db.execute(unlock, binds, context: "releasing the lock of \(channel.vessel)'s exchanges")
+            throw error
+        }
+    }
+
+    /// One exchange of `vessel`, the identity its token proved (the request names the same),
+    /// its lock taken when authenticated (`locked` true; false: another exchange holds it; nil: taken
+    /// here); with the outbox position read before the vessel's queue (events after it may be news
+    /// for a long poll).
+    func exchange(_ request: ExchangeRequest, as vessel: String, locked: Bool?, session db: DatabaseSession, telemetry: TelemetryWriter) async throws -> (ExchangeResponse, seen: Int64) {
         guard request.vesselID == vessel else { throw WireError(.forbidden, "the request names vessel \(request.vesselID), its token vessel \(vessel)") }
         // Enrolled and not revoked: its token's check (ShoreAuthority.authenticate) read that.
         // One exchange of a vessel at a time, across server processes; another one arriving
         // meanwhile (a retry racing its original) is answered at once rather than queued on the
         // lock, holding a connection.
-        let answer = try await db.withLockIfFree("fleetsync.vessel:" + vessel, context: "serializing exchanges of \(vessel)") {
+        let busy = WireError(.busy, "an exchange of vessel \(vessel) is already in progress; retry in a few seconds")
+        if let locked {
+            guard locked else { throw busy }
+            return try await exchangeLocked(request, db: db, telemetry: telemetry)
+        }
+        let answer = try await db.withLockIfFree(Self.lockKey(vessel), context: "serializing exchanges of \(vessel)") {
             try await exchangeLocked(request, db: db, telemetry: telemetry)
         }
-        guard let answer else {
-            throw WireError(.busy, "an exchange of vessel \(vessel) is already in progress; retry in a few seconds")
-        }
+        guard let answer else { throw busy }
         return answer
     }
 
-    private func exchangeLocked(_ request: ExchangeRequest, db: DatabaseSession, telemetry: TelemetryWriter) async throws -> ExchangeResponse {
+    private func exchangeLocked(_ request: ExchangeRequest, db: DatabaseSession, telemetry: TelemetryWriter) async throws -> (ExchangeResponse, seen: Int64) {
         let vessel = request.vesselID
-        let counter = try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position")
-        let (last, _) = try counter[0].decode((Int64, Int64).self)
-        guard request.cursor <= last else {
-            throw WireError(.cursorFromTheFuture, "cursor \(request.cursor) is beyond the shore's last position \(last); this vessel's state does not come from this shore")
-        }
-        if let ask = request.readAhead, ask.after > last {
-            throw WireError(.cursorFromTheFuture, "read-ahead position \(ask.after) is beyond the shore's last position \(last); nothing was applied")
-        }
+        let idle = request.events.isEmpty
+        // The outbox's positions, the vessel's state (registered on first contact), its
+        // catch-up, whether captured changes wait, and (without events) the contact: one
+        // statement. A cursor beyond the last position is refused there.
         // A cursor below pruned_below is no error: the vessel is caught up from table state (CatchUp).
-        var binds = PostgresBindings()
-        binds.append(vessel)
-        // Registered on first contact; one round trip either way (the select does not see the
-        // insert's row: exactly one of the two answers).
-        let stored = try await db.rows("""
-            WITH registered AS (
-              INSERT INTO fleetsync.sync_state (peer) VALUES ($1) ON CONFLICT DO NOTHING RETURNING max_clock, acknowledged
-            )
-            SELECT max_clock, acknowledged FROM registered
-            UNION ALL SELECT max_clock, acknowledged FROM fleetsync.sync_state WHERE peer = $1
-            """, binds, context: "reading \(vessel)'s state")
-        let (clockFloor, seen) = try stored[0].decode((Int64, Int64).self)
+        let start = try await ExchangeStart.read(request, recordingContact: idle, on: db)
+        let clockFloor = start.clockFloor
         // The floor this vessel is held to, raised by the clocks of its own writes accepted below.
         var floor = clockFloor
         // A vessel whose clock is below the clocks it already sent was restored from a backup:
@@ -268,19 +277,20 @@ public struct ShoreExchange: Sendable {
                 "vessel": "\(vessel)", "clock": "\(request.clock)", "floor": "\(clockFloor)"])
             await telemetry.record(kind: "vessel_clock_went_back", detail: .object([
                 "vessel": .string(vessel), "clock": .number(String(request.clock)), "floor": .number(String(clockFloor))]))
-            return ExchangeResponse(shore: configuration.nodeID, acknowledged: 0, events: [], cursor: request.cursor, more: true,
-                                    clockFloor: clockFloor, maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
+            return (ExchangeResponse(shore: configuration.nodeID, acknowledged: 0, events: [], cursor: request.cursor, more: true,
+                                     clockFloor: clockFloor, maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes)), start.last)
         }
         // Every event is applied, resent or not: applying is idempotent (clocks decide), so no
         // position the vessel claims can make the shore skip a change. The acknowledgement is
         // the request's own upTo, which the vessel checks against what it sent.
-        if !request.events.isEmpty {
+        if !idle {
             // Transfers made since the last exchange are sequenced first: their offboardings say
-            // which rows left this vessel after its cursor.
-            try await sequencer.sequence(on: db)
+            // which rows left this vessel after its cursor. (None waited when the exchange
+            // started, after the request arrived: nothing to do.)
+            if start.captured { try await sequencer.sequence(on: db) }
             // A vessel's writes are judged against the partition it had seen: its cursor, never
             // below what it reported before.
-            let partition = try await PartitionGuard(configuration: configuration).check(request.events, vessel: vessel, seen: max(request.cursor, seen), on: db)
+            let partition = try await PartitionGuard(configuration: configuration).check(request.events, vessel: vessel, seen: max(request.cursor, start.seen), on: db)
             for rejection in partition.rejected { await telemetry.record(kind: "rejected_change", detail: rejection) }
             let applier = Applier(schema: schema, session: db, telemetry: telemetry)
             let report = try await applier.apply(partition.admitted, from: vessel, cursor: request.upTo, routes: partition.routes)
@@ -290,67 +300,51 @@ public struct ShoreExchange: Sendable {
             }
             try await Self.offboard(partition.offboardAfterwards, from: vessel, on: db)
             // Only clocks the shore accepted count: one refused as beyond the bound (``ClockBound``)
-            // must not raise the floor this vessel is held to.
-            let accepted = Self.highestClock(of: vessel, in: partition.admitted, atMost: try await ClockBound.current(on: db))
-            floor = max(floor, accepted)
-            var highest = PostgresBindings()
-            highest.append(vessel)
-            highest.append(accepted)
-            try await db.execute("UPDATE fleetsync.sync_state SET max_clock = greatest(max_clock, $2) WHERE peer = $1", highest, context: "recording \(vessel)'s clock")
+            // must not raise the floor this vessel is held to. With the contact, one statement.
+            floor = max(floor, try await ExchangeStart.recordContact(request, clocks: ExchangeStart.ownClocks(of: vessel, in: partition.admitted), on: db))
             logger.info("applied vessel events", metadata: [
                 "vessel": "\(vessel)", "events": "\(request.events.count)", "rows": "\(report.appliedRows)",
                 "dead_letters": "\(report.deadLettered)", "waiting": "\(report.waiting)", "rejected": "\(report.rejectedFields)"])
         }
-        var state = PostgresBindings()
-        state.append(vessel)
-        state.append(request.cursor)
-        state.append(JSONValue.object(request.status).serialized)
-        try await db.execute("""
-            UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $2), last_success = now(), status = $3::jsonb
-            WHERE peer = $1
-            """, state, context: "recording contact with \(vessel)")
         let acknowledged = request.upTo
         // What was captured since (the vessel's relayed changes, shore writes) is moved into
         // the outbox, a chunk at a time: a large backlog goes a chunk per exchange (`more`).
+        // An exchange without events whose start saw nothing captured has nothing to move.
         let size = batchSize(request)
-        let backlog = try await sequencer.sequenceSome(on: db, chunk: Self.sequencingChunk(size.events))
+        let backlog = idle && !start.captured ? false : try await sequencer.sequenceSome(on: db, chunk: Self.sequencingChunk(size.events))
         // The vessel has more of its own to send: nothing of the shore's this time.
         if request.holdIncoming {
             var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: [], cursor: request.cursor, more: false,
                                             clockFloor: floor,
                                             maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
             response.readAhead = terms(request, after: request.cursor)
-            return response
+            return (response, start.last)
         }
-        // Another vessel's exchange may have pruned since the check above (this vessel, silent
-        // past retention, did not hold the horizon back until its contact was recorded): the
-        // queue is read in one snapshot with the pruning mark, so that it never skips what was
-        // pruned after this vessel's cursor.
-        let configuration = self.configuration
         // Past what the shore keeps, or never caught up: pages of table state instead of events.
+        // (Whether a catch-up is unfinished or must start was read at the start: none, no statement.)
         let catchUp = CatchUp(configuration: configuration, schema: schema, logger: logger)
         let bulk = CatchUp.announcesBulk(request.status)
-        if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], bulk: bulk, force: false, on: db) {
-            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
+        if let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], bulk: bulk, force: false,
+                                                 known: CatchUp.Known(prunedBelow: start.prunedBelow, inProgress: start.catchingUp), on: db) {
+            return (try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db), start.last)
         }
-        // A vessel that applies the batch it has meanwhile asks for the one after it, and how
-        // large (within this shore's ceilings).
+        // Another vessel's exchange may have pruned since the start (this vessel, silent past
+        // retention, did not hold the horizon back until its contact was recorded): the queue is
+        // read in one statement with the pruning mark, so that it never skips what was pruned
+        // after this vessel's cursor. A vessel that applies the batch it has meanwhile asks for
+        // the one after it, and how large (within this shore's ceilings).
         let after = request.readAhead?.after ?? request.cursor
-        let read = try await db.snapshot { tx -> VesselQueue.Batch? in
-            let (last, prunedBelow) = try await Self.positions(tx)
-            guard request.cursor >= prunedBelow else { return nil }
-            return try await VesselQueue(configuration: configuration, session: tx)
-                .read(vessel: vessel, after: after, through: last, limit: size.events, byteBudget: size.bytes)
-        }
+        let (read, _) = try await VesselQueue(configuration: configuration, session: db)
+            .readAtLastPosition(vessel: vessel, cursor: request.cursor, after: after, limit: size.events, byteBudget: size.bytes)
         guard let batch = read else {
             let answer = try await catchUp.answer(vessel: vessel, cursor: request.cursor, echo: request.status["catch_up"], bulk: bulk, force: true, on: db)!
-            return try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db)
+            return (try await catchUpResponse(answer, acknowledged: acknowledged, request: request, clockFloor: floor, db: db), start.last)
         }
         var response = ExchangeResponse(shore: configuration.nodeID, acknowledged: acknowledged, events: batch.events, cursor: batch.cursor, more: batch.more || backlog,
                                         clockFloor: floor,
                                         maximumChangeBytes: Int64(configuration.limits.maximumChangeBytes))
         response.readAhead = terms(request, after: after)
-        return response
+        return (response, start.last)
     }
 
     /// Captured changes an exchange moves into the outbox at most (``SequencerGroup/sequenceSome(on:chunk:)``):
@@ -371,11 +365,6 @@ public struct ShoreExchange: Sendable {
         guard request.readAhead != nil else { return nil }
         let limits = configuration.limits
         return ReadAheadTerms(after: after, maximumEvents: max(limits.batchEvents, limits.maximumBatchEvents), maximumBytes: max(limits.batchBytes, limits.maximumBatchBytes))
-    }
-
-    /// The outbox's last position and pruning mark, in the caller's snapshot.
-    static func positions(_ db: DatabaseSession) async throws -> (last: Int64, prunedBelow: Int64) {
-        try await db.rows("SELECT last_pos, pruned_below FROM fleetsync.outbox_counter", context: "reading the outbox position and pruning mark")[0].decode((Int64, Int64).self)
     }
 
     /// The response carrying one catch-up page (``CatchUp``): more always follows.
@@ -400,17 +389,6 @@ public struct ShoreExchange: Sendable {
             INSERT INTO fleetsync.capture_log (seq, table_name, row_id, op, version, base_version, delta, vessel)
             SELECT nextval('fleetsync.lamport'), x.t, x.id, 'O', 0, 0, '{}', $3 FROM unnest($1::text[], $2::uuid[]) WITH ORDINALITY AS x(t, id, n) ORDER BY x.n DESC
             """, binds, context: "offboarding rows \(vessel) created under rows that had left it")
-    }
-
-    /// The highest clock counter among `events` that `vessel` wrote itself.
-    static func highestClock(of vessel: String, in events: [ChangeEvent], atMost limit: Int64) -> Int64 {
-        var highest: Int64 = 0
-        for event in events {
-            for change in event.fields.values where change.clock.node == vessel && change.clock.counter <= limit {
-                highest = max(highest, change.clock.counter)
-            }
-        }
-        return highest
     }
 }
 

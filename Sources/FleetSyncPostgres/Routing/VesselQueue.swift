@@ -63,6 +63,47 @@ public struct VesselQueue: Sendable {
         binds.append(Int64(byteBudget))
         // The byte budget is applied by the query (``OutboxReader/page``): rows past it are never sent here.
         let rows = try await session.rows(Self.pageSQL, binds, context: "reading the queue of vessel \(vessel)")
+        return try await batch(of: rows, columnsFrom: 0, vessel: vessel, after: cursor, through: last, limit: limit, byteBudget: byteBudget)
+    }
+
+    /// The page of ``pageSQL`` after the outbox's last position and pruning mark, all read in one
+    /// statement (one snapshot, so no transaction of its own): one row with nulls for the page's
+    /// columns when it is empty. Binds: after, vessel, limit + 1, byte budget, the vessel's cursor
+    /// (no event is read when it is below the pruning mark).
+    public static let positionedPageSQL: String = {
+        let last = "(SELECT last_pos FROM fleetsync.outbox_counter)"
+        let kept = "$5 >= (SELECT pruned_below FROM fleetsync.outbox_counter)"
+        let page = OutboxReader.page(
+            columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin",
+            sources: ["vessel = $2 AND pos > $1 AND pos <= \(last) AND origin IS DISTINCT FROM $2 AND \(kept)",
+                      "vessel = '*' AND pos > $1 AND pos <= \(last) AND origin IS DISTINCT FROM $2 AND \(kept)"],
+            limit: "$3", budget: "$4", overhead: 48)
+        return "SELECT c.last_pos, c.pruned_below, q.* FROM fleetsync.outbox_counter c LEFT JOIN (\(page)) q ON true ORDER BY q.pos"
+    }()
+
+    /// Events for `vessel` after `after`, up to the outbox's last position, read in one statement
+    /// with that position and the pruning mark: nil when `cursor` (the position the vessel has
+    /// applied everything up to) is below the mark (events it lacks may be gone: a catch-up
+    /// follows). `last`: the outbox's last position that statement saw.
+    public func readAtLastPosition(vessel: String, cursor: Int64, after: Int64, limit: Int, byteBudget: Int) async throws -> (batch: Batch?, last: Int64) {
+        var binds = PostgresBindings()
+        binds.append(after)
+        binds.append(vessel)
+        binds.append(Int64(limit + 1))
+        binds.append(Int64(byteBudget))
+        binds.append(cursor)
+        var rows = try await session.rows(Self.positionedPageSQL, binds, context: "reading the queue of vessel \(vessel)")
+        guard let first = rows.first else {
+            throw DatabaseError(context: "reading the queue of vessel \(vessel)", message: "the outbox counter row is missing", hint: "run fleetsync init on the shore")
+        }
+        let (last, prunedBelow) = try first.decode((Int64, Int64).self)
+        guard cursor >= prunedBelow else { return (nil, last) }
+        if try first.value(2, as: Int64?.self, context: "reading the queue of vessel \(vessel)") == nil { rows = [] }
+        return (try await batch(of: rows, columnsFrom: 2, vessel: vessel, after: after, through: last, limit: limit, byteBudget: byteBudget), last)
+    }
+
+    /// The batch made of a page's rows, whose columns start at `offset`.
+    private func batch(of rows: [PostgresRow], columnsFrom offset: Int, vessel: String, after cursor: Int64, through last: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
         var events: [ChangeEvent] = []
         var bytes = 0
         var reached = cursor
@@ -70,20 +111,20 @@ public struct VesselQueue: Sendable {
         var unreadable: [Unreadable] = []
         for row in rows {
             let context = "decoding a queued event"
-            let delta: String = try row.value(6, context: context)
-            let size = Int(try row.value(9, as: Int32.self, context: context))
+            let delta: String = try row.value(offset + 6, context: context)
+            let size = Int(try row.value(offset + 9, as: Int32.self, context: context))
             if events.count == limit || (!events.isEmpty && bytes + size > byteBudget) {
                 more = true
                 break
             }
-            let position: Int64 = try row.value(0, context: context)
-            let table: String = try row.value(1, context: context)
-            let op: String = try row.value(3, context: context)
-            let rowID: UUID = try row.value(2, context: context)
+            let position: Int64 = try row.value(offset + 0, context: context)
+            let table: String = try row.value(offset + 1, context: context)
+            let op: String = try row.value(offset + 3, context: context)
+            let rowID: UUID = try row.value(offset + 2, context: context)
             bytes += size
             reached = position
             guard let tableConfiguration = configuration.table(named: table) else { continue }
-            let clocksText: String? = try row.value(7, context: context)
+            let clocksText: String? = try row.value(offset + 7, context: context)
             let values: [String: JSONValue]
             let clocks: [String: JSONValue]
             do {
@@ -98,7 +139,7 @@ public struct VesselQueue: Sendable {
             case "I", "U":
                 let change = CapturedChange(
                     position: position, table: table, rowID: rowID, operation: op == "I" ? .insert : .update,
-                    version: try row.value(4, context: context), baseVersion: try row.value(5, context: context), delta: values)
+                    version: try row.value(offset + 4, context: context), baseVersion: try row.value(offset + 5, context: context), delta: values)
                 events.append(change.event(node: configuration.nodeID, role: .shore, table: tableConfiguration))
             case "O":
                 events.append(ChangeEvent(table: table, rowID: rowID, fields: [:], origin: configuration.nodeID, originPosition: position, offboard: true))
@@ -108,7 +149,7 @@ public struct VesselQueue: Sendable {
                     let clock = clocks[name].flatMap(FieldClock.init(json:)) ?? FieldClock(counter: 0, node: configuration.nodeID)
                     fields[name] = FieldChange(value: value, clock: clock)
                 }
-                let origin: String? = try row.value(8, context: context)
+                let origin: String? = try row.value(offset + 8, context: context)
                 events.append(ChangeEvent(table: table, rowID: rowID, fields: fields, origin: origin ?? configuration.nodeID, originPosition: position))
             }
         }
