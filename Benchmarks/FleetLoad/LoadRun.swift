@@ -49,6 +49,10 @@ actor Peaks {
     private(set) var connections: Int64 = 0
     private(set) var serverConnections: Int64 = 0
     private(set) var rss: Double = 0
+    /// The shore writer's backend, not counted (the generator's own).
+    var writer: Int32 = 0
+
+    func exclude(writer: Int32) { self.writer = writer }
 
     func see(connections: Int64, server: Int64, rss: Double) {
         self.connections = max(self.connections, connections)
@@ -76,6 +80,9 @@ struct LoadRun {
     var bounds: ShoreUnderLoad.Bounds
     var longPoll = false
     var statements = false
+    /// Seconds over which the vessels make their first contact before the measured window
+    /// (``JoinResult``); nil: inside it, at the start of each vessel's first exchange (cold).
+    var joinSpread: Double? = nil
 
     struct Result {
         var vessels: Int
@@ -91,6 +98,7 @@ struct LoadRun {
         var serverCPU: Double, databaseCPU: Double, generatorCPU: Double, machineCPU: Double
         var pollsWithEvents: Int, pollsEmpty: Int, abandoned: Int
         var statements: [String]
+        var join: JoinResult?
     }
 
     func run() async throws -> Result {
@@ -98,23 +106,14 @@ struct LoadRun {
         let shore = try await ShoreUnderLoad.start(binary: binary, vessels: ids, crew: crew, bounds: bounds, statements: statements)
         defer { shore.stop() }
         let simulated = try ids.map { try shore.vessel($0, writesPerExchange: writes) }
-        let recorder = Recorder(steadyFrom: ContinuousClock.now + .seconds(2 * interval))
         let peaks = Peaks()
-        if statements { await shore.resetStatements() }
-        let cpuBefore = Self.cpuSeconds(shore.serverPID)
-        let databaseBefore = shore.databaseCPU()
-        let generatorBefore = Self.cpuSeconds(getpid())
-        let machineBefore = Self.machineBusySeconds()
-        let start = ContinuousClock.now
-        let end = start + .seconds(seconds)
-        let writer = try await ShoreWriter.start(url: shore.url, vessels: ids.count, perVesselPerSecond: Double(writes) / interval, until: end)
         let sampler = Task {
             let db = try await DatabaseSession.connect(url: shore.url, logger: Fixtures.logger)
             defer { Task { await db.close() } }
-            var binds = PostgresBindings()
-            binds.append(shore.database)
-            binds.append(writer.backend)
-            while ContinuousClock.now < end + .seconds(5) && !Task.isCancelled {
+            while !Task.isCancelled {
+                var binds = PostgresBindings()
+                binds.append(shore.database)
+                binds.append(await peaks.writer)
                 let row = try await db.rows("""
                     SELECT count(*), count(*) FILTER (WHERE application_name = 'fleetsync serve') FROM pg_stat_activity
                     WHERE datname = $1 AND pid NOT IN (pg_backend_pid(), $2)
@@ -124,6 +123,17 @@ struct LoadRun {
                 try await Task.sleep(for: .milliseconds(250))
             }
         }
+        let join = joinSpread == nil ? nil : await JoinResult.run(simulated, spread: joinSpread!)
+        let recorder = Recorder(steadyFrom: ContinuousClock.now + .seconds(2 * interval))
+        if statements { await shore.resetStatements() }
+        let cpuBefore = Self.cpuSeconds(shore.serverPID)
+        let databaseBefore = shore.databaseCPU()
+        let generatorBefore = Self.cpuSeconds(getpid())
+        let machineBefore = Self.machineBusySeconds()
+        let start = ContinuousClock.now
+        let end = start + .seconds(seconds)
+        let writer = try await ShoreWriter.start(url: shore.url, vessels: ids.count, perVesselPerSecond: Double(writes) / interval, until: end)
+        await peaks.exclude(writer: writer.backend)
         let interval = self.interval
         let longPoll = self.longPoll
         await withTaskGroup(of: Void.self) { group in
@@ -168,7 +178,7 @@ struct LoadRun {
                       connections: await peaks.connections, serverConnections: await peaks.serverConnections, pool: bounds.databaseConnections,
                       serverCPU: serverCPU, databaseCPU: databaseCPU, generatorCPU: generatorCPU, machineCPU: machineCPU,
                       pollsWithEvents: await recorder.pollsWithEvents, pollsEmpty: await recorder.pollsEmpty, abandoned: await recorder.abandoned,
-                      statements: statements ? await shore.statementReport() : [])
+                      statements: statements ? await shore.statementReport() : [], join: join)
     }
 
     /// One vessel as the daemon runs with `long_poll` on: its writes (committing every

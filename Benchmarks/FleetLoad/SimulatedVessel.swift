@@ -55,7 +55,9 @@ final class SimulatedVessel: @unchecked Sendable {
                 tokenTakenAt = Date()
             }
             let events = writing && poll == nil ? writes() : []
-            var status: [String: JSONValue] = ["pending": .number("\(events.count)")]
+            // As the daemon: it reads catch-up pages in bulk form and says so in every request.
+            var status: [String: JSONValue] = ["pending": .number("\(events.count)"),
+                                               CatchUpBulkPage.statusKey: .number("\(CatchUpBulkPage.version)")]
             if let catchUp { status["catch_up"] = .object(catchUp) }
             var request = ExchangeRequest(vesselID: vessel, cursor: cursor, events: events, upTo: position, clock: clock, status: status)
             request.waitSeconds = poll ?? 0
@@ -113,10 +115,21 @@ final class SimulatedVessel: @unchecked Sendable {
     }
 
     /// What a vessel keeps of an answer: its new cursor and catch-up progress, its clock moved
-    /// past every clock received (Lamport), and which crew rows its partition now has.
+    /// past every clock received (Lamport), and which crew rows its partition now has (from
+    /// events, and from a bulk catch-up page's rows).
     private func take(_ response: ExchangeResponse) {
         cursor = response.cursor
         catchUp = response.catchUp
+        for section in response.bulk?.sections ?? [] where section.table == "seafarer" {
+            if let highest = Self.highestCounter(section.clocks), highest > clock, highest - clock < 1 << 40 { clock = highest }
+            for (row, deleted) in zip(section.ids, section.deleted) {
+                if deleted {
+                    if known.remove(row) != nil { crew.removeAll { $0 == row } }
+                } else if known.insert(row).inserted {
+                    crew.append(row)
+                }
+            }
+        }
         for event in response.events where event.table == "seafarer" {
             if let highest = event.maximumClock?.counter, highest > clock, highest - clock < 1 << 40 { clock = highest }
             if event.offboard || event.isTombstone {
@@ -125,5 +138,24 @@ final class SimulatedVessel: @unchecked Sendable {
                 crew.append(event.rowID)
             }
         }
+    }
+
+    /// The highest counter in a bulk page's clock objects (`{"name": [counter, "node"], ...}`,
+    /// one per line): each counter is the number after a `[`.
+    static func highestCounter(_ clocks: [UInt8]) -> Int64? {
+        var highest: Int64?
+        var i = 0
+        while i < clocks.count {
+            defer { i += 1 }
+            guard clocks[i] == UInt8(ascii: "[") else { continue }
+            var n: Int64 = 0, digits = 0
+            while i + 1 < clocks.count, clocks[i + 1] >= UInt8(ascii: "0"), clocks[i + 1] <= UInt8(ascii: "9"), digits < 18 {
+                i += 1
+                n = n * 10 + Int64(clocks[i] - UInt8(ascii: "0"))
+                digits += 1
+            }
+            if digits > 0 { highest = max(highest ?? n, n) }
+        }
+        return highest
     }
 }

@@ -20,11 +20,14 @@ struct Options {
     var queueLength: Int?
     var longPoll = false
     var statements = false
+    /// Seconds over which the vessels join before the window; nil: `--start cold`.
+    var joinSeconds: Double? = 5
 
     static let usage = """
         usage: fleetsync-fleet-load [--fleetsync PATH] [--vessels 50,100,200,500,1000] [--seconds 30]
                                     [--interval 5] [--writes 3] [--crew 8] [--pool 20] [--exchanges 64]
                                     [--queue-seconds S] [--queue-length N] [--mode interval|long-poll] [--statements on]
+                                    [--start joined|cold] [--join-seconds 5]
           --vessels    fleet sizes to run, one after the other, each against a fresh shore
           --seconds    how long each fleet exchanges
           --interval   seconds between one vessel's exchanges (±20 %); more to fetch: at once
@@ -36,11 +39,16 @@ struct Options {
                        long-poll: as the daemon by default: writes sent as they commit (every
                        --interval), a long poll held open between them
           --statements on: load pg_stat_statements and print the statements that took PostgreSQL's time
+          --start      joined (default): every vessel makes its first contact (token, catch-up
+                       pages) before the measured window, starting at a random moment of
+                       --join-seconds; the join is reported apart. cold: the first contacts are
+                       made inside the window, at each vessel's first exchange
         """
 
     static func parse(_ arguments: [String]) -> Options {
         var options = Options()
         var rest = arguments[...]
+        var joinSpread: Double?
         func fail(_ why: String) -> Never {
             FileHandle.standardError.write(Data("fleetsync-fleet-load: \(why)\n\(usage)\n".utf8))
             exit(2)
@@ -73,9 +81,16 @@ struct Options {
                 guard ["interval", "long-poll"].contains(value) else { fail("--mode \(value): expected interval or long-poll") }
                 options.longPoll = value == "long-poll"
             case "--statements": options.statements = value == "on"
+            case "--start":
+                guard ["joined", "cold"].contains(value) else { fail("--start \(value): expected joined or cold") }
+                options.joinSeconds = value == "cold" ? nil : (options.joinSeconds ?? 5)
+            case "--join-seconds":
+                guard let s = Double(value), s >= 0, s <= 3_600 else { fail("--join-seconds \(value): expected seconds from 0 to 3600") }
+                joinSpread = s
             default: fail("unknown option \(flag)")
             }
         }
+        if let joinSpread { options.joinSeconds = options.joinSeconds == nil ? nil : joinSpread }
         guard FileManager.default.isExecutableFile(atPath: options.binary) else { fail("no fleetsync executable at \(options.binary): build it (swift build -c release --product fleetsync)") }
         return options
     }
@@ -90,13 +105,15 @@ setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 let options = Options.parse(Array(CommandLine.arguments.dropFirst()))
 let queue = (options.queueSeconds.map { "exchange_queue_seconds \($0)" } ?? "exchange_queue_seconds default") + ", " + (options.queueLength.map { "exchange_queue_length \($0)" } ?? "exchange_queue_length default")
 let mode = options.longPoll ? "long poll (writes sent as they commit, every \(options.interval) s per vessel; a long poll held open between them)" : "an exchange every \(options.interval) s per vessel"
-print("fleet load: \(options.seconds) s per fleet, \(mode), \(options.writes) writes each way per exchange, \(options.crew) crew per vessel, pool \(options.pool), concurrent_exchanges \(options.exchanges), \(queue)")
+let start = options.joinSeconds.map { "every vessel joins (token, catch-up) over the first \($0) s before the window" } ?? "cold start: first contacts inside the window"
+print("fleet load: \(options.seconds) s per fleet, \(start), \(mode), \(options.writes) writes each way per exchange, \(options.crew) crew per vessel, pool \(options.pool), concurrent_exchanges \(options.exchanges), \(queue)")
 func ms(_ s: Double) -> String { String(format: "%.0f", s * 1_000) }
 var rows: [String] = []
+var joins: [String] = []
 for n in options.fleets {
     let run = LoadRun(binary: options.binary, vessels: n, seconds: options.seconds, interval: options.interval, writes: options.writes, crew: options.crew,
                       bounds: .init(databaseConnections: options.pool, concurrentExchanges: options.exchanges, queueSeconds: options.queueSeconds, queueLength: options.queueLength),
-                      longPoll: options.longPoll, statements: options.statements)
+                      longPoll: options.longPoll, statements: options.statements, joinSpread: options.joinSeconds)
     let r = try await run.run()
     let polls = options.longPoll ? ", long polls answered \(r.pollsWithEvents) with events and \(r.pollsEmpty) empty, \(r.abandoned) abandoned for a write" : ""
     let failures = r.failures.isEmpty ? "0" : r.failures.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
@@ -106,6 +123,11 @@ for n in options.fleets {
           + "PostgreSQL CPU \(String(format: "%.1f", r.databaseCPU)) s, generator CPU \(String(format: "%.1f", r.generatorCPU)) s, other work on the machine \(String(format: "%.1f", max(0, r.machineCPU - r.serverCPU - r.databaseCPU - r.generatorCPU))) s, "
           + "PostgreSQL connections peak \(r.connections) (pool \(r.serverConnections) of \(r.pool))\(polls)")
     r.statements.forEach { print($0) }
+    if let j = r.join {
+        let failed = j.failures.isEmpty ? "0" : j.failures.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        print("  join: \(n - j.unjoined) of \(n) vessels caught up in \(String(format: "%.1f", j.seconds)) s, \(j.requests) requests, p50 \(ms(j.p50)) ms, p99 \(ms(j.p99)) ms, max \(ms(j.maximum)) ms, failures \(failed)")
+        joins.append("| \(n) | \(n - j.unjoined) | \(String(format: "%.1f", j.seconds)) | \(j.requests) | \(ms(j.p50)) | \(ms(j.p99)) | \(ms(j.maximum)) | \(failed) |")
+    }
     let cpu = "\(String(format: "%.1f", r.serverCPU)) / \(String(format: "%.1f", r.databaseCPU)) / \(String(format: "%.1f", r.generatorCPU))"
     rows.append("| \(n) | \(r.exchanges) | \(String(format: "%.1f", r.perSecond)) | \(ms(r.p50)) | \(ms(r.p99)) (\(ms(r.steadyP99))) | \(ms(r.maximum)) | \(failures) (\(r.steadyFailures)) | \(r.sent) / \(r.received) | \(String(format: "%.0f", r.peakMB)) | \(cpu) | \(r.connections) (\(r.serverConnections)/\(r.pool)) |")
 }
@@ -115,3 +137,13 @@ print("""
     |---|---|---|---|---|---|---|---|---|---|---|
     """)
 rows.forEach { print($0) }
+if !joins.isEmpty {
+    print("""
+
+        The join, before the window (first contacts: challenge, token, catch-up pages; a busy answer retried after 1-2 s):
+
+        | vessels | caught up | seconds | requests | p50 ms | p99 ms | max ms | failures |
+        |---|---|---|---|---|---|---|---|
+        """)
+    joins.forEach { print($0) }
+}
