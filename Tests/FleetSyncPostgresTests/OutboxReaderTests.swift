@@ -80,6 +80,31 @@ final class OutboxReaderTests: DatabaseTestCase {
         XCTAssertGreaterThanOrEqual(lateIndex, 1_000, "the late committer comes after what was moved before it committed")
     }
 
+    /// A run that moves what is left of a capture log grown past 1 MB gives its space back (every
+    /// later read of the log scanned the dead space); runs that stop at their chunk leave it, and
+    /// capture and sequencing go on as before.
+    func testARunThatEmptiesALargeCaptureLogGivesItsSpaceBack() async throws {
+        let (_, db) = try await self.installedNode(role: .shore, nodeID: "shore")
+        try await db.execute("INSERT INTO certificate_type (code, title) SELECT 'C' || i, repeat('t', 40) FROM generate_series(1, 12000) i")
+        let grown: Int64 = try await db.scalar("SELECT pg_relation_size('fleetsync.capture_log')")
+        XCTAssertGreaterThan(grown, OutboxReader.emptiedLogVacuumBytes, "the backlog's log is past the threshold")
+        let reader = OutboxReader(session: db)
+        let first = try await reader.sequence(chunk: 10_000)
+        XCTAssertTrue(first.full)
+        let partly: Int64 = try await db.scalar("SELECT pg_relation_size('fleetsync.capture_log')")
+        XCTAssertEqual(partly, grown, "a run that stopped at its chunk leaves the log as it is")
+        let last = try await reader.sequence(chunk: 10_000)
+        XCTAssertEqual(last.moved, 2_000)
+        XCTAssertFalse(last.full)
+        let emptied: Int64 = try await db.scalar("SELECT pg_relation_size('fleetsync.capture_log')")
+        XCTAssertLessThan(emptied, 65_536, "the emptied log's space is given back (was \(grown) bytes)")
+        try await db.execute("INSERT INTO certificate_type (code, title) VALUES ('AFTER', 'after')")
+        let changes = try await reader.poll(after: 0, limit: 20_000)
+        XCTAssertEqual(changes.count, 12_001)
+        XCTAssertEqual(changes.last?.delta["code"]?.stringValue, "AFTER")
+        XCTAssertEqual(changes.map(\.position), Array(1...12_001).map(Int64.init), "positions dense and in order")
+    }
+
     /// Concurrent writers and two concurrent sequencers: positions are unique and dense.
     func testConcurrentWritersAndReadersDeliverEverythingOnce() async throws {
         let (configuration, db) = try await self.installedNode(role: .shore, nodeID: "shore")

@@ -83,6 +83,7 @@ def main():
                 contender.stop()
             if a.perf:  # the clusters' logs hold auto_explain's plans of statements over 100 ms
                 os.system(f"cp {work}/*.log {a.out}/ 2>/dev/null")
+                os.system(f"for f in {work}/*/*.log; do cp $f {a.out}/$(basename $(dirname $f))-$(basename $f); done 2>/dev/null")
         log(f"    ({name}: {time.monotonic() - started:.0f} s in all)")
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"rows": rows, "transactions": transactions, "results": results, "idle": idle, "notes": notes}, f, indent=1)
