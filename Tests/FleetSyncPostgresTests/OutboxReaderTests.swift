@@ -80,6 +80,31 @@ final class OutboxReaderTests: DatabaseTestCase {
         XCTAssertGreaterThanOrEqual(lateIndex, 1_000, "the late committer comes after what was moved before it committed")
     }
 
+    /// A large backlog is moved a quarter at a time (at least the chunk asked for, at most 20,000),
+    /// still the lowest sequence numbers first, positions dense and in order across the runs.
+    func testALargeBacklogMovesInChunksOfAQuarterOfIt() async throws {
+        XCTAssertEqual(OutboxReader.chunkSize(asked: 2_000, backlog: 100_000), 20_000)
+        XCTAssertEqual(OutboxReader.chunkSize(asked: 2_000, backlog: 1_000_000), 20_000)
+        XCTAssertEqual(OutboxReader.chunkSize(asked: 2_000, backlog: 6_000), 2_000)
+        XCTAssertEqual(OutboxReader.chunkSize(asked: 30_000, backlog: 1_000_000), 30_000)
+        let (_, db) = try await self.installedNode(role: .shore, nodeID: "shore")
+        try await db.execute("INSERT INTO certificate_type (code, title) SELECT 'C' || i, 't' FROM generate_series(1, 16000) i")
+        let reader = OutboxReader(session: db)
+        let first = try await reader.sequence(chunk: 1_000)
+        XCTAssertEqual(first.moved, 4_000, "a quarter of the backlog")
+        XCTAssertTrue(first.full)
+        let early: Int64 = try await db.scalar("SELECT count(*) FROM fleetsync.capture_log WHERE substr(delta->>'code', 2)::int <= 4000")
+        XCTAssertEqual(early, 0, "the lowest sequence numbers moved first")
+        let second = try await reader.sequence(chunk: 1_000)
+        XCTAssertEqual(second.moved, 3_000)
+        var runs = 2
+        while try await reader.sequence(chunk: 1_000).full { runs += 1 }
+        XCTAssertLessThanOrEqual(runs, 12, "about a dozen runs, not 16")
+        let changes = try await reader.poll(after: 0, limit: 20_000)
+        XCTAssertEqual(changes.map(\.position), Array(1...16_000).map(Int64.init), "positions dense and in order")
+        XCTAssertEqual(changes.map { $0.delta["code"]?.stringValue ?? "?" }, (1...16_000).map { "C\($0)" }, "in sequence order across the runs")
+    }
+
     /// A run that moves what is left of a capture log grown past 1 MB gives its space back (every
     /// later read of the log scanned the dead space); runs that stop at their chunk leave it, and
     /// capture and sequencing go on as before.
