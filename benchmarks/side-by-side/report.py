@@ -10,6 +10,7 @@ def fmt(v, unit="", digits=0):
 def figures_table(results):
     rows = [
         ("source throughput while syncing ÷ without", lambda r: f"{r['source_ratio']:.2f} ({fmt(r['source_tps'])} / {fmt(r['plain_tps'])} tps)"),
+        ("source throughput with replication paused (capture alone) ÷ without", lambda r: f"{r['paused_tps'] / r['plain_tps']:.2f} ({fmt(r['paused_tps'])} / {fmt(r['plain_tps'])} tps)"),
         ("end to end, single-row UPDATE transactions", lambda r: fmt(r["end_to_end"], " changes/s")),
         ("target equals source, after the writers stop", lambda r: fmt(r["after_writers_seconds"], " s", 2)),
         ("lag during the stream, p50 / p99 / max", lambda r: f"{fmt(r['lag_p50'], ' s', 2)} / {fmt(r['lag_p99'], ' s', 2)} / {fmt(r['lag_max'], ' s', 2)}"),

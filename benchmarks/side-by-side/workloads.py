@@ -169,8 +169,11 @@ def drain(run, r, cpu, transactions, script, timeout, log):
     src, tgt = run.source, run.target
     cpu.start()
     run.pause(cpu)
-    pgbench(src, "bench", script, transactions)
+    # The writers while nothing syncs: for FleetSync the capture trigger alone, for native the
+    # WAL it writes anyway. Against the stream's plain run: what capture costs the source by itself.
+    paused_tps, _ = pgbench(src, "bench", script, transactions)
     paused_cpu = cpu.stop()
+    r["paused_tps"] = round(paused_tps)
     cpu.start()
     t0 = time.monotonic()
     run.resume()
