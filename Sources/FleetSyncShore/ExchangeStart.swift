@@ -61,7 +61,7 @@ struct ExchangeStart {
         binds.append(JSONValue.object(request.status).serialized)
         binds.append(recordingContact)
         binds.append(request.clock)
-        let rows = try await db.rows(sql, binds, context: "starting the exchange of \(vessel)")
+        let rows = try await db.rows(ExchangeStartStatement.self, binds, context: "starting the exchange of \(vessel)")
         guard let row = rows.first else {
             throw WireError(.internalError, "the shore's outbox counter row is missing (fleetsync.outbox_counter); run fleetsync init on the shore")
         }
@@ -92,13 +92,16 @@ struct ExchangeStart {
         binds.append(request.cursor)
         binds.append(JSONValue.object(request.status).serialized)
         binds.append(clocks)
-        let rows = try await db.rows("""
-            UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $2), last_success = now(), status = $3::jsonb,
-              max_clock = greatest(max_clock, (SELECT max(c) FROM unnest($4::int8[]) c WHERE c <= (SELECT last_value FROM fleetsync.lamport)))
-            WHERE peer = $1 RETURNING max_clock
-            """, binds, context: "recording contact with \(request.vesselID)")
+        let rows = try await db.rows(ContactStatement.self, binds, context: "recording contact with \(request.vesselID)")
         return try rows.first?.decode(Int64.self) ?? 0
     }
+
+    /// Binds: vessel, cursor, status, the clocks of its writes.
+    static let contactSQL = """
+        UPDATE fleetsync.sync_state SET acknowledged = greatest(acknowledged, $2), last_success = now(), status = $3::jsonb,
+          max_clock = greatest(max_clock, (SELECT max(c) FROM unnest($4::int8[]) c WHERE c <= (SELECT last_value FROM fleetsync.lamport)))
+        WHERE peer = $1 RETURNING max_clock
+        """
 
     /// The distinct clock counters of `vessel`'s own writes among `events`.
     static func ownClocks(of vessel: String, in events: [ChangeEvent]) -> [Int64] {

@@ -135,7 +135,7 @@ extension ShoreAuthority {
         binds.append(token.issuedAt)
         try binds.append(Data(secret))
         binds.append(lock)
-        let rows = try await db.rows(Self.standingSQL, binds, context: "checking vessel \(token.vessel)'s standing and exchange \(unsealed.exchangeID)")
+        let rows = try await db.rows(StandingStatement.self, binds, context: "checking vessel \(token.vessel)'s standing and exchange \(unsealed.exchangeID)")
         let (current, key, since, fresh, locked) = try rows[0].decode((Bool, Data?, Int64?, Bool, Bool?).self)
         return Standing(secretIsCurrent: current, sealingKey: key, since: since, fresh: fresh, locked: locked)
     }

@@ -225,13 +225,12 @@ public struct ShoreExchange: Sendable {
         guard channel.locked == true else { return try await body() }
         var binds = PostgresBindings()
         binds.append(lockKey(channel.vessel))
-        let unlock = "SELECT pg_advisory_unlock(hashtext($1))"
         do {
             let value = try await body()
-            try await db.execute(unlock, binds, context: "releasing the lock of \(channel.vessel)'s exchanges")
+            _ = try await db.rows(UnlockStatement.self, binds, context: "releasing the lock of \(channel.vessel)'s exchanges")
             return value
         } catch {
-            try? await db.execute(unlock, binds, context: "releasing the lock of \(channel.vessel)'s exchanges")
+            _ = try? await db.rows(UnlockStatement.self, binds, context: "releasing the lock of \(channel.vessel)'s exchanges")
             throw error
         }
     }
