@@ -4,28 +4,47 @@ import PostgresNIO
 import Synchronization
 
 /// When `fleetsync serve` prunes: after an exchange, as housekeeping that yields to exchanges.
-/// An exchange that runs alone prunes after it; while other exchanges are in progress, pruning
-/// runs at most once per `interval` per process, and never twice at once. (Pruning after every
-/// exchange of a busy shore took more of PostgreSQL's time than the exchanges themselves, and
-/// its write of the outbox counter row queued behind the sequencer's: docs/SCALING.md.)
+/// An exchange of a quiet process prunes after it; while other exchanges are in progress, or
+/// when more than `busyVessels` vessels exchanged with the process in the last `interval` (a
+/// fleet's exchanges, even when each happens to run alone), pruning runs at most once per
+/// `interval` per process, and never twice at once. (Pruning after every exchange of a busy
+/// shore took more of PostgreSQL's time than the exchanges themselves, and its write of the
+/// outbox counter row queued behind the sequencer's: docs/SCALING.md. With 200 vessels
+/// exchanging every 5 s, about two exchanges in three still ran alone and pruned, 767 prunes in
+/// 30 s, a quarter of PostgreSQL's statement time: docs/BENCHMARKS.md, *Round trips per
+/// exchange*.) One vessel exchanging many times a second (a backlog draining) is no fleet: each
+/// of its exchanges prunes, as before.
 public final class RetentionSchedule: Sendable {
     struct State {
         var running = false
         var last: ContinuousClock.Instant?
+        /// Vessels that exchanged since `windowStart` (at most `busyVessels` + 1 kept).
+        var vessels: Set<String> = []
+        var windowStart: ContinuousClock.Instant?
     }
 
     let state = Mutex(State())
     public let interval: Duration
+    public let busyVessels: Int
 
-    public init(interval: Duration = .seconds(1)) { self.interval = interval }
+    public init(interval: Duration = .seconds(1), busyVessels: Int = 8) {
+        self.interval = interval
+        self.busyVessels = busyVessels
+    }
 
-    /// Whether this exchange prunes now; `othersInProgress`: other exchanges are running. A
-    /// true answer must be followed by ``done()``.
-    public func claim(othersInProgress: Bool) -> Bool {
+    /// Whether this exchange (of `vessel`, when known) prunes now; `othersInProgress`: other
+    /// exchanges are running. A true answer must be followed by ``done()``.
+    public func claim(othersInProgress: Bool, vessel: String? = nil) -> Bool {
         let now = ContinuousClock.now
         return state.withLock { s in
+            if s.windowStart.map({ now - $0 >= interval }) ?? true {
+                s.windowStart = now
+                s.vessels = []
+            }
+            if let vessel, s.vessels.count <= busyVessels { s.vessels.insert(vessel) }
             guard !s.running else { return false }
-            if othersInProgress, let last = s.last, now - last < interval { return false }
+            let busy = othersInProgress || s.vessels.count > busyVessels
+            if busy, let last = s.last, now - last < interval { return false }
             s.running = true
             s.last = now
             return true

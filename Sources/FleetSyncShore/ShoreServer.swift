@@ -97,7 +97,7 @@ public struct ShoreServer: Sendable {
                         let session = DatabaseSession.lent(connection, logger: logger)
                         let telemetry = TelemetryWriter(url: configuration.databaseURL, logger: logger)
                         let result = await exchange.reply(to: decoded, session: session, telemetry: telemetry, longPollMaxSeconds: shore.longPollMaxSeconds)
-                        if case .answer(200, _) = result, retention.claim(othersInProgress: gate.counts.inFlight > 1) {
+                        if case .answer(200, _) = result, retention.claim(othersInProgress: gate.counts.inFlight > 1, vessel: decoded.vesselID) {
                             _ = try? await Retention.prune(retentionDays: shore.retentionDays, maxEvents: shore.retentionMaxEvents, on: session)
                             retention.done()
                         }

@@ -1,6 +1,7 @@
 import FleetSyncCore
 import FleetSyncCrypto
 import FleetSyncPostgres
+import FleetSyncShore
 import FleetSyncTestSupport
 import FleetSyncTransport
 import Foundation
@@ -181,5 +182,31 @@ final class ExchangeRoundTripTests: DatabaseTestCase {
         let rows = try await db.rows(VesselQueue.positionedPageSQL, binds)
         XCTAssertEqual(try rows.map { try $0.value(2, as: Int64.self) }, Array(1...1_001).map(Int64.init))
         XCTAssertEqual(try rows[0].value(0, as: Int64.self), 100_000)
+    }
+
+    /// Pruning after an exchange: every time in a quiet process (a test's syncs see the log pruned
+    /// after each, one vessel's many exchanges a second too), at most once per interval when a
+    /// fleet exchanges, even when each exchange happens to run alone.
+    func testAFleetsExchangesPruneAtMostOncePerIntervalAQuietProcessAfterEveryExchange() async throws {
+        let schedule = RetentionSchedule(interval: .milliseconds(400), busyVessels: 8)
+        func claim(_ vessel: String) -> Bool {
+            let claimed = schedule.claim(othersInProgress: false, vessel: vessel)
+            if claimed { schedule.done() }
+            return claimed
+        }
+        // One vessel, twenty exchanges, each alone: each prunes.
+        XCTAssertEqual((0..<20).map { _ in claim("aurora") }, Array(repeating: true, count: 20))
+        // Eight vessels: still quiet.
+        XCTAssertEqual((1...7).map { claim("v\($0)") }, Array(repeating: true, count: 7))
+        // A fleet: past eight vessels in the interval, alone or not, at most once per interval.
+        XCTAssertEqual((8..<40).map { claim("v\($0)") }.filter { $0 }.count, 0)
+        XCTAssertFalse(claim("aurora"))
+        XCTAssertFalse(schedule.claim(othersInProgress: true))
+        try await Task.sleep(for: .milliseconds(450))
+        XCTAssertTrue(claim("aurora"), "a new interval: quiet again")
+        // One at a time while it runs.
+        XCTAssertTrue(schedule.claim(othersInProgress: false))
+        XCTAssertFalse(schedule.claim(othersInProgress: false))
+        schedule.done()
     }
 }
