@@ -21,6 +21,8 @@ public final class RetentionSchedule: Sendable {
         /// Vessels that exchanged since `windowStart` (at most `busyVessels` + 1 kept).
         var vessels: Set<String> = []
         var windowStart: ContinuousClock.Instant?
+        /// The interval before was busy: so is this one, from its start.
+        var wasBusy = false
     }
 
     let state = Mutex(State())
@@ -38,12 +40,13 @@ public final class RetentionSchedule: Sendable {
         let now = ContinuousClock.now
         return state.withLock { s in
             if s.windowStart.map({ now - $0 >= interval }) ?? true {
+                s.wasBusy = s.windowStart.map { now - $0 < interval * 2 } == true && s.vessels.count > busyVessels
                 s.windowStart = now
                 s.vessels = []
             }
             if let vessel, s.vessels.count <= busyVessels { s.vessels.insert(vessel) }
             guard !s.running else { return false }
-            let busy = othersInProgress || s.vessels.count > busyVessels
+            let busy = othersInProgress || s.wasBusy || s.vessels.count > busyVessels
             if busy, let last = s.last, now - last < interval { return false }
             s.running = true
             s.last = now
