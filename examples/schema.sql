@@ -28,6 +28,9 @@ CREATE TABLE seafarer (
   contact_number text,
   notes text
 );
+-- A vessel's crew is found by its routing column: each vessel's catch-up, transfer and
+-- partition check reads by it (fleetsync init warns when a routing column has no index).
+CREATE INDEX seafarer_vessel_code ON seafarer (vessel_code);
 
 -- Certificates follow their seafarer from vessel to vessel.
 CREATE TABLE certificate (
@@ -40,3 +43,5 @@ CREATE TABLE certificate (
   status certificate_status NOT NULL DEFAULT 'valid',
   remarks text
 );
+-- Certificates are routed through their seafarer: found by seafarer_id.
+CREATE INDEX certificate_seafarer_id ON certificate (seafarer_id);

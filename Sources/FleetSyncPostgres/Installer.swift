@@ -14,6 +14,10 @@ public struct InstallReport: Sendable, Equatable {
     public var clockedRows: [String: Int] = [:]
     /// On the shore: rows that changed vessel because the routing rules changed (``RoutingChange``).
     public var rowsMovedByRouting = 0
+    /// On the shore: every routing column (or parent reference a table is
+    /// routed through) that no index leads with: each vessel's catch-up and every transfer
+    /// then reads the whole table (``RoutingIndexCheck``).
+    public var unindexedRoutes: [RoutingIndexCheck.Unindexed] = []
 }
 
 /// The configuration does not fit the database; nothing was changed.
@@ -93,6 +97,9 @@ public struct Installer: Sendable {
                 try await db.execute(statement, context: "installing routing")
             }
             report.removedTables = try await removeUnconfigured(db)
+            if configuration.role == .shore {
+                report.unindexedRoutes = try await RoutingIndexCheck(configuration: configuration).unindexed(on: db)
+            }
             return report
         }
     }

@@ -33,6 +33,9 @@ struct InitCommand: AsyncParsableCommand {
         }
         print("capture installed on \(report.capturedTables.count) table(s): \(report.capturedTables.joined(separator: ", "))")
         for table in report.removedTables { print("capture removed from \(table) (no longer configured)") }
+        for route in report.unindexedRoutes {
+            print("warning: routing column \(route) has no index: each vessel's catch-up and every transfer read the whole table. Fix: \(route.fix);")
+        }
         print("node \(configuration.nodeID) (\(configuration.role.rawValue)) is ready")
     }
 }

@@ -29,6 +29,28 @@ final class InstallerTests: DatabaseTestCase {
         XCTAssertEqual(migrations, Int64(Migration.all.count))
     }
 
+    func testShoreInitNamesRoutingColumnsWithoutAnIndex() async throws {
+        let url = try await Fixtures.database()
+        let db = try await self.connect(url)
+        // The example schema indexes both routing columns; without one, init on the shore says so.
+        try await db.execute("DROP INDEX seafarer_vessel_code")
+        try await db.execute("CREATE INDEX seafarer_partial ON seafarer (vessel_code) WHERE notes IS NULL")
+        let shore = Fixtures.configuration(role: .shore, nodeID: "shore", url: url, tables: Fixtures.exampleTables())
+        let report = try await Installer(configuration: shore).install(on: db)
+        XCTAssertEqual(report.unindexedRoutes.map(\.description), ["seafarer.vessel_code"], "a partial index does not serve every vessel's partition")
+        XCTAssertEqual(report.unindexedRoutes.first?.fix, "CREATE INDEX ON \"public\".\"seafarer\" (\"vessel_code\")")
+        // An index leading with another column does not count either; one leading with it does.
+        try await db.execute("CREATE INDEX seafarer_name_code ON seafarer (full_name, vessel_code)")
+        let again = try await Installer(configuration: shore).install(on: db)
+        XCTAssertEqual(again.unindexedRoutes.map(\.description), ["seafarer.vessel_code"])
+        try await db.execute(report.unindexedRoutes[0].fix)
+        let fixed = try await Installer(configuration: shore).install(on: db)
+        XCTAssertEqual(fixed.unindexedRoutes, [])
+        try await db.execute("DROP INDEX certificate_seafarer_id")
+        let parent = try await Installer(configuration: shore).install(on: db)
+        XCTAssertEqual(parent.unindexedRoutes.map(\.description), ["certificate.seafarer_id"], "the reference a table is routed through counts too")
+    }
+
     func testNewerVersionUpgradesInPlaceKeepingEvents() async throws {
         let (configuration, db) = try await self.installedNode()
         try await db.execute("INSERT INTO vessel (code, name) VALUES ('aurora', 'MV Aurora')")
