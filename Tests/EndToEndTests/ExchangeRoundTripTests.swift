@@ -160,13 +160,7 @@ final class ExchangeRoundTripTests: DatabaseTestCase {
     /// alone does (QueuePlanTests).
     func testTheQueueReadWithItsPositionsUsesTheIndexWithStaleStatistics() async throws {
         let (_, db) = try await installedNode(role: .shore, nodeID: "shore")
-        try await db.execute("ALTER TABLE fleetsync.outbox SET (autovacuum_enabled = false)")
-        try await db.execute("ANALYZE fleetsync.outbox")
-        try await db.execute("""
-            INSERT INTO fleetsync.outbox (pos, table_name, row_id, op, version, base_version, delta, vessel)
-            SELECT i, 'vessel', gen_random_uuid(), 'U', i, i, '{"name": "x"}', CASE WHEN i % 2 = 0 THEN 'aurora' ELSE '*' END
-            FROM generate_series(1, 100000) i
-            """)
+        try await fillOutboxBehindStaleStatistics(db)
         try await db.execute("UPDATE fleetsync.outbox_counter SET last_pos = 100000")
         var binds = PostgresBindings()
         binds.append(Int64(0))

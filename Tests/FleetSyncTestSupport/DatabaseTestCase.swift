@@ -43,4 +43,17 @@ open class DatabaseTestCase: XCTestCase {
         sessions.removeAll()
         try await super.tearDown()
     }
+
+    /// Fills the shore's outbox with 100,000 queued events (every other one for `aurora`, the rest
+    /// broadcast) after its statistics were taken empty and autovacuum turned off: the plans of
+    /// queue reads must not depend on when statistics were last gathered.
+    public func fillOutboxBehindStaleStatistics(_ db: DatabaseSession) async throws {
+        try await db.execute("ALTER TABLE fleetsync.outbox SET (autovacuum_enabled = false)")
+        try await db.execute("ANALYZE fleetsync.outbox")
+        try await db.execute("""
+            INSERT INTO fleetsync.outbox (pos, table_name, row_id, op, version, base_version, delta, vessel)
+            SELECT i, 'vessel', gen_random_uuid(), 'U', i, i, '{"name": "x"}', CASE WHEN i % 2 = 0 THEN 'aurora' ELSE '*' END
+            FROM generate_series(1, 100000) i
+            """)
+    }
 }

@@ -74,7 +74,11 @@ public struct OutboxReader: Sendable {
             var size = Int.max
             if let chunk {
                 // Each chunk's pick reads and sorts the whole log: a large backlog goes in larger chunks.
-                let backlog: Int64 = try await db.rows("SELECT count(*) FROM fleetsync.capture_log", context: "counting captured changes")[0].value(0)
+                // Counted no further than makes a difference to the chunk (four times its largest).
+                var counted = PostgresBindings()
+                counted.append(Int64(4 * Self.largestChunk))
+                let backlog: Int64 = try await db.rows("SELECT count(*) FROM (SELECT 1 FROM fleetsync.capture_log LIMIT $1) c", counted,
+                                                       context: "counting captured changes")[0].value(0)
                 size = Self.chunkSize(asked: chunk, backlog: Int(backlog))
                 chunkBinds.append(Int64(size))
                 picked = "WHERE ctid = ANY (ARRAY(SELECT ctid FROM fleetsync.capture_log ORDER BY seq LIMIT $1))"
@@ -113,8 +117,11 @@ public struct OutboxReader: Sendable {
     /// a time reads about 400,000 in 12 runs, and holds the sequencer lock for a 20,000-change move
     /// at most (about 0.2 s).
     public static func chunkSize(asked: Int, backlog: Int) -> Int {
-        max(asked, min(backlog / 4, 20_000))
+        max(asked, min(backlog / 4, largestChunk))
     }
+
+    /// The most a chunked run moves unless asked for more.
+    public static let largestChunk = 20_000
 
     /// The capture log's size past which a sequencing run that emptied it vacuums it: 1 MB.
     public static let emptiedLogVacuumBytes: Int64 = 1_048_576
