@@ -59,7 +59,7 @@ final class LongValueTests: DatabaseTestCase {
         _ = try await OutboxReader(session: shore).sequence()
         let queued = try await shore.transaction { tx in
             try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return try await VesselQueue(configuration: shoreConfiguration, session: tx).read(vessel: "aurora", after: 0, limit: 100, byteBudget: 64 << 20)
+            return try await VesselQueue(configuration: shoreConfiguration, session: tx).page(vessel: "aurora", after: 0, limit: 100, byteBudget: 64 << 20)
         }
         XCTAssertEqual(queued.events.filter { $0.table == "seafarer" }.count, 3)
         let response = WireCodec.encode(ExchangeResponse(shore: "shore", acknowledged: 0, events: queued.events, cursor: queued.cursor, more: false))
@@ -170,7 +170,7 @@ final class LongValueTests: DatabaseTestCase {
         func read(_ vessel: String) async throws -> VesselQueue.Batch {
             try await shore.transaction { tx in
                 try await tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                return try await VesselQueue(configuration: configuration, session: tx).read(vessel: vessel, after: 0, limit: 100, byteBudget: 64 << 20)
+                return try await VesselQueue(configuration: configuration, session: tx).page(vessel: vessel, after: 0, limit: 100, byteBudget: 64 << 20)
             }
         }
         let last: Int64 = try await shore.scalar("SELECT max(pos) FROM fleetsync.outbox")

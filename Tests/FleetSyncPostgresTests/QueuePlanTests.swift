@@ -74,31 +74,25 @@ final class QueuePlanTests: DatabaseTestCase {
         XCTAssertTrue(serverDefault.contains("Seq Scan"), "with the server's default the read scans the whole table: \(serverDefault)")
     }
 
-    func testQueueAndOutboxReadsUseTheirIndexesWithStaleStatistics() async throws {
+    /// The outbox's own page (what a vessel sends, and the shore's relay reads) goes through
+    /// the position index whatever the statistics say. The vessel queue's read is checked the
+    /// same way, as the product runs it, in ExchangeRoundTripTests.
+    func testOutboxReadUsesItsIndexWithStaleStatistics() async throws {
         let (_, db) = try await installedNode(role: .shore, nodeID: "shore")
         try await fillOutboxBehindStaleStatistics(db)
-        var queue = PostgresBindings()
-        queue.append(Int64(0))
-        queue.append(Int64(100_000))
-        queue.append("aurora")
-        queue.append(Int64(1_001))
-        queue.append(Int64(1_048_576))
-        let queuePlan = try await plan(VesselQueue.pageSQL, queue, on: db)
-        XCTAssertTrue(queuePlan.contains("Index Scan using outbox_vessel_pos"), queuePlan)
-        XCTAssertFalse(queuePlan.contains("Bitmap Heap Scan") || queuePlan.contains("Seq Scan") || queuePlan.contains("external merge"), queuePlan)
-
         var outbox = PostgresBindings()
         outbox.append(Int64(0))
         outbox.append(Int64(1_000))
         outbox.append(Int64(1_048_576))
-        let outboxPlan = try await plan(OutboxReader.page(columns: "pos, delta::text AS delta", where: "pos > $1", limit: "$2", budget: "$3", overhead: 32), outbox, on: db)
+        let page = OutboxReader.page(columns: "pos, delta::text AS delta", where: "pos > $1", limit: "$2", budget: "$3", overhead: 32)
+        let outboxPlan = try await plan(page, outbox, on: db)
         XCTAssertTrue(outboxPlan.contains("Index Scan using outbox_pos"), outboxPlan)
         XCTAssertFalse(outboxPlan.contains("Bitmap Heap Scan") || outboxPlan.contains("Seq Scan") || outboxPlan.contains("external merge"), outboxPlan)
 
         // And the page is still the first rows in position order, within the limit.
-        let rows = try await db.rows(VesselQueue.pageSQL, queue)
-        let positions = try rows.map { try $0.decode(Int64.self, context: .default) }
-        XCTAssertEqual(positions, Array(1...1_001).map(Int64.init))
+        let rows = try await db.rows(page, outbox)
+        let positions = try rows.map { try $0.value(0, as: Int64.self) }
+        XCTAssertEqual(positions, Array(1...1_000).map(Int64.init))
     }
 
     func plan(_ sql: String, _ binds: PostgresBindings, on db: DatabaseSession) async throws -> String {

@@ -57,3 +57,14 @@ open class DatabaseTestCase: XCTestCase {
             """)
     }
 }
+
+extension VesselQueue {
+    /// The page of `vessel`'s queue after `cursor`, read as the shore's exchange reads it
+    /// (``readAtLastPosition(vessel:cursor:after:limit:byteBudget:)``); fails when `cursor` is
+    /// below the pruning mark.
+    public func page(vessel: String, after cursor: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
+        let read = try await readAtLastPosition(vessel: vessel, cursor: cursor, after: cursor, limit: limit, byteBudget: byteBudget)
+        guard let batch = read.batch else { throw DatabaseError(context: "reading the queue of vessel \(vessel)", message: "cursor \(cursor) is below the pruning mark") }
+        return batch
+    }
+}

@@ -24,52 +24,13 @@ public struct VesselQueue: Sendable {
         public var fetched = 0
     }
 
-    /// The highest position given so far.
-    public func lastPosition() async throws -> Int64 {
-        try await session.rows("SELECT last_pos FROM fleetsync.outbox_counter", context: "reading the outbox position")[0].value(0)
-    }
-
-    /// The page of a vessel's queue: its own partition's events and broadcast ones, each read on
-    /// its own in position order ((vessel, pos) index), without the vessel's own events.
-    /// Binds: cursor, last position, vessel, limit + 1, byte budget.
-    static let pageSQL = OutboxReader.page(
-        columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin",
-        sources: ["vessel = $3 AND pos > $1 AND pos <= $2 AND origin IS DISTINCT FROM $3", "vessel = '*' AND pos > $1 AND pos <= $2 AND origin IS DISTINCT FROM $3"],
-        limit: "$4", budget: "$5", overhead: 48)
-
-    /// Events for `vessel` after `cursor`, at most `limit` of them and about `byteBudget` bytes.
-    ///
-    /// An event whose stored text cannot be read (a value nested deeper than
-    /// `JSONLimits.maximumDepth`, which PostgreSQL accepts only with a raised `max_stack_depth`, or
-    /// text that is not the JSON object it should be) is skipped, for this vessel and every other
-    /// one, instead of failing every exchange that reaches it: before the batch that passes it is
-    /// returned, it is recorded once in the dead-letter queue with its text kept whole and a
-    /// telemetry row (``DeadLetterQueue/addUnreadable(table:rowID:source:position:key:text:reason:on:)``,
-    /// keyed by its position). It is written through a connection of its own, since the queue is
-    /// read in a read-only transaction; if that fails, the read fails and nothing is skipped. The
-    /// row stays in the outbox (other vessels' queues share it) until retention prunes it.
-    public func read(vessel: String, after cursor: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
-        try await read(vessel: vessel, after: cursor, through: try await lastPosition(), limit: limit, byteBudget: byteBudget)
-    }
-
-    /// ``read(vessel:after:limit:byteBudget:)`` up to `last`, the outbox's last position read by
-    /// the caller in the same snapshot.
-    public func read(vessel: String, after cursor: Int64, through last: Int64, limit: Int, byteBudget: Int) async throws -> Batch {
-        var binds = PostgresBindings()
-        binds.append(cursor)
-        binds.append(last)
-        binds.append(vessel)
-        binds.append(Int64(limit + 1))
-        binds.append(Int64(byteBudget))
-        // The byte budget is applied by the query (``OutboxReader/page``): rows past it are never sent here.
-        let rows = try await session.rows(Self.pageSQL, binds, context: "reading the queue of vessel \(vessel)")
-        return try await batch(of: rows, columnsFrom: 0, vessel: vessel, after: cursor, through: last, limit: limit, byteBudget: byteBudget)
-    }
-
-    /// The page of ``pageSQL`` after the outbox's last position and pruning mark, all read in one
+    /// The page of a vessel's queue after `after` (its own partition's events and broadcast ones,
+    /// each read on its own in position order through the (vessel, pos) index, without the
+    /// vessel's own events), with the outbox's last position and pruning mark, all read in one
     /// statement (one snapshot, so no transaction of its own): one row with nulls for the page's
     /// columns when it is empty. Binds: after, vessel, limit + 1, byte budget, the vessel's cursor
-    /// (no event is read when it is below the pruning mark).
+    /// (no event is read when it is below the pruning mark). The byte budget is applied by the
+    /// query (``OutboxReader/page``): rows past it are never sent here.
     public static let positionedPageSQL: String = {
         let last = "(SELECT last_pos FROM fleetsync.outbox_counter)"
         let kept = "$5 >= (SELECT pruned_below FROM fleetsync.outbox_counter)"
@@ -85,6 +46,16 @@ public struct VesselQueue: Sendable {
     /// with that position and the pruning mark: nil when `cursor` (the position the vessel has
     /// applied everything up to) is below the mark (events it lacks may be gone: a catch-up
     /// follows). `last`: the outbox's last position that statement saw.
+    ///
+    /// An event whose stored text cannot be read (a value nested deeper than
+    /// `JSONLimits.maximumDepth`, which PostgreSQL accepts only with a raised `max_stack_depth`, or
+    /// text that is not the JSON object it should be) is skipped, for this vessel and every other
+    /// one, instead of failing every exchange that reaches it: before the batch that passes it is
+    /// returned, it is recorded once in the dead-letter queue with its text kept whole and a
+    /// telemetry row (``DeadLetterQueue/addUnreadable(table:rowID:source:position:key:text:reason:on:)``,
+    /// keyed by its position). It is written through a connection of its own, since the queue may
+    /// be read in a read-only transaction; if that fails, the read fails and nothing is skipped. The
+    /// row stays in the outbox (other vessels' queues share it) until retention prunes it.
     public func readAtLastPosition(vessel: String, cursor: Int64, after: Int64, limit: Int, byteBudget: Int) async throws -> (batch: Batch?, last: Int64) {
         var binds = PostgresBindings()
         binds.append(after)
@@ -177,7 +148,7 @@ public struct VesselQueue: Sendable {
         return Batch(events: events, cursor: reached, more: more, fetched: rows.count)
     }
 
-    /// A queued event that could not be read (see ``read(vessel:after:limit:byteBudget:)``).
+    /// A queued event that could not be read (see ``readAtLastPosition(vessel:cursor:after:limit:byteBudget:)``).
     struct Unreadable {
         var position: Int64
         var table: String
