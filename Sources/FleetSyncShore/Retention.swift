@@ -70,7 +70,19 @@ public enum Retention {
         var binds = PostgresBindings()
         binds.append(Int32(days))
         binds.append(Int64(maxEvents))
-        let rows = try await db.rows("""
+        let rows = try await db.rows(pruneSQL, binds, context: "pruning the shore's event log")
+        let horizon: Int64 = try rows[0].value(0)
+        try await forgetWhatNoVesselNeeds(on: db)
+        return horizon
+    }
+
+    /// The prune of ``prune(retentionDays:maxEvents:on:)``. Binds: days, maximum events. Its
+    /// delete reads the position index from the last horizon (every event at or below
+    /// `pruned_below` went with the prune that set it) to the new one, whatever the outbox's
+    /// statistics say: `pos <= horizon` alone was planned, with statistics gathered while the
+    /// outbox was small, as a scan of its whole heap, dead rows included, on every prune (9–10 ms
+    /// a prune while one vessel drained a backlog; docs/BENCHMARKS.md, *Outbox deletes*).
+    public static let pruneSQL = """
             WITH active AS (
               SELECT coalesce(s.acknowledged, 0) AS acknowledged
               FROM fleetsync.vessel v LEFT JOIN fleetsync.sync_state s ON s.peer = v.vessel_id
@@ -85,7 +97,8 @@ public enum Retention {
             ), horizon AS (
               SELECT greatest((SELECT h FROM by_age), coalesce((SELECT h FROM by_size), 0)) AS h
             ), pruned AS (
-              DELETE FROM fleetsync.outbox WHERE pos <= (SELECT h FROM horizon) RETURNING pos, table_name, row_id, op, vessel
+              DELETE FROM fleetsync.outbox WHERE pos > (SELECT pruned_below FROM fleetsync.outbox_counter) AND pos <= (SELECT h FROM horizon)
+              RETURNING pos, table_name, row_id, op, vessel
             ), passed AS (
               -- Every enrolled vessel has applied the events up to here: a mark at or below it
               -- would only be forgotten again (forgetWhatNoVesselNeeds), and tracked_from
@@ -111,11 +124,7 @@ public enum Retention {
             UPDATE fleetsync.outbox_counter SET pruned_below = greatest(pruned_below, (SELECT h FROM horizon)),
               tracked_from = greatest(tracked_from, (SELECT m FROM passed))
             RETURNING pruned_below, (SELECT count(*) FROM pruned), (SELECT count(*) FROM touched), (SELECT count(*) FROM departed)
-            """, binds, context: "pruning the shore's event log")
-        let horizon: Int64 = try rows[0].value(0)
-        try await forgetWhatNoVesselNeeds(on: db)
-        return horizon
-    }
+            """
 
     /// Departures a vessel has passed, and pruned-row marks at or below every enrolled vessel's
     /// cursor, are no longer needed; `tracked_from` rises with what is forgotten, and a vessel
