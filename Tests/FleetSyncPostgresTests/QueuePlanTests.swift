@@ -84,7 +84,7 @@ final class QueuePlanTests: DatabaseTestCase {
         outbox.append(Int64(0))
         outbox.append(Int64(1_000))
         outbox.append(Int64(1_048_576))
-        let page = OutboxReader.page(columns: "pos, delta::text AS delta", where: "pos > $1", limit: "$2", budget: "$3", overhead: 32)
+        let page = OutboxReader.page(columns: "pos, delta_text AS delta", where: "pos > $1", limit: "$2", budget: "$3", overhead: 32)
         let outboxPlan = try await plan(page, outbox, on: db)
         XCTAssertTrue(outboxPlan.contains("Index Scan using outbox_pos"), outboxPlan)
         XCTAssertFalse(outboxPlan.contains("Bitmap Heap Scan") || outboxPlan.contains("Seq Scan") || outboxPlan.contains("external merge"), outboxPlan)

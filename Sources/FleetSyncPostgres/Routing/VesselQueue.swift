@@ -35,7 +35,7 @@ public struct VesselQueue: Sendable {
         let last = "(SELECT last_pos FROM fleetsync.outbox_counter)"
         let kept = "$5 >= (SELECT pruned_below FROM fleetsync.outbox_counter)"
         let page = OutboxReader.page(
-            columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta::text AS delta, clocks::text AS clocks, origin",
+            columns: "pos, table_name, row_id, op::text AS op, version, base_version, delta_text AS delta, clocks::text AS clocks, origin",
             sources: ["vessel = $2 AND pos > $1 AND pos <= \(last) AND origin IS DISTINCT FROM $2 AND \(kept)",
                       "vessel = '*' AND pos > $1 AND pos <= \(last) AND origin IS DISTINCT FROM $2 AND \(kept)"],
             limit: "$3", budget: "$4", overhead: 48)
