@@ -29,10 +29,9 @@ struct ServeCommand: AsyncParsableCommand {
 }
 
 /// Opens the vessel's database and transport and hands a `VesselSync` to `body`.
-func withVesselSync<T: Sendable>(_ configuration: FleetSyncConfiguration, logLevel: Logger.Level, _ body: @Sendable (VesselSync) async throws -> T) async throws -> T {
+func withVesselSync<T: Sendable>(_ configuration: FleetSyncConfiguration, defaultLogLevel logLevel: Logger.Level, _ body: @Sendable (VesselSync) async throws -> T) async throws -> T {
     try requireRole(configuration, .vessel, "run/sync")
-    var vesselLogger = makeLogger("fleetsync.vessel")
-    vesselLogger.logLevel = logLevel
+    var vesselLogger = makeLogger("fleetsync.vessel", defaultLevel: logLevel)
     vesselLogger[metadataKey: "vessel"] = "\(configuration.nodeID)"
     let logger = vesselLogger
     let transport = try HTTPExchangeTransport(
@@ -141,7 +140,7 @@ struct SyncCommand: AsyncParsableCommand {
         let configuration = try options.load()
         try requireRole(configuration, .vessel, "sync")
         await drainQuarantineAtBoot(configuration, logger: makeLogger("fleetsync.vessel"))
-        let (result, deadLettered, waiting) = try await withVesselSync(configuration, logLevel: .warning) { sync in
+        let (result, deadLettered, waiting) = try await withVesselSync(configuration, defaultLogLevel: .warning) { sync in
             do {
                 var deadLettered = 0
                 let result = try await sync.syncUntilIdle(maximumRounds: maxExchanges) { round, o in

@@ -39,6 +39,24 @@ final class CommandLineExtrasTests: DatabaseTestCase {
         XCTAssertTrue(status.output.contains("  IMO9321483: last contact"), status.output)
     }
 
+    /// `fleetsync sync` logs at the level of `FLEETSYNC_LOG_LEVEL`, as every other command does
+    /// (it was fixed at warning), and at warning without it.
+    func testSyncLogsAtTheLevelTheEnvironmentAsks() async throws {
+        let fleet = try await Fleet.make(vessels: ["aurora"])
+        let server = try fleet.serve()
+        defer { server.stop() }
+        let arguments = [FleetSyncBinary.path, "sync", "--once", "--config", fleet.vessels[0].configPath]
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLEETSYNC_LOG_LEVEL"] = nil
+        let quiet = try Shell.runCapturing(arguments, environment: environment)
+        XCTAssertEqual(quiet.status, 0, quiet.error)
+        XCTAssertFalse(quiet.error.contains("exchange done"), quiet.error)
+        environment["FLEETSYNC_LOG_LEVEL"] = "info"
+        let told = try Shell.runCapturing(arguments, environment: environment)
+        XCTAssertEqual(told.status, 0, told.error)
+        XCTAssertTrue(told.error.contains("exchange done"), "info lines on standard error: \(told.error)")
+    }
+
     func testNodeIdsAreBoundedAndFreeOfSpaces() {
         for valid in ["IMO9321483", "aurora", "MV-Aurora_2", "Ñandú", "a.b/c"] { XCTAssertTrue(Identifiers.isValidNodeID(valid), valid) }
         let invalid = ["", "*", "MV Aurora", "tab\there", "line\n", String(repeating: "x", count: 64), "e\u{301}", "zero\u{200B}width"]
