@@ -85,8 +85,24 @@ public final class DatabaseSession: Sendable {
         try? await connection.close()
     }
 
+    /// Fails at once when the connection has ended (closed here, or by the server: a terminated
+    /// backend, a restarted database). PostgresNIO (1.33) hands a statement on an ended
+    /// connection to a channel whose handlers are gone, and nothing ever answers or fails it
+    /// (postgres-nio #487, reverted by #501): the caller waited forever, a vessel daemon until its
+    /// exchange's deadline (270 s by default) when its database terminated its backends
+    /// mid-exchange: the statement after the one that failed (a ROLLBACK, the unlock, recording
+    /// the failure) never returned. Every statement of a session checks first; a statement issued
+    /// in the microseconds in which the connection ends is still left to the caller's deadline.
+    /// Call it before using ``connection`` directly (`copyFrom`).
+    public func requireOpen(_ context: @autoclosure () -> String) throws(DatabaseError) {
+        guard connection.isClosed else { return }
+        throw DatabaseError(context: context(), message: "the connection to the database has ended (the server closed it, or it was lost)",
+                            hint: "reconnect (the daemon does so by itself)")
+    }
+
     /// Runs a statement, discarding any rows.
     public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings(), context: @autoclosure () -> String = "running SQL") async throws(DatabaseError) {
+        try requireOpen(context())
         do {
             _ = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
         } catch {
@@ -96,6 +112,7 @@ public final class DatabaseSession: Sendable {
 
     /// Runs a query and returns all of its rows.
     public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings(), context: @autoclosure () -> String = "running SQL") async throws(DatabaseError) -> [PostgresRow] {
+        try requireOpen(context())
         do {
             return try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
         } catch {

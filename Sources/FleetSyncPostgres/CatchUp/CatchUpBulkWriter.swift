@@ -103,6 +103,7 @@ public struct CatchUpBulkWriter: Sendable {
         let section = checked.section
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         let columns = (["id"] + section.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
+        try db.requireOpen("copying a bulk catch-up page into \(section.table)")
         do {
             try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
                 var piece = ByteBuffer()

@@ -226,6 +226,7 @@ public struct CatchUpReader: Sendable {
         var stopped = false
         var count = 0
         var clocks = ClockReader(fallback: configuration.nodeID)
+        try session.requireOpen("reading rows for a catch-up")
         do {
             let stream = try await session.connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: session.logger)
             for try await row in stream {

@@ -1,0 +1,88 @@
+import FleetSyncPostgres
+import FleetSyncTestSupport
+import Foundation
+import Synchronization
+import XCTest
+
+/// A session whose backend PostgreSQL terminated (`pg_terminate_backend`, a restarted database):
+/// every statement after that fails at once, instead of waiting for an answer that never comes.
+final class TerminatedSessionTests: DatabaseTestCase {
+    func testStatementsOnATerminatedSessionFailAtOnce() async throws {
+        let url = try await Fixtures.database()
+        let admin = try await connect(url)
+        for round in 0..<5 {
+            let session = try await connect(url)
+            let pid: Int32 = try await session.rows("SELECT pg_backend_pid()")[0].value(0)
+            try await admin.execute("SELECT pg_terminate_backend(\(pid))")
+            // Until the client has seen the connection end, whole (its channel torn down).
+            try await session.connection.closeFuture.get()
+            let started = ContinuousClock.now
+            let outcome = try await Self.within(seconds: 5) { () async -> String in
+                do {
+                    try await session.execute("SELECT 1", context: "a statement after the termination")
+                    return "succeeded"
+                } catch {
+                    return "\(error)"
+                }
+            }
+            XCTAssertNotNil(outcome, "round \(round): a statement on the terminated session never finished")
+            XCTAssertNotEqual(outcome, "succeeded")
+            XCTAssertLessThan(started.duration(to: .now), .seconds(1), "round \(round): \(outcome ?? "-")")
+            // A rollback after a failed statement (what transaction() and withLock() do) too.
+            let rollback = try await Self.within(seconds: 5) { () async -> Bool in
+                (try? await session.rows("SELECT 1", context: "rolling back")) == nil
+            }
+            XCTAssertEqual(rollback, true, "round \(round)")
+        }
+    }
+
+    func testAStatementInFlightWhenTheBackendIsTerminatedFailsAndSoDoTheNextOnes() async throws {
+        let url = try await Fixtures.database()
+        let admin = try await connect(url)
+        for round in 0..<5 {
+            let session = try await connect(url)
+            let pid: Int32 = try await session.rows("SELECT pg_backend_pid()")[0].value(0)
+            let outcome = try await Self.within(seconds: 10) { () async -> [String] in
+                var errors: [String] = []
+                do {
+                    try await session.transaction { tx in
+                        async let killed: Void = {
+                            try? await Task.sleep(for: .milliseconds(100))
+                            try? await admin.execute("SELECT pg_terminate_backend(\(pid))")
+                        }()
+                        do {
+                            try await tx.execute("SELECT pg_sleep(5)", context: "sleeping")
+                        } catch {
+                            await killed
+                            throw error
+                        }
+                        await killed
+                    }
+                } catch {
+                    errors.append("\(error)")
+                }
+                // What the daemon does next on the same session: record the failure.
+                do { try await session.execute("SELECT 1", context: "recording the failure") } catch { errors.append("\(error)") }
+                return errors
+            }
+            XCTAssertEqual(outcome?.count, 2, "round \(round): \(outcome.map { "\($0)" } ?? "the session hung")")
+        }
+    }
+
+    /// `body`'s result, or nil when it has not finished within `seconds` (left running).
+    static func within<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async -> T) async throws -> T? {
+        let result = Mutex<T?>(nil)
+        let finished = Atomic<Bool>(false)
+        let task = Task {
+            let value = await body()
+            result.withLock { $0 = value }
+            finished.store(true, ordering: .releasing)
+        }
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while !finished.load(ordering: .acquiring) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        if !finished.load(ordering: .acquiring) { task.cancel() }
+        return result.withLock { $0 }
+    }
+}
