@@ -232,6 +232,8 @@ struct TableWriter {
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         for run in copy.runs {
             let columns = (["id"] + run.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
+            // A COPY on an ended connection is never answered (DatabaseSession.requireOpen).
+            try db.requireOpen("copying new rows into \(configuration.name)")
             do {
                 try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
                     for piece in run.pieces { try await writer.write(piece) }
