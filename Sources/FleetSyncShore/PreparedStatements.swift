@@ -21,6 +21,7 @@ extension ExchangeStatement {
 extension DatabaseSession {
     /// Runs a prepared exchange statement with `binds` and returns its rows.
     func rows<S: ExchangeStatement>(_ statement: S.Type, _ binds: PostgresBindings, context: @autoclosure () -> String) async throws(DatabaseError) -> [PostgresRow] {
+        try requireOpen(context())
         do {
             var rows: [PostgresRow] = []
             for try await row in try await connection.execute(S(bindings: binds), logger: logger) { rows.append(row) }

@@ -69,6 +69,26 @@ final class TerminatedSessionTests: DatabaseTestCase {
         }
     }
 
+    /// The shore's queue read, a prepared statement run on the connection itself, checks too.
+    func testTheQueueReadOnATerminatedSessionFailsAtOnce() async throws {
+        let (configuration, admin) = try await installedNode(role: .shore, nodeID: "shore")
+        let session = try await connect(configuration.databaseURL)
+        let pid: Int32 = try await session.rows("SELECT pg_backend_pid()")[0].value(0)
+        try await admin.execute("SELECT pg_terminate_backend(\(pid))")
+        try await session.connection.closeFuture.get()
+        let queue = VesselQueue(configuration: configuration, session: session)
+        let outcome = try await Self.within(seconds: 5) { () async -> String in
+            do {
+                _ = try await queue.readAtLastPosition(vessel: "aurora", cursor: 0, after: 0, limit: 10, byteBudget: 1 << 20)
+                return "succeeded"
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertNotNil(outcome, "the queue read on the terminated session never finished")
+        XCTAssertNotEqual(outcome, "succeeded")
+    }
+
     /// `body`'s result, or nil when it has not finished within `seconds` (left running).
     static func within<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async -> T) async throws -> T? {
         let result = Mutex<T?>(nil)

@@ -65,6 +65,7 @@ public struct VesselQueue: Sendable {
         binds.append(cursor)
         // Prepared once per connection: planning was most of this statement's time. Its generic
         // plan reads through the (vessel, pos) index as the custom one does (ExchangeRoundTripTests).
+        try session.requireOpen("reading the queue of vessel \(vessel)")
         var rows: [PostgresRow] = []
         do {
             for try await row in try await session.connection.execute(PositionedPage(bindings: binds), logger: session.logger) { rows.append(row) }
