@@ -60,10 +60,12 @@ public struct PostgresEndpoint: Sendable, Equatable {
 public final class DatabaseSession: Sendable {
     public let connection: PostgresConnection
     public let logger: Logger
+    let watch: EndWatch
 
     private init(connection: PostgresConnection, logger: Logger) {
         self.connection = connection
         self.logger = logger
+        self.watch = EndWatch.of(connection)
     }
 
     /// Opens a connection to `endpoint`.
@@ -91,32 +93,51 @@ public final class DatabaseSession: Sendable {
     /// (postgres-nio #487, reverted by #501): the caller waited forever, a vessel daemon until its
     /// exchange's deadline (270 s by default) when its database terminated its backends
     /// mid-exchange: the statement after the one that failed (a ROLLBACK, the unlock, recording
-    /// the failure) never returned. Every statement of a session checks first; a statement issued
-    /// in the microseconds in which the connection ends is still left to the caller's deadline.
-    /// Call it before using ``connection`` directly (`copyFrom`).
+    /// the failure) never returned. Every statement of a session checks first, and waits through
+    /// ``answered(_:_:)``, which fails a statement sent in the instant the connection ended.
     public func requireOpen(_ context: @autoclosure () -> String) throws(DatabaseError) {
         guard connection.isClosed else { return }
-        throw DatabaseError(context: context(), message: "the connection to the database has ended (the server closed it, or it was lost)",
-                            hint: "reconnect (the daemon does so by itself)")
+        throw Self.ended(context())
     }
+
+    private static func ended(_ context: String) -> DatabaseError {
+        DatabaseError(context: context, message: "the connection to the database has ended (the server closed it, or it was lost)",
+                      hint: "reconnect (the daemon does so by itself)")
+    }
+
+    /// Runs one use of ``connection`` (a statement and the reading of its rows, a COPY) and
+    /// returns its result, failing with a clear error at once when the connection has ended, or
+    /// within half a second when it ends while the statement waits for an answer that will never
+    /// come (``EndWatch``). Every statement FleetSync sends goes through here.
+    public func answered<T: Sendable>(_ context: @autoclosure () -> String, _ operation: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(DatabaseError) -> T {
+        let context = context()
+        try requireOpen(context)
+        let connection = self.connection
+        do {
+            return try await watch.run(ended: { Self.ended(context) }) { try await operation(connection) }
+        } catch let error as DatabaseError {
+            throw error
+        } catch {
+            throw DatabaseError(error, context: context)
+        }
+    }
+
+    /// How many statements of this session wait for an answer now.
+    var waitingStatements: Int { watch.waiting }
 
     /// Runs a statement, discarding any rows.
     public func execute(_ sql: String, _ binds: PostgresBindings = PostgresBindings(), context: @autoclosure () -> String = "running SQL") async throws(DatabaseError) {
-        try requireOpen(context())
-        do {
+        let logger = self.logger
+        _ = try await answered(context()) { connection in
             _ = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
-        } catch {
-            throw DatabaseError(error, context: context())
         }
     }
 
     /// Runs a query and returns all of its rows.
     public func rows(_ sql: String, _ binds: PostgresBindings = PostgresBindings(), context: @autoclosure () -> String = "running SQL") async throws(DatabaseError) -> [PostgresRow] {
-        try requireOpen(context())
-        do {
-            return try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
-        } catch {
-            throw DatabaseError(error, context: context())
+        let logger = self.logger
+        return try await answered(context()) { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger).collect()
         }
     }
 

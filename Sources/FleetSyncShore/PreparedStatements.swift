@@ -21,13 +21,11 @@ extension ExchangeStatement {
 extension DatabaseSession {
     /// Runs a prepared exchange statement with `binds` and returns its rows.
     func rows<S: ExchangeStatement>(_ statement: S.Type, _ binds: PostgresBindings, context: @autoclosure () -> String) async throws(DatabaseError) -> [PostgresRow] {
-        try requireOpen(context())
-        do {
+        let logger = self.logger
+        return try await answered(context()) { connection in
             var rows: [PostgresRow] = []
             for try await row in try await connection.execute(S(bindings: binds), logger: logger) { rows.append(row) }
             return rows
-        } catch {
-            throw DatabaseError(error, context: context())
         }
     }
 }

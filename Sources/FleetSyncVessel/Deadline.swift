@@ -1,32 +1,11 @@
 import Foundation
+import FleetSyncPostgres
 import Synchronization
 
 /// The operation did not finish in time.
 public struct DeadlineExceeded: Error, CustomStringConvertible {
     public var seconds: Double
     public var description: String { "no answer within \(Int(seconds)) s (database or shore unresponsive)" }
-}
-
-/// Resumes a continuation exactly once, whichever of the racers gets there first.
-private final class FirstResult<T: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<T, any Error>?>
-    init(_ continuation: CheckedContinuation<T, any Error>) { self.continuation = Mutex(continuation) }
-
-    /// Returns false when someone else already resumed it.
-    @discardableResult
-    func resume(with result: Result<T, any Error>) -> Bool {
-        guard let waiting = continuation.withLock({ current -> CheckedContinuation<T, any Error>? in
-            defer { current = nil }
-            return current
-        }) else { return false }
-        waiting.resume(with: result)
-        return true
-    }
-}
-
-/// The operation's task, for the timer to cancel.
-private final class RunningTask: Sendable {
-    let task = Mutex<Task<Void, Never>?>(nil)
 }
 
 /// Runs `operation`, giving up after `seconds`. A structured task group would wait for a
@@ -42,12 +21,12 @@ func withDeadline<T: Sendable>(seconds: Double, _ operation: @escaping @Sendable
         let timer = Task {
             try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
             guard !Task.isCancelled else { return }
-            if first.resume(with: .failure(DeadlineExceeded(seconds: seconds))) { running.task.withLock { $0 }?.cancel() }
+            if first.resume(with: .failure(DeadlineExceeded(seconds: seconds))) { running.cancel() }
         }
         let work = Task {
             defer { timer.cancel() }
             do { first.resume(with: .success(try await operation())) } catch { first.resume(with: .failure(error)) }
         }
-        running.task.withLock { $0 = work }
+        running.set(work)
     }
 }

@@ -1,4 +1,4 @@
-import FleetSyncPostgres
+@testable import FleetSyncPostgres
 import FleetSyncTestSupport
 import Foundation
 import Synchronization
@@ -87,6 +87,63 @@ final class TerminatedSessionTests: DatabaseTestCase {
         }
         XCTAssertNotNil(outcome, "the queue read on the terminated session never finished")
         XCTAssertNotEqual(outcome, "succeeded")
+    }
+
+    /// A statement sent in the instant its connection ends passes the open check, and its write
+    /// reaches a channel that closed meanwhile, where PostgresNIO drops it: nothing would ever
+    /// answer it (a thread preempted between the check and the write, on a loaded machine, while
+    /// the database terminated the backend). Here the statement ends the connection itself after
+    /// the check and writes only once the channel is torn down: it fails within the grace period
+    /// (EndWatch) with an error that says the connection ended; without the watch it never returned.
+    func testAStatementWrittenAfterItsConnectionEndedFailsWithinAGracePeriod() async throws {
+        let url = try await Fixtures.database()
+        let admin = try await connect(url)
+        for round in 0..<3 {
+            let session = try await connect(url)
+            let pid: Int32 = try await session.rows("SELECT pg_backend_pid()")[0].value(0)
+            let logger = session.logger
+            let started = ContinuousClock.now
+            let outcome = try await Self.within(seconds: 10) { () async -> String in
+                do {
+                    try await session.answered("a statement as the connection ends") { connection in
+                        // Past the check: the backend is terminated, the client sees the channel close...
+                        try await admin.execute("SELECT pg_terminate_backend(\(pid))")
+                        try await connection.closeFuture.get()
+                        // ...and its handlers removed (a task the event loop runs after the close).
+                        try await connection.eventLoop.submit {}.get()
+                        _ = try await connection.query("SELECT 1", logger: logger).collect()
+                    }
+                    return "succeeded"
+                } catch {
+                    return "\(error)"
+                }
+            }
+            XCTAssertNotNil(outcome, "round \(round): the statement was never answered")
+            XCTAssertTrue(outcome?.contains("connection to the database has ended") ?? false, "round \(round): \(outcome ?? "-")")
+            XCTAssertLessThan(started.duration(to: .now), .seconds(3), "round \(round)")
+            XCTAssertEqual(session.waitingStatements, 0, "round \(round): nothing left waiting")
+        }
+    }
+
+    /// A pooled connection is lent to a new session for each exchange: the sessions share one
+    /// watch, so that lending adds nothing to the connection that lasts until it closes.
+    func testSessionsLentOneConnectionShareOneWatch() async throws {
+        let url = try await Fixtures.database()
+        let session = try await connect(url)
+        for _ in 0..<20 {
+            let lent = DatabaseSession.lent(session.connection, logger: session.logger)
+            try await lent.execute("SELECT 1")
+            XCTAssertTrue(lent.watch === session.watch)
+        }
+        let other = try await connect(url)
+        XCTAssertFalse(other.watch === session.watch, "another connection has its own watch")
+        XCTAssertTrue(EndWatch.isWatched(other.connection))
+        await other.close()
+        // The watch goes with its connection, after the grace period.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while EndWatch.isWatched(other.connection), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        XCTAssertFalse(EndWatch.isWatched(other.connection), "the watch of a closed connection is dropped")
+        XCTAssertTrue(EndWatch.isWatched(session.connection))
     }
 
     /// `body`'s result, or nil when it has not finished within `seconds` (left running).

@@ -232,14 +232,12 @@ struct TableWriter {
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         for run in copy.runs {
             let columns = (["id"] + run.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
-            // A COPY on an ended connection is never answered (DatabaseSession.requireOpen).
-            try db.requireOpen("copying new rows into \(configuration.name)")
-            do {
-                try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
+            // A COPY on an ended connection is never answered (DatabaseSession.answered).
+            let logger = db.logger
+            try await db.answered("copying new rows into \(configuration.name)") { connection in
+                try await connection.copyFrom(table: table, columns: columns, logger: logger) { writer in
                     for piece in run.pieces { try await writer.write(piece) }
                 }
-            } catch {
-                throw DatabaseError(error, context: "copying new rows into \(configuration.name)")
             }
         }
     }

@@ -103,9 +103,9 @@ public struct CatchUpBulkWriter: Sendable {
         let section = checked.section
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         let columns = (["id"] + section.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
-        try db.requireOpen("copying a bulk catch-up page into \(section.table)")
-        do {
-            try await db.connection.copyFrom(table: table, columns: columns, logger: db.logger) { writer in
+        let logger = db.logger
+        try await db.answered("copying a bulk catch-up page into \(section.table)") { connection in
+            try await connection.copyFrom(table: table, columns: columns, logger: logger) { writer in
                 var piece = ByteBuffer()
                 piece.reserveCapacity(1 << 20 + 4_096)
                 for row in 0..<section.rows {
@@ -126,8 +126,6 @@ public struct CatchUpBulkWriter: Sendable {
                 }
                 if piece.readableBytes > 0 { try await writer.write(piece) }
             }
-        } catch {
-            throw DatabaseError(error, context: "copying a bulk catch-up page into \(section.table)")
         }
     }
 

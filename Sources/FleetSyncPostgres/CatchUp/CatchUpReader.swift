@@ -221,15 +221,14 @@ public struct CatchUpReader: Sendable {
               ) q WINDOW w AS (ORDER BY q.id ROWS UNBOUNDED PRECEDING)
             ) z WHERE n <= 2 OR before <= $4 ORDER BY id
             """
-        var events: [ChangeEvent] = []
-        var bytes = 0
-        var stopped = false
-        var count = 0
-        var clocks = ClockReader(fallback: configuration.nodeID)
-        try session.requireOpen("reading rows for a catch-up")
-        do {
-            let stream = try await session.connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: session.logger)
-            for try await row in stream {
+        let logger = session.logger, node = configuration.nodeID, name = table.name
+        let (events, bytes, stopped, count) = try await session.answered("reading \(table.name) rows for \(vessel)'s catch-up") { [binds] connection in
+            var events: [ChangeEvent] = []
+            var bytes = 0
+            var stopped = false
+            var count = 0
+            var clocks = ClockReader(fallback: node)
+            for try await row in try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger) {
                 count += 1
                 // The rest of the stream is read, not decoded (ending it early would leave the
                 // connection with a query in flight).
@@ -242,13 +241,10 @@ public struct CatchUpReader: Sendable {
                 }
                 let rowID: UUID = try row.value(0, context: context)
                 let fields = try layout.fields(of: row, clocks: &clocks, context: context)
-                events.append(ChangeEvent(table: table.name, rowID: rowID, fields: fields, origin: configuration.nodeID, originPosition: position))
+                events.append(ChangeEvent(table: name, rowID: rowID, fields: fields, origin: node, originPosition: position))
                 bytes += size
             }
-        } catch let error as DatabaseError {
-            throw error
-        } catch {
-            throw DatabaseError(error, context: "reading \(table.name) rows for \(vessel)'s catch-up")
+            return (events, bytes, stopped, count)
         }
         let exhausted = !stopped && count <= limit
         return (events, bytes, exhausted)

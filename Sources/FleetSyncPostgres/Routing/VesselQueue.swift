@@ -65,12 +65,11 @@ public struct VesselQueue: Sendable {
         binds.append(cursor)
         // Prepared once per connection: planning was most of this statement's time. Its generic
         // plan reads through the (vessel, pos) index as the custom one does (ExchangeRoundTripTests).
-        try session.requireOpen("reading the queue of vessel \(vessel)")
-        var rows: [PostgresRow] = []
-        do {
-            for try await row in try await session.connection.execute(PositionedPage(bindings: binds), logger: session.logger) { rows.append(row) }
-        } catch {
-            throw DatabaseError(error, context: "reading the queue of vessel \(vessel)")
+        let logger = session.logger
+        var rows = try await session.answered("reading the queue of vessel \(vessel)") { [binds] connection in
+            var rows: [PostgresRow] = []
+            for try await row in try await connection.execute(PositionedPage(bindings: binds), logger: logger) { rows.append(row) }
+            return rows
         }
         guard let first = rows.first else {
             throw DatabaseError(context: "reading the queue of vessel \(vessel)", message: "the outbox counter row is missing", hint: "run fleetsync init on the shore")
