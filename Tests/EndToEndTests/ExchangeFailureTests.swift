@@ -376,10 +376,8 @@ final class ExchangeFailureTests: DatabaseTestCase {
         defer { server.stop() }
         let vessel = try await connect(fleet.vessels[0].url)
         // The rows the rounds update, there before the daemon's first contact (a catch-up from
-        // table state, then a verify). Updates, not inserts: new rows are applied by COPY, and a
-        // termination in the middle of a COPY can stop the daemon in PostgresNIO itself ("Copy mode
-        // is only supported for extended queries", a precondition of its COPY writer), which this
-        // test is not about.
+        // table state, then a verify). Updates, not inserts: new rows are applied by COPY, whose
+        // end mid-copy TerminatedSessionTests covers on its own.
         try Fixtures.runScript("INSERT INTO certificate_type (code, title) SELECT 'c' || i, 'type' FROM generate_series(1, 300) i;", url: fleet.shore.url)
         let text = try String(contentsOfFile: fleet.vessels[0].configPath, encoding: .utf8).replacingOccurrences(of: "interval_seconds = 30", with: "interval_seconds = 1")
             .replacingOccurrences(of: "request_timeout_seconds = 120", with: "request_timeout_seconds = 2")

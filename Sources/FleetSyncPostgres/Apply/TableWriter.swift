@@ -232,12 +232,8 @@ struct TableWriter {
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         for run in copy.runs {
             let columns = (["id"] + run.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
-            // A COPY on an ended connection is never answered (DatabaseSession.answered).
-            let logger = db.logger
-            try await db.answered("copying new rows into \(configuration.name)") { connection in
-                try await connection.copyFrom(table: table, columns: columns, logger: logger) { writer in
-                    for piece in run.pieces { try await writer.write(piece) }
-                }
+            try await db.copy(into: table, columns: columns, context: "copying new rows into \(configuration.name)") { sink in
+                for piece in run.pieces { try await sink.write(piece) }
             }
         }
     }

@@ -103,29 +103,26 @@ public struct CatchUpBulkWriter: Sendable {
         let section = checked.section
         let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         let columns = (["id"] + section.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
-        let logger = db.logger
-        try await db.answered("copying a bulk catch-up page into \(section.table)") { connection in
-            try await connection.copyFrom(table: table, columns: columns, logger: logger) { writer in
-                var piece = ByteBuffer()
-                piece.reserveCapacity(1 << 20 + 4_096)
-                for row in 0..<section.rows {
-                    piece.writeString(section.ids[row].lowercasedText)
-                    piece.writeInteger(UInt8(0x09))
-                    section.values.withUnsafeBufferPointer { piece.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[checked.lines[row]])) }
-                    piece.writeInteger(UInt8(0x09))
-                    piece.writeString(String(checked.versions[row]))
-                    piece.writeString(checked.deleted[row] ? "\tt\t" : "\tf\t")
-                    var escaped: [UInt8] = []
-                    section.clocks.withUnsafeBufferPointer { CopyText.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[checked.clockLines[row]]), to: &escaped) }
-                    piece.writeBytes(escaped)
-                    piece.writeInteger(UInt8(0x0A))
-                    if piece.readableBytes >= 1 << 20 {
-                        try await writer.write(piece)
-                        piece.clear()
-                    }
+        try await db.copy(into: table, columns: columns, context: "copying a bulk catch-up page into \(section.table)") { sink in
+            var piece = ByteBuffer()
+            piece.reserveCapacity(1 << 20 + 4_096)
+            for row in 0..<section.rows {
+                piece.writeString(section.ids[row].lowercasedText)
+                piece.writeInteger(UInt8(0x09))
+                section.values.withUnsafeBufferPointer { piece.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[checked.lines[row]])) }
+                piece.writeInteger(UInt8(0x09))
+                piece.writeString(String(checked.versions[row]))
+                piece.writeString(checked.deleted[row] ? "\tt\t" : "\tf\t")
+                var escaped: [UInt8] = []
+                section.clocks.withUnsafeBufferPointer { CopyText.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[checked.clockLines[row]]), to: &escaped) }
+                piece.writeBytes(escaped)
+                piece.writeInteger(UInt8(0x0A))
+                if piece.readableBytes >= 1 << 20 {
+                    try await sink.write(piece)
+                    piece.clear()
                 }
-                if piece.readableBytes > 0 { try await writer.write(piece) }
             }
+            if piece.readableBytes > 0 { try await sink.write(piece) }
         }
     }
 
