@@ -67,7 +67,7 @@ sql shore fleet_shore <<SQL
 INSERT INTO vessel (code, name) VALUES ('aurora', 'Aurora'), ('borealis', 'Borealis'), ('cygnus', 'Cygnus');
 INSERT INTO seafarer (vessel_code, full_name, rank, notes) SELECT 'aurora', 'sailor ' || i, 'AB', 'note ' || i FROM generate_series(1, $ROWS) i;
 INSERT INTO seafarer (vessel_code, full_name, rank, notes) SELECT v, 'crew ' || i, 'AB', 'note ' || i FROM generate_series(1, $TOUCHED) i, unnest(ARRAY['borealis', 'cygnus']) v;
-CREATE INDEX seafarer_vessel_code ON seafarer (vessel_code);  -- the routing column, indexed as a fleet would
+CREATE INDEX IF NOT EXISTS seafarer_vessel_code ON seafarer (vessel_code);  -- the routing column (examples/schema.sql makes it too)
 VACUUM ANALYZE;
 SQL
 
