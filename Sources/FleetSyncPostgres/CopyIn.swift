@@ -21,14 +21,17 @@ public struct CopySink: Sendable {
 }
 
 extension DatabaseSession {
-    /// Copies rows into `table` (its schema and name joined by `"."`, inner quotes doubled:
-    /// PostgresNIO quotes it) with the text `write` sends, in the session's transaction.
+    /// Copies rows into table `name` of `schema` (both as the catalog spells them) with the text
+    /// `write` sends, in the session's transaction.
     ///
     /// A connection that ends in the middle of the copy fails it with a clear error, like any
     /// statement (``answered(_:_:)``), and does not stop the process (``CopyGuard``).
-    public func copy(into table: String, columns: [String], context: @autoclosure () -> String,
+    public func copy(into schema: String, _ name: String, columns: [String], context: @autoclosure () -> String,
                      _ write: @escaping @Sendable (CopySink) async throws -> Void) async throws(DatabaseError) {
         let logger = self.logger
+        // PostgresNIO quotes the table and each column itself: only their inner quotes are doubled.
+        func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
+        let table = inner(schema) + "\".\"" + inner(name), columns = columns.map(inner)
         // The copy's own closure is dropped before its task is left waiting, so that what it
         // holds (a batch's rows, a catch-up page) is freed with the caller's frames.
         let body = CopyBody(write)
@@ -61,14 +64,14 @@ extension DatabaseSession {
 /// said it is ending it: a FATAL error, such as `pg_terminate_backend`'s), the closure neither
 /// returns nor throws: its task waits forever, left behind (having first dropped the closure
 /// that held the copy's text), and the caller gets "the connection to the database has ended"
-/// from ``EndWatch`` half a second after the connection closes. The check and PostgresNIO's next step (a piece's write, the end of the
-/// copy) must see the same state: the copy runs on the connection's event loop
-/// (``EventLoopTaskExecutor``), where PostgresNIO takes each step at once, in the same turn of
-/// the loop as the check. Checked from another thread, the connection could end in between: in
-/// three tests of 300 terminations mid-copy, that stopped the process after 16, 17 and 76; on
-/// the loop, 300 of 300 passed. One case keeps the copy's text: a write waiting for the socket to
-/// drain when the connection ends is never resumed by PostgresNIO 1.33 (2 terminations of 150 in
-/// the test), and the closure waits inside it.
+/// from ``EndWatch`` half a second after the connection closes. The check and PostgresNIO's next
+/// step (a piece's write, the end of the copy) must see the same state: the copy runs on the
+/// connection's event loop (``EventLoopTaskExecutor``), where PostgresNIO takes each step at
+/// once, in the same turn of the loop as the check. Checked from another thread, the connection
+/// could end in between: in three tests of 300 terminations mid-copy, that stopped the process
+/// after 16, 17 and 76; on the loop, 300 of 300 passed. One case keeps the copy's text: a write
+/// waiting for the socket to drain when the connection ends is never resumed by PostgresNIO 1.33
+/// (2 and 5 terminations of 150 in two runs of the test), and the closure waits inside it.
 enum CopyGuard {
     /// What ``CopySink/write(_:)`` throws once the connection has ended: the copy's closure
     /// unwinds (freeing its pieces) to ``DatabaseSession/copy(into:columns:context:_:)``, which

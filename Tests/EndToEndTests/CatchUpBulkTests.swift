@@ -52,11 +52,12 @@ final class CatchUpBulkTests: DatabaseTestCase {
         var vesselSchema: LocalSchema
     }
 
-    func nodes(vesselSchema: String = CatchUpBulkTests.schema) async throws -> Nodes {
+    func nodes(vesselSchema: String = CatchUpBulkTests.schema, moreRows: String? = nil) async throws -> Nodes {
         let shoreURL = try await Fixtures.database(schema: Self.schema, exampleSchema: false)
         let shore = try await connect(shoreURL)
         let shoreConfiguration = Fixtures.configuration(role: .shore, nodeID: "shore", url: shoreURL, tables: [Self.table])
         try Fixtures.runScript(Self.rows, url: shoreURL)
+        if let moreRows { try Fixtures.runScript(moreRows, url: shoreURL) }
         _ = try await Installer(configuration: shoreConfiguration).install(on: shore)
         let vesselURL = try await Fixtures.database(schema: vesselSchema, exampleSchema: false)
         let vessel = try await connect(vesselURL)
@@ -85,6 +86,22 @@ final class CatchUpBulkTests: DatabaseTestCase {
 
     func cursor(_ db: DatabaseSession) async throws -> Int64 {
         try await db.scalar("SELECT coalesce((SELECT cursor FROM fleetsync.sync_state WHERE peer = 'shore'), -1)")
+    }
+
+    /// A page of more than one COPY piece (about 1 MiB each): 3,000 rows of 1 KB besides the
+    /// awkward ones, ten times the page above, go in as several pieces and read back exactly.
+    func testAPageOfSeveralCopyPiecesIsCopiedInWhole() async throws {
+        let nodes = try await nodes(moreRows: "INSERT INTO awkward (note, owned) SELECT repeat('n', 1000) || i, 'o' || i FROM generate_series(1, 3000) i;")
+        let page = try await page(nodes)
+        XCTAssertEqual(page.rows, 3_302)
+        let outcome = try await writer(nodes).apply(page, cursor: 7)
+        XCTAssertNil(outcome.asEvents, "copied straight in")
+        XCTAssertEqual(outcome.copied, 3_302)
+        let bytes: Int64 = try await nodes.vessel.scalar("SELECT sum(length(note))::bigint FROM awkward")
+        XCTAssertGreaterThan(bytes, 2 << 20, "more than two pieces of text")
+        let expected: String = try await nodes.shore.scalar(Self.content)
+        let held: String = try await nodes.vessel.scalar(Self.content)
+        XCTAssertEqual(held, expected)
     }
 
     func testAnAwkwardPageIsCopiedInAndEveryValueReadsBackExactly() async throws {

@@ -226,13 +226,9 @@ struct TableWriter {
 
     /// Copies new rows, run by run, piece by piece.
     private func copy(_ copy: CopyPieces, on db: DatabaseSession) async throws {
-        // postgres-nio wraps the table and each column in double quotes itself; pass the names
-        // with inner quotes doubled, and the schema joined so that the result is "schema"."table".
-        func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
-        let table = inner(physical.schema) + "\".\"" + inner(physical.name)
         for run in copy.runs {
-            let columns = (["id"] + run.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
-            try await db.copy(into: table, columns: columns, context: "copying new rows into \(configuration.name)") { sink in
+            let columns = ["id"] + run.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]
+            try await db.copy(into: physical.schema, physical.name, columns: columns, context: "copying new rows into \(configuration.name)") { sink in
                 for piece in run.pieces { try await sink.write(piece) }
             }
         }

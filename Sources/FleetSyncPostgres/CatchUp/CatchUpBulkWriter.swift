@@ -99,11 +99,9 @@ public struct CatchUpBulkWriter: Sendable {
     /// The COPY of one section: each row's id, its values as sent, its version, tombstone and
     /// clock object, in pieces of about 1 MiB.
     static func copy(_ checked: CatchUpBulkCheck.Section, physical: PhysicalTable, on db: DatabaseSession) async throws {
-        func inner(_ name: String) -> String { name.replacingOccurrences(of: "\"", with: "\"\"") }
         let section = checked.section
-        let table = inner(physical.schema) + "\".\"" + inner(physical.name)
-        let columns = (["id"] + section.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]).map(inner)
-        try await db.copy(into: table, columns: columns, context: "copying a bulk catch-up page into \(section.table)") { sink in
+        let columns = ["id"] + section.columns.map(\.name) + ["sync_version", "is_deleted", "sync_clock"]
+        try await db.copy(into: physical.schema, physical.name, columns: columns, context: "copying a bulk catch-up page into \(section.table)") { sink in
             var piece = ByteBuffer()
             piece.reserveCapacity(1 << 20 + 4_096)
             for row in 0..<section.rows {
