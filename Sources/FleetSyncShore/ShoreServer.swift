@@ -137,11 +137,12 @@ public struct ShoreServer: Sendable {
         let (host, port) = try Self.split(shore.listen)
         // Idle or silent client connections (a half-sent request, say) are closed after the idle timeout.
         let idle = TimeAmount.seconds(Int64(shore.idleTimeoutSeconds))
-        // A request's body must arrive within the request timeout; HTTP/1.0 connections close
-        // after their answer (ConnectionBounds.swift).
+        // A request's body must arrive within the request timeout, and each slice of an answer
+        // be taken within it; HTTP/1.0 connections close after their answer (ConnectionBounds.swift).
         let bodySeconds = Int64(shore.requestTimeoutSeconds)
         var server = HTTPServerBuilder { responder in
-            BoundedHTTP1Channel(inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idle)), bodySeconds: bodySeconds)
+            BoundedHTTP1Channel(inner: HTTP1Channel(responder: responder, configuration: .init(idleTimeout: idle)),
+                                bodySeconds: bodySeconds, answerSeconds: bodySeconds)
         }
         if let certificate = shore.tlsCertificate, let key = shore.tlsKey {
             do {
